@@ -1,0 +1,1 @@
+"""Thin adapters: parse the event, call one entry point of `shared`, log, return."""

@@ -1,0 +1,162 @@
+"""The one settings object, read from the environment.
+
+Every field is an environment variable named ``SFTPIPE_<FIELD>`` (upper case) unless it has an
+explicit alias (the emulator hosts and the project use the names Google's client libraries read).
+README.md has one row per variable; ``tests/unit/test_config.py`` fails when a field is missing
+from that table.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: Dollars per million billable training tokens (dataset tokens x epochs), by base model.
+#: Published Vertex AI supervised-tuning prices; override with SFTPIPE_TRAINING_PRICE_PER_M_TOKENS.
+DEFAULT_TRAINING_PRICES: dict[str, float] = {
+    "gemini-2.5-pro": 25.0,
+    "gemini-2.5-flash": 5.0,
+    "gemini-2.5-flash-lite": 1.5,
+    "gemini-2.0-flash-001": 3.0,
+    "gemini-2.0-flash-lite-001": 1.0,
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SFTPIPE_",
+        case_sensitive=False,
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # --- Google Cloud -------------------------------------------------------------------------
+    project: str = Field(
+        "local-project",
+        validation_alias=AliasChoices("SFTPIPE_PROJECT", "GOOGLE_CLOUD_PROJECT"),
+        description="Google Cloud project id (falls back to GOOGLE_CLOUD_PROJECT).",
+    )
+    location: str = Field("us-central1", description="Vertex AI region for tuning jobs.")
+    bucket: str = Field("sftpipe-local", description="Bucket that receives uploads and outputs.")
+
+    # --- Object layout ------------------------------------------------------------------------
+    incoming_prefix: str = Field("incoming/", description="Uploads under this prefix start a run.")
+    prepared_prefix: str = Field("prepared/", description="Where ingest writes prepared datasets.")
+    reports_prefix: str = Field("reports/", description="Where completion writes reports.")
+
+    # --- Pub/Sub ------------------------------------------------------------------------------
+    uploads_topic: str = Field(
+        "object-finalized",
+        description="Topic that receives GCS upload notifications (local stack / notification mode).",
+    )
+    tuning_requests_topic: str = Field("tuning-requests", description="tuning-request/v1 topic.")
+    job_events_topic: str = Field("job-events", description="job-event/v1 topic (one per transition).")
+    poll_ticks_topic: str = Field("poll-ticks", description="poll-tick/v1 topic (Cloud Scheduler).")
+    dead_letter_suffix: str = Field(
+        "-dead-letter", description="Suffix of each subscription's dead-letter topic."
+    )
+
+    # --- Firestore ----------------------------------------------------------------------------
+    datasets_collection: str = Field("datasets", description="Firestore collection of datasets.")
+    jobs_collection: str = Field("jobs", description="Firestore collection of tuning jobs.")
+    evaluations_collection: str = Field("evaluations", description="Firestore collection of evaluations.")
+    idempotency_collection: str = Field(
+        "idempotency", description="Firestore collection of idempotency claims."
+    )
+    idempotency_lease_s: int = Field(
+        600, ge=1, description="Seconds an IN_PROGRESS claim holds before a retry may take it over."
+    )
+
+    # --- Events -------------------------------------------------------------------------------
+    max_event_age_s: int = Field(
+        86_400,
+        ge=1,
+        description="Events older than this are dropped (logged), so a poisoned event cannot retry for days.",
+    )
+
+    # --- Tuning -------------------------------------------------------------------------------
+    max_concurrent_jobs: int = Field(1, ge=1, description="Tuning jobs allowed to run at once.")
+    base_model: str = Field("gemini-2.5-flash", description="Default base model for uploads.")
+    epochs: int | None = Field(None, ge=1, le=100, description="Default epoch count (empty: recommended).")
+    learning_rate_multiplier: float | None = Field(
+        None, gt=0, le=100, description="Default learning-rate multiplier (empty: recommended)."
+    )
+    adapter_size: int | None = Field(None, description="Default adapter size (empty: recommended).")
+    tuning_api_url: str = Field(
+        "",
+        description="Base URL of a Vertex-compatible tuning API (the local tuning service); empty: Vertex AI.",
+    )
+    tuning_api_token: str = Field(
+        "local", description="Bearer token sent to tuning_api_url (ignored for Vertex AI)."
+    )
+    thinking_budget: int = Field(0, ge=0, description="Thinking budget when querying tuned thinking models.")
+
+    # --- Datasets -----------------------------------------------------------------------------
+    skip_invalid: bool = Field(False, description="Skip invalid records instead of rejecting the file.")
+    split_seed: int = Field(42, description="Seed of the deterministic train/validation/test split.")
+    validation_fraction: float = Field(0.1, ge=0, lt=1, description="Share of examples for validation.")
+    test_fraction: float = Field(0.1, ge=0, lt=1, description="Share of examples held out for evaluation.")
+    training_price_per_m_tokens: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_TRAINING_PRICES),
+        description="JSON object: base model -> dollars per million billable training tokens.",
+    )
+
+    # --- Notifications ------------------------------------------------------------------------
+    slack_webhook_url: str = Field("", description="Slack incoming webhook URL (secret).")
+    slack_bot_token: str = Field("", description="Slack bot token, used with slack_channel (secret).")
+    slack_channel: str = Field("", description="Slack channel for the bot token.")
+    smtp_host: str = Field("", description="SMTP server; empty disables email.")
+    smtp_port: int = Field(587, description="SMTP port.")
+    smtp_starttls: bool = Field(True, description="Upgrade the SMTP connection with STARTTLS.")
+    smtp_username: str = Field("", description="SMTP user name.")
+    smtp_password: str = Field("", description="SMTP password (secret).")
+    mail_from: str = Field("sftpipe@localhost", description="Sender address of notification mails.")
+    mail_to: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated recipients of notification mails."
+    )
+
+    # --- Emulators (read by the Google client libraries themselves) ---------------------------
+    pubsub_emulator_host: str = Field(
+        "",
+        validation_alias="PUBSUB_EMULATOR_HOST",
+        description="host:port of the Pub/Sub emulator.",
+    )
+    firestore_emulator_host: str = Field(
+        "",
+        validation_alias="FIRESTORE_EMULATOR_HOST",
+        description="host:port of the Firestore emulator.",
+    )
+    storage_emulator_host: str = Field(
+        "", validation_alias="STORAGE_EMULATOR_HOST", description="URL of fake-gcs-server."
+    )
+
+    # --- Logging ------------------------------------------------------------------------------
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+
+    @field_validator("mail_to", mode="before")
+    @classmethod
+    def _split_recipients(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("incoming_prefix", "prepared_prefix", "reports_prefix")
+    @classmethod
+    def _prefix_ends_with_slash(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+    def topic_path(self, topic: str) -> str:
+        return f"projects/{self.project}/topics/{topic}"
+
+    @property
+    def uses_emulators(self) -> bool:
+        return bool(self.pubsub_emulator_host or self.firestore_emulator_host or self.storage_emulator_host)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings of this process, read once (functions reuse them across invocations)."""
+    return Settings()

@@ -1,0 +1,118 @@
+"""Run a handler once per key, however often and however concurrently its event is delivered.
+
+The flow of Powertools' idempotency utility, on Firestore:
+1. claim the key with ``create()`` (fails if the document exists) as IN_PROGRESS with a lease;
+2. if it exists: COMPLETED returns the stored result, FAILED re-raises the stored permanent
+   error, IN_PROGRESS within its lease raises :class:`AlreadyInProgressError` (transient: the
+   platform redelivers later), an expired lease is taken over with an update-time precondition;
+3. run the handler: on success store the result as COMPLETED; on a permanent error store it as
+   FAILED (a duplicate gets the same answer, not a second attempt); on any other exception delete
+   the claim (only if still ours) so that the redelivery can run.
+Claims carry ``expire_at`` for a Firestore TTL policy (deploy/ creates it).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from google.api_core import exceptions as gexc
+
+from shared.errors import AlreadyInProgressError, PermanentError
+from shared.logging import get_logger
+
+if TYPE_CHECKING:
+    from google.cloud import firestore
+
+IN_PROGRESS = "IN_PROGRESS"
+COMPLETED = "COMPLETED"
+FAILED = "FAILED"
+#: How long finished claims are kept before the TTL policy deletes them.
+RECORD_RETENTION = timedelta(days=30)
+
+log = get_logger("sftpipe.idempotency")
+
+
+class IdempotencyStore:
+    def __init__(self, db: firestore.Client, collection: str, lease_s: int) -> None:
+        self._db = db
+        self._collection = collection
+        self._lease = timedelta(seconds=lease_s)
+
+    def run_once(self, key: str, handler: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Run ``handler`` at most once to completion for ``key`` and return its (stored) result."""
+        ref = self._db.collection(self._collection).document(key)
+        owner = uuid.uuid4().hex
+        claim_time, stored = self._claim(ref, key, owner)
+        if stored is not None:
+            return stored
+        try:
+            result = handler()
+        except PermanentError as exc:
+            self._finish(
+                ref,
+                owner,
+                {"status": FAILED, "error": exc.to_dict(), "error_type": type(exc).__name__},
+            )
+            raise
+        except BaseException:
+            self._release(ref, claim_time)
+            raise
+        self._finish(ref, owner, {"status": COMPLETED, "result": result})
+        return result
+
+    def _claim(self, ref: Any, key: str, owner: str) -> tuple[datetime, dict[str, Any] | None]:
+        """Claim ``key``; returns (claim update time, None) or (_, stored result of a duplicate)."""
+        now = datetime.now(UTC)
+        record = {
+            "status": IN_PROGRESS,
+            "owner": owner,
+            "lease_expires": now + self._lease,
+            "created": now,
+            "expire_at": now + RECORD_RETENTION,
+        }
+        try:
+            return ref.create(record).update_time, None
+        except gexc.AlreadyExists:
+            pass
+        snapshot = ref.get()
+        if not snapshot.exists:  # deleted by a failed attempt between our create and get
+            return self._claim(ref, key, owner)
+        existing = snapshot.to_dict()
+        status = existing.get("status")
+        if status == COMPLETED:
+            log.info("duplicate delivery: returning stored result", extra={"idempotency_key": key})
+            return now, existing.get("result") or {}
+        if status == FAILED:
+            error = existing.get("error") or {}
+            log.info("duplicate delivery of a failed event", extra={"idempotency_key": key})
+            raise PermanentError(
+                error.get("message", "failed earlier"),
+                code=error.get("code"),
+                field=error.get("field"),
+            )
+        if existing.get("lease_expires") and existing["lease_expires"] > now:
+            raise AlreadyInProgressError(
+                f"{key} is being handled by another delivery until {existing['lease_expires'].isoformat()}"
+            )
+        # The holder died without releasing its claim: take it over, unless someone else just did.
+        try:
+            result = ref.update(
+                {"owner": owner, "lease_expires": now + self._lease, "taken_over": now},
+                option=self._db.write_option(last_update_time=snapshot.update_time),
+            )
+        except (gexc.FailedPrecondition, gexc.NotFound) as exc:
+            raise AlreadyInProgressError(f"{key} was taken over by another delivery") from exc
+        log.warning("took over an expired idempotency claim", extra={"idempotency_key": key})
+        return result.update_time, None
+
+    def _finish(self, ref: Any, owner: str, fields: dict[str, Any]) -> None:
+        ref.update({**fields, "finished": datetime.now(UTC), "owner": owner})
+
+    def _release(self, ref: Any, claim_time: datetime) -> None:
+        try:
+            ref.delete(option=self._db.write_option(last_update_time=claim_time))
+        except (gexc.FailedPrecondition, gexc.NotFound):
+            log.warning("idempotency claim was taken over before it could be released")

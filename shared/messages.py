@@ -1,0 +1,150 @@
+"""Versioned message bodies exchanged over Pub/Sub.
+
+Every body is a JSON object whose ``schema`` field names its shape and version
+(``tuning-request/v1``). A new incompatible shape is a new class with a new version, never an
+edit of an old one, so a message published by an older deployment still parses. Attributes carry
+``schema``, ``dataset_id`` and ``job_id`` for subscription filters and tracing.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, ClassVar, Literal, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from shared.errors import InvalidMessageError
+from shared.events import PubSubMessage
+
+GcsUri = Annotated[str, StringConstraints(pattern=r"^gs://[a-z0-9][a-z0-9._-]{1,220}/.+$")]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Task(StrEnum):
+    """Evaluation task; decides the metrics (see shared/evaluation)."""
+
+    CLASSIFICATION = "classification"
+    SUMMARIZATION = "summarization"
+    EXTRACTIVE_QA = "extractive_qa"
+    GENERATION = "generation"
+
+
+class Message(BaseModel):
+    """Base of every message body."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
+    SCHEMA: ClassVar[str]
+
+    schema_: str = Field(alias="schema")
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+    def attributes(self) -> dict[str, str]:
+        attrs = {"schema": self.schema_}
+        for key in ("dataset_id", "job_id"):
+            value = getattr(self, key, None)
+            if value:
+                attrs[key] = str(value)
+        return attrs
+
+
+class Hyperparameters(BaseModel):
+    """Vertex AI supervised tuning hyperparameters; None lets the recommendation decide."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int | None = Field(None, ge=1, le=100)
+    learning_rate_multiplier: float | None = Field(None, gt=0, le=100)
+    adapter_size: Literal[1, 2, 4, 8, 16] | None = None
+
+
+class NotifyTargets(BaseModel):
+    """Where the result goes, on top of the deployment's defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    emails: list[Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(
+        default_factory=list
+    )
+    slack_channel: str | None = None
+
+
+class TuningRequestV1(Message):
+    """Start one tuning run. Anyone may publish it (see README, "Messages")."""
+
+    SCHEMA: ClassVar[str] = "tuning-request/v1"
+    schema_: Literal["tuning-request/v1"] = Field("tuning-request/v1", alias="schema")
+
+    dataset_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")]
+    base_model: str = Field(min_length=1)
+    training_uri: GcsUri
+    validation_uri: GcsUri | None = None
+    test_uri: GcsUri | None = None
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    task: Task | None = None
+    display_name: str | None = Field(None, max_length=128)
+    notify: NotifyTargets = Field(default_factory=NotifyTargets)
+    labels: dict[str, str] = Field(default_factory=dict)
+    requested_at: datetime = Field(default_factory=utcnow)
+
+
+class JobEventV1(Message):
+    """One state transition of a tuning job, published exactly once by the poller or tuner."""
+
+    SCHEMA: ClassVar[str] = "job-event/v1"
+    schema_: Literal["job-event/v1"] = Field("job-event/v1", alias="schema")
+
+    job_id: str = Field(min_length=1)
+    dataset_id: str = Field(min_length=1)
+    sequence: int = Field(ge=0, description="Index of this transition in the job's history.")
+    state: str = Field(description="google.genai.types.JobState name, or QUEUED before submission.")
+    previous_state: str | None = None
+    terminal: bool = False
+    tuning_job_name: str | None = None
+    tuned_model: str | None = None
+    tuned_endpoint: str | None = None
+    error: str | None = None
+    kind: Literal["transition", "stalled"] = "transition"
+    occurred_at: datetime = Field(default_factory=utcnow)
+
+
+class PollTickV1(Message):
+    """A Cloud Scheduler (or local ticker) tick asking the poller to run."""
+
+    SCHEMA: ClassVar[str] = "poll-tick/v1"
+    schema_: Literal["poll-tick/v1"] = Field("poll-tick/v1", alias="schema")
+
+    scheduled_at: datetime = Field(default_factory=utcnow)
+
+
+M = TypeVar("M", bound=Message)
+
+
+def parse_message(message: PubSubMessage, *expected: type[M]) -> M:
+    """Validate a message body against the expected schema(s).
+
+    Raises InvalidMessageError (permanent: the message is dead-lettered, not retried) naming the
+    first offending field.
+    """
+    body = message.json()
+    if not isinstance(body, dict):
+        raise InvalidMessageError("message body is not a JSON object", field="schema")
+    schema = body.get("schema")
+    by_schema = {cls.SCHEMA: cls for cls in expected}
+    cls = by_schema.get(schema) if isinstance(schema, str) else None
+    if cls is None:
+        raise InvalidMessageError(
+            f"unknown schema {schema!r}; expected one of {sorted(by_schema)}", field="schema"
+        )
+    try:
+        return cls.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        path = ".".join(str(p) for p in first["loc"]) or "schema"
+        raise InvalidMessageError(f"{schema}: {path}: {first['msg']}", field=path) from exc

@@ -1,0 +1,58 @@
+"""Clients the handlers need, created lazily and reused across invocations of a warm instance.
+
+Handlers in ``shared`` take a :class:`Runtime` argument instead of creating clients, so tests pass
+one built on the emulators and nothing reaches for global state. Each client is created on first
+use: a function that never publishes never pays for a publisher at cold start.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from shared.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from google.cloud import firestore, pubsub_v1, storage
+
+#: Seconds to wait for Pub/Sub to confirm a publish before treating it as transient failure.
+PUBLISH_TIMEOUT_S = 30.0
+
+
+class Runtime:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+
+    @cached_property
+    def storage(self) -> storage.Client:
+        from google.cloud import storage
+
+        return storage.Client(project=self.settings.project)
+
+    @cached_property
+    def firestore(self) -> firestore.Client:
+        from google.cloud import firestore
+
+        return firestore.Client(project=self.settings.project)
+
+    @cached_property
+    def publisher(self) -> pubsub_v1.PublisherClient:
+        from google.cloud import pubsub_v1
+
+        return pubsub_v1.PublisherClient()
+
+    def publish(self, topic: str, data: bytes, **attributes: str) -> str:
+        """Publish and wait for the server's message id (so a failure raises in the handler)."""
+        future = self.publisher.publish(self.settings.topic_path(topic), data, **attributes)
+        return future.result(timeout=PUBLISH_TIMEOUT_S)
+
+
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """The process-wide runtime used by the deployed functions."""
+    global _runtime  # noqa: PLW0603 - one set of clients per warm instance is the point
+    if _runtime is None:
+        _runtime = Runtime()
+    return _runtime
