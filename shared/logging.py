@@ -47,11 +47,23 @@ class CloudLoggingFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stdout is at emit time (test runners and CLIs swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Send JSON lines to stdout (idempotent: safe at every cold start and in tests)."""
     root = logging.getLogger()
-    if not any(isinstance(h.formatter, CloudLoggingFormatter) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stdout)
+    if not any(isinstance(h, _StdoutHandler) for h in root.handlers):
+        handler = _StdoutHandler()
         handler.setFormatter(CloudLoggingFormatter())
         root.addHandler(handler)
     root.setLevel(level.upper())

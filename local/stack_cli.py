@@ -1,0 +1,115 @@
+"""``sftpipe stack up | down | status | env``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+DEFAULT_RUN_DIR = ".sftpipe/stack"
+
+
+def default_run_dir() -> Path:
+    return Path(os.environ.get("SFTPIPE_RUN_DIR") or DEFAULT_RUN_DIR)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help=f"where the stack keeps its state and logs (default: $SFTPIPE_RUN_DIR or {DEFAULT_RUN_DIR})",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    up = actions.add_parser(
+        "up", parents=[common], help="start the emulators, fake-gcs-server, the functions and the ticker"
+    )
+    up.add_argument("--project", default="local-project", help="project id used by every service")
+    up.add_argument("--bucket", default="sftpipe-local", help="bucket that receives uploads")
+    up.add_argument("--tick-interval", type=float, default=10.0, help="seconds between poll ticks")
+    up.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra SFTPIPE_* setting for the functions, e.g. --set SFTPIPE_MAX_CONCURRENT_JOBS=2",
+    )
+    actions.add_parser("down", parents=[common], help="stop exactly what `up` started")
+    status = actions.add_parser("status", parents=[common], help="show the stack's processes")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    env = actions.add_parser("env", parents=[common], help="print the stack's environment as export lines")
+    env.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    from local.services import ServiceUnavailableError
+    from local.stack import Stack, StackError, StackOptions
+
+    stack = Stack(args.run_dir or default_run_dir())
+    say = lambda text: print(text, file=sys.stderr)  # noqa: E731 - stdout is kept for data
+    try:
+        if args.action == "up":
+            function_env = dict(_parse_setting(item) for item in args.set)
+            options = StackOptions(
+                project=args.project,
+                bucket=args.bucket,
+                tick_interval_s=args.tick_interval,
+                function_env=function_env,
+            )
+            env = stack.up(options, log=say)
+            say(f'run `eval "$(sftpipe stack env --run-dir {shlex.quote(str(stack.run_dir))})"` to use it')
+            return 0 if env else 1
+        if args.action == "down":
+            stopped = stack.down()
+            say(f"stopped {len(stopped)} processes" if stopped else "nothing was running")
+            return 0
+        if args.action == "status":
+            status = stack.status()
+            if args.json:
+                print(json.dumps(status))
+            else:
+                say(f"stack in {status['run_dir']}: {'running' if status['running'] else 'not running'}")
+                for name, process in status["processes"].items():
+                    state = "alive" if process["alive"] else "dead"
+                    print(f"{name:12} pid {process['pid']:>7}  {state:5}  {process['log']}")
+            return 0 if status["running"] else 3
+        if args.action == "env":
+            env = stack.env()
+            summary = _env_summary(env)
+            if args.json:
+                print(json.dumps(summary))
+            else:
+                for key, value in env.items():
+                    print(f"export {key}={shlex.quote(value)}")
+            return 0
+    except (StackError, ServiceUnavailableError) as exc:
+        say(f"error: {exc}")
+        return 1
+    return 2
+
+
+def _parse_setting(item: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name.startswith("SFTPIPE_"):
+        raise SystemExit(f"--set expects SFTPIPE_NAME=VALUE, got {item!r}")
+    return name, value
+
+
+def _env_summary(env: dict[str, str]) -> dict[str, str]:
+    """The stable JSON contract of `stack env --json` (other tools rely on these keys)."""
+    return {
+        "project": env["SFTPIPE_PROJECT"],
+        "bucket": env["SFTPIPE_BUCKET"],
+        "pubsub_emulator_host": env["PUBSUB_EMULATOR_HOST"],
+        "firestore_emulator_host": env["FIRESTORE_EMULATOR_HOST"],
+        "storage_emulator_host": env["STORAGE_EMULATOR_HOST"],
+        "tuning_api_url": env.get("SFTPIPE_TUNING_API_URL", ""),
+        "run_dir": env["SFTPIPE_RUN_DIR"],
+        "mail_dir": env["SFTPIPE_MAIL_DIR"],
+        "slack_dir": env["SFTPIPE_SLACK_DIR"],
+        "env": env,
+    }

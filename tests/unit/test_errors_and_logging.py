@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from google.api_core import exceptions as gexc
+from google.genai import errors as genai_errors
+
+from shared.errors import AlreadyInProgressError, InvalidEventError, is_transient
+from shared.logging import CloudLoggingFormatter, bind, log_context
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (InvalidEventError("bad", field="data.name"), False),
+        (AlreadyInProgressError("held"), True),
+        (gexc.ServiceUnavailable("x"), True),
+        (gexc.TooManyRequests("x"), True),
+        (gexc.Aborted("contention"), True),
+        (gexc.NotFound("x"), False),
+        (gexc.BadRequest("x"), False),
+        (
+            genai_errors.ClientError(
+                429, {"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}}
+            ),
+            True,
+        ),
+        (
+            genai_errors.ClientError(
+                400, {"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}
+            ),
+            False,
+        ),
+        (
+            genai_errors.ServerError(
+                503, {"error": {"code": 503, "message": "down", "status": "UNAVAILABLE"}}
+            ),
+            True,
+        ),
+        (RuntimeError("unexpected"), True),
+    ],
+)
+def test_transient_classification(exc: BaseException, transient: bool) -> None:
+    assert is_transient(exc) is transient
+
+
+def _format(record_message: str, **extra: object) -> dict:
+    record = logging.LogRecord("sftpipe.test", logging.WARNING, __file__, 1, record_message, (), None)
+    for key, value in extra.items():
+        setattr(record, key, value)
+    return json.loads(CloudLoggingFormatter().format(record))
+
+
+def test_log_lines_are_cloud_logging_json_with_correlation_ids() -> None:
+    with log_context(event_id="e1", dataset_id="d1", job_id=None):
+        bind(job_id="j1")
+        line = _format("submitted", attempt=2)
+
+    assert line["severity"] == "WARNING"
+    assert line["message"] == "submitted"
+    assert (line["event_id"], line["dataset_id"], line["job_id"], line["attempt"]) == ("e1", "d1", "j1", 2)
+
+
+def test_context_does_not_leak_out_of_its_block() -> None:
+    with log_context(dataset_id="inner"):
+        pass
+
+    assert "dataset_id" not in _format("after")
