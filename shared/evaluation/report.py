@@ -1,0 +1,580 @@
+"""The evaluation summary (``summary.json``) and the human report (``report.html``).
+
+The summary is a pydantic model, so the completion handler stores exactly what the report and the
+notifications show. The report is one self-contained HTML file: inline CSS, charts as inline SVG
+drawn here, no JavaScript, no external resource, so it opens the same from GCS, a mail attachment
+or a laptop. Every piece of dataset or model text goes through :func:`html.escape` (a dataset may
+well contain ``<script>``), and that includes labels and names inside the SVG charts.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import ClassVar, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.evaluation.metrics import PRIMARY_METRIC, ClassScores, MetricResult, TaskChoice
+from shared.messages import Task
+
+Verdict = Literal["improved", "regressed", "unchanged"]
+
+#: Absolute change of the primary metric (0-1 scale) below which the tuned model is "unchanged".
+#: One point (0.01) is about the noise of a 200-300 example test split; smaller changes are not
+#: worth a "better" or "worse" headline.
+VERDICT_TOLERANCE = 0.01
+#: Metrics where a smaller value is better (the verdict and the colours take it into account).
+LOWER_IS_BETTER = frozenset({"out_of_label_rate"})
+#: Text longer than this is cut in the report's examples (the full text is in the per-example file).
+EXAMPLE_TEXT_LIMIT = 1_500
+# Loss-curve signals from the Vertex AI tuning best-practices guide. The guide names the signs, not
+# numbers: validation loss 5% above its minimum while training loss fell counts as over-fitting,
+# and training loss still falling by 10% over the last quarter of steps counts as not converged.
+INITIAL_LOSS_ALARM = 10.0
+RISE_FROM_MINIMUM = 0.05
+STILL_FALLING = 0.10
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class LossPoint(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    step: int
+    value: float
+
+
+class MetricComparison(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    base: float
+    tuned: float
+    delta: float
+    primary: bool = False
+    higher_is_better: bool = True
+
+
+class ExampleCounts(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    test_examples: int
+    base_failures: int
+    tuned_failures: int
+
+
+class CostEstimate(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    billable_tokens: int = Field(description="Dataset tokens x epochs.")
+    price_per_m_tokens: float
+    dollars: float
+    tokens_counted: Literal["exact", "estimated"]
+    note: str = ""
+
+
+class ExampleComparison(BaseModel):
+    """One test example as both models answered it (None: the model call failed)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt: str
+    reference: str
+    base_output: str | None
+    tuned_output: str | None
+
+
+class EvaluationSummary(BaseModel):
+    """The content of ``reports/<job_id>/summary.json``."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+    SCHEMA: ClassVar[str] = "evaluation-summary/v1"
+
+    schema_: Literal["evaluation-summary/v1"] = Field("evaluation-summary/v1", alias="schema")
+    job_id: str
+    dataset_id: str
+    base_model: str
+    tuned_model: str | None = None
+    tuned_endpoint: str | None = None
+    task: Task
+    task_decided_by: Literal["explicit", "inferred"]
+    task_reason: str
+    primary_metric: str
+    metrics: list[MetricComparison]
+    per_class: dict[str, dict[Literal["base", "tuned"], ClassScores]] = Field(default_factory=dict)
+    verdict: Verdict
+    verdict_tolerance: float
+    verdict_reason: str
+    counts: ExampleCounts
+    tuning_duration_s: float | None = None
+    evaluation_duration_s: float | None = None
+    cost: CostEstimate | None = None
+    dataset_statistics: dict[str, str | int | float] = Field(default_factory=dict)
+    loss_curves: dict[str, list[LossPoint]] = Field(default_factory=dict)
+    loss_signals: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    generated_at: datetime = Field(default_factory=utcnow)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json", by_alias=True), option=orjson.OPT_INDENT_2)
+
+    @property
+    def primary(self) -> MetricComparison:
+        return next(m for m in self.metrics if m.primary)
+
+
+# --- Building the summary ----------------------------------------------------------------------
+
+
+def decide_verdict(
+    delta: float, tolerance: float = VERDICT_TOLERANCE, *, higher_is_better: bool = True
+) -> Verdict:
+    """improved / regressed when the primary metric moved by more than ``tolerance``, else unchanged."""
+    gain = delta if higher_is_better else -delta
+    if gain > tolerance:
+        return "improved"
+    if gain < -tolerance:
+        return "regressed"
+    return "unchanged"
+
+
+def estimate_training_cost(
+    *,
+    dataset_tokens: int,
+    epochs: int,
+    base_model: str,
+    prices_per_m_tokens: Mapping[str, float],
+    tokens_counted: Literal["exact", "estimated"],
+) -> CostEstimate | None:
+    """Training cost = dataset tokens x epochs x price; None when the model has no known price.
+
+    ``prices_per_m_tokens`` is ``Settings.training_price_per_m_tokens``. The model may be given as
+    a resource name (``publishers/google/models/gemini-2.5-flash``).
+    """
+    model = base_model.rsplit("/", 1)[-1]
+    price = prices_per_m_tokens.get(model)
+    if price is None:
+        return None
+    billable = dataset_tokens * epochs
+    return CostEstimate(
+        billable_tokens=billable,
+        price_per_m_tokens=price,
+        dollars=round(billable / 1_000_000 * price, 2),
+        tokens_counted=tokens_counted,
+        note=f"{dataset_tokens:,} dataset tokens x {epochs} epochs at ${price:g} per million tokens",
+    )
+
+
+def loss_signals(loss_curves: Mapping[str, Sequence[LossPoint]]) -> list[str]:
+    """What the loss curves suggest, in the words of the Vertex AI tuning guide.
+
+    Expects the series named "training" and (optionally) "validation".
+    """
+    signals: list[str] = []
+    training = list(loss_curves.get("training", []))
+    validation = list(loss_curves.get("validation", []))
+    if training and training[0].value > INITIAL_LOSS_ALARM:
+        signals.append(
+            f"Initial training loss {training[0].value:.2f} is above {INITIAL_LOSS_ALARM:g}: "
+            "look for a data problem such as truncated examples."
+        )
+    if len(validation) >= 3 and len(training) >= 2:
+        lowest = min(point.value for point in validation)
+        if validation[-1].value > lowest * (1 + RISE_FROM_MINIMUM) and training[-1].value < training[0].value:
+            signals.append(
+                "Validation loss rises while training loss falls: the model is over-fitting; try fewer epochs."
+            )
+    if len(training) >= 4:
+        tail = training[len(training) * 3 // 4 - 1 :]
+        still_falling = tail[0].value > 0 and (tail[0].value - tail[-1].value) / tail[0].value > STILL_FALLING
+        validation_falling = len(validation) < 2 or validation[-1].value < validation[-2].value
+        if still_falling and validation_falling and not any("over-fitting" in s for s in signals):
+            signals.append(
+                "Loss was still falling clearly at the end: the model may be under-fitted; "
+                "try more epochs or a larger learning-rate multiplier."
+            )
+    return signals
+
+
+def build_summary(
+    *,
+    job_id: str,
+    dataset_id: str,
+    base_model: str,
+    task_choice: TaskChoice,
+    base: MetricResult,
+    tuned: MetricResult,
+    tuned_model: str | None = None,
+    tuned_endpoint: str | None = None,
+    tuning_duration_s: float | None = None,
+    evaluation_duration_s: float | None = None,
+    cost: CostEstimate | None = None,
+    dataset_statistics: Mapping[str, str | int | float] | None = None,
+    loss_curves: Mapping[str, Sequence[LossPoint]] | None = None,
+    tolerance: float = VERDICT_TOLERANCE,
+) -> EvaluationSummary:
+    """Compare the base and tuned model's scores and decide the verdict on the primary metric."""
+    primary = PRIMARY_METRIC[task_choice.task]
+    comparisons = [
+        MetricComparison(
+            name=name,
+            base=base_score,
+            tuned=tuned.scores.get(name, 0.0),
+            delta=tuned.scores.get(name, 0.0) - base_score,
+            primary=name == primary,
+            higher_is_better=name not in LOWER_IS_BETTER,
+        )
+        for name, base_score in base.scores.items()
+    ]
+    primary_comparison = next(c for c in comparisons if c.primary)
+    verdict = decide_verdict(
+        primary_comparison.delta, tolerance, higher_is_better=primary_comparison.higher_is_better
+    )
+    per_class: dict[str, dict[Literal["base", "tuned"], ClassScores]] = {
+        label: {"base": scores, "tuned": tuned.per_class[label]}
+        for label, scores in base.per_class.items()
+        if label in tuned.per_class
+    }
+    curves = {name: list(points) for name, points in (loss_curves or {}).items()}
+    notes = [f"base model: {note}" for note in base.notes] + [f"tuned model: {note}" for note in tuned.notes]
+    return EvaluationSummary(
+        job_id=job_id,
+        dataset_id=dataset_id,
+        base_model=base_model,
+        tuned_model=tuned_model,
+        tuned_endpoint=tuned_endpoint,
+        task=task_choice.task,
+        task_decided_by=task_choice.decided_by,
+        task_reason=task_choice.reason,
+        primary_metric=primary,
+        metrics=comparisons,
+        per_class=per_class,
+        verdict=verdict,
+        verdict_tolerance=tolerance,
+        verdict_reason=(
+            f"{primary} {primary_comparison.base:.3f} -> {primary_comparison.tuned:.3f} "
+            f"({primary_comparison.delta:+.3f}; tolerance ±{tolerance:g})"
+        ),
+        counts=ExampleCounts(
+            test_examples=base.count, base_failures=base.failed, tuned_failures=tuned.failed
+        ),
+        tuning_duration_s=tuning_duration_s,
+        evaluation_duration_s=evaluation_duration_s,
+        cost=cost,
+        dataset_statistics=dict(dataset_statistics or {}),
+        loss_curves=curves,
+        loss_signals=loss_signals(curves),
+        notes=notes,
+    )
+
+
+# --- Formatting shared with the notifications --------------------------------------------------
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+def format_score(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def format_delta(value: float) -> str:
+    # "-0.000" reads as a regression; a change that rounds to nothing is shown as ±0.000.
+    return "±0.000" if abs(value) < 0.0005 else f"{value:+.3f}"
+
+
+def delta_direction(comparison: MetricComparison, tolerance: float) -> Verdict:
+    return decide_verdict(comparison.delta, tolerance, higher_is_better=comparison.higher_is_better)
+
+
+# --- HTML --------------------------------------------------------------------------------------
+
+_e = html.escape
+
+BASE_COLOUR = "#8c8c8c"
+TUNED_COLOUR = "#1a73e8"
+SERIES_COLOURS = ("#1a73e8", "#e8710a", "#188038", "#a142f4", "#d93025")
+VERDICT_COLOURS: dict[Verdict, str] = {"improved": "#188038", "regressed": "#d93025", "unchanged": "#5f6368"}
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;margin:0;color:#202124;background:#f8f9fa}
+main{max-width:1100px;margin:0 auto;padding:24px}
+h1{font-size:1.6rem;margin:0 0 4px}h2{font-size:1.2rem;margin:32px 0 12px;border-bottom:1px solid #dadce0;padding-bottom:4px}
+.muted{color:#5f6368}.verdict{display:inline-block;padding:4px 12px;border-radius:14px;color:#fff;font-weight:600}
+dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:6px 18px;margin:0}
+dl.facts dt{color:#5f6368}dl.facts dd{margin:0;word-break:break-all}
+table{border-collapse:collapse;background:#fff;min-width:420px}
+th,td{padding:6px 12px;border-bottom:1px solid #e8eaed;text-align:left}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+.improved{color:#188038;font-weight:600}.regressed{color:#d93025;font-weight:600}.unchanged{color:#5f6368}
+.card{background:#fff;border:1px solid #dadce0;border-radius:8px;padding:16px;margin:0 0 16px}
+.examples{display:grid;grid-template-columns:1fr 1fr 1fr;gap:12px}
+pre{white-space:pre-wrap;word-break:break-word;margin:4px 0 0;font:13px/1.45 ui-monospace,Menlo,Consolas,monospace;
+background:#f1f3f4;padding:8px;border-radius:4px;max-height:320px;overflow:auto}
+.label{font-size:.8rem;color:#5f6368;text-transform:uppercase;letter-spacing:.04em}
+.failed{color:#d93025;font-style:italic}svg{background:#fff;border:1px solid #dadce0;border-radius:8px}
+ul.signals li{margin:4px 0}
+"""
+
+
+def _truncate(text: str, limit: int = EXAMPLE_TEXT_LIMIT) -> str:
+    return text if len(text) <= limit else text[:limit] + f"\n… ({len(text) - limit:,} more characters)"
+
+
+def metric_bars_svg(metrics: Sequence[MetricComparison], *, width: int = 720) -> str:
+    """Horizontal grouped bars, base and tuned per metric, on the 0-1 scale."""
+    label_width, value_width, bar_height, gap = 170, 60, 16, 18
+    plot_width = width - label_width - value_width - 20
+    height = 56 + len(metrics) * (2 * bar_height + gap)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="Metrics, base and tuned model">',
+        "<title>Metrics, base and tuned model</title>",
+        f'<rect x="{label_width}" y="8" width="12" height="12" fill="{BASE_COLOUR}"/>'
+        f'<text x="{label_width + 18}" y="19" font-size="12">base</text>'
+        f'<rect x="{label_width + 70}" y="8" width="12" height="12" fill="{TUNED_COLOUR}"/>'
+        f'<text x="{label_width + 88}" y="19" font-size="12">tuned</text>',
+    ]
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        x = label_width + tick * plot_width
+        parts.append(
+            f'<line x1="{x:.1f}" y1="30" x2="{x:.1f}" y2="{height - 20}" stroke="#e8eaed"/>'
+            f'<text x="{x:.1f}" y="{height - 6}" font-size="11" fill="#5f6368" text-anchor="middle">{tick:g}</text>'
+        )
+    y = 34
+    for metric in metrics:
+        name = metric.name + (" ★" if metric.primary else "")
+        parts.append(
+            f'<text x="{label_width - 8}" y="{y + bar_height + 4}" font-size="13" text-anchor="end">{_e(name)}</text>'
+        )
+        for value, colour in ((metric.base, BASE_COLOUR), (metric.tuned, TUNED_COLOUR)):
+            bar = max(0.0, min(1.0, value)) * plot_width
+            parts.append(
+                f'<rect x="{label_width}" y="{y}" width="{bar:.1f}" height="{bar_height}" fill="{colour}" rx="2"/>'
+                f'<text x="{label_width + bar + 6:.1f}" y="{y + bar_height - 3}" font-size="12">{format_score(value)}</text>'
+            )
+            y += bar_height
+        y += gap
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    if high <= low:
+        high = low + 1.0
+    raw = (high - low) / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    first = math.floor(low / step) * step
+    ticks = []
+    value = first
+    while value <= high + step / 2:
+        ticks.append(round(value, 10))
+        value += step
+    return ticks
+
+
+def loss_curves_svg(curves: Mapping[str, Sequence[LossPoint]], *, width: int = 720, height: int = 320) -> str:
+    """Line chart of each loss series against the training step."""
+    points = [p for series in curves.values() for p in series]
+    if not points:
+        return ""
+    left, right, top, bottom = 60, 20, 36, 40
+    min_step, max_step = min(p.step for p in points), max(p.step for p in points)
+    y_ticks = _nice_ticks(0.0, max(p.value for p in points))  # losses are never negative
+    y_low, y_high = y_ticks[0], y_ticks[-1]
+    x_span = max(1, max_step - min_step)
+
+    def x_of(step: int) -> float:
+        return left + (step - min_step) / x_span * (width - left - right)
+
+    def y_of(value: float) -> float:
+        return top + (y_high - value) / (y_high - y_low) * (height - top - bottom)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="Loss curves">',
+        "<title>Loss curves</title>",
+    ]
+    for tick in y_ticks:
+        y = y_of(tick)
+        parts.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#e8eaed"/>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" fill="#5f6368" text-anchor="end">{tick:g}</text>'
+        )
+    for step in _nice_ticks(min_step, max_step):
+        if min_step <= step <= max_step:
+            x = x_of(int(step))
+            parts.append(
+                f'<text x="{x:.1f}" y="{height - bottom + 16}" font-size="11" fill="#5f6368" '
+                f'text-anchor="middle">{step:g}</text>'
+            )
+    parts.append(
+        f'<text x="{(left + width - right) / 2:.0f}" y="{height - 6}" font-size="12" fill="#5f6368" '
+        'text-anchor="middle">step</text>'
+    )
+    legend_x = left
+    for index, (name, series) in enumerate(curves.items()):
+        colour = SERIES_COLOURS[index % len(SERIES_COLOURS)]
+        ordered = sorted(series, key=lambda p: p.step)
+        coordinates = " ".join(f"{x_of(p.step):.1f},{y_of(p.value):.1f}" for p in ordered)
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{coordinates}"/>')
+        if len(ordered) == 1:
+            parts.append(
+                f'<circle cx="{x_of(ordered[0].step):.1f}" cy="{y_of(ordered[0].value):.1f}" r="3" fill="{colour}"/>'
+            )
+        parts.append(
+            f'<rect x="{legend_x}" y="10" width="12" height="12" fill="{colour}"/>'
+            f'<text x="{legend_x + 18}" y="21" font-size="12">{_e(name)}</text>'
+        )
+        legend_x += 30 + 8 * len(name)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _metric_table(summary: EvaluationSummary) -> str:
+    rows = []
+    for metric in summary.metrics:
+        direction = delta_direction(metric, summary.verdict_tolerance)
+        name = _e(metric.name) + (" <span class='muted'>(primary)</span>" if metric.primary else "")
+        hint = "" if metric.higher_is_better else " <span class='muted'>(lower is better)</span>"
+        rows.append(
+            f"<tr><td>{name}{hint}</td><td class='num'>{format_score(metric.base)}</td>"
+            f"<td class='num'>{format_score(metric.tuned)}</td>"
+            f"<td class='num {direction}'>{format_delta(metric.delta)}</td></tr>"
+        )
+    return (
+        "<table><thead><tr><th>metric</th><th class='num'>base</th><th class='num'>tuned</th>"
+        f"<th class='num'>Δ</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _per_class_table(summary: EvaluationSummary) -> str:
+    if not summary.per_class:
+        return ""
+    rows = []
+    for label, scores in summary.per_class.items():
+        delta = scores["tuned"].f1 - scores["base"].f1
+        direction = decide_verdict(delta, summary.verdict_tolerance)
+        rows.append(
+            f"<tr><td>{_e(label)}</td><td class='num'>{scores['base'].support}</td>"
+            f"<td class='num'>{format_score(scores['base'].f1)}</td><td class='num'>{format_score(scores['tuned'].f1)}</td>"
+            f"<td class='num {direction}'>{format_delta(delta)}</td></tr>"
+        )
+    return (
+        "<h2>Per class (F1)</h2><table><thead><tr><th>class</th><th class='num'>support</th>"
+        "<th class='num'>base</th><th class='num'>tuned</th><th class='num'>Δ</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _output_block(label: str, text: str | None) -> str:
+    body = (
+        "<pre class='failed'>model call failed</pre>" if text is None else f"<pre>{_e(_truncate(text))}</pre>"
+    )
+    return f"<div><div class='label'>{_e(label)}</div>{body}</div>"
+
+
+def _examples_section(examples: Sequence[ExampleComparison]) -> str:
+    if not examples:
+        return ""
+    cards = []
+    for number, example in enumerate(examples, start=1):
+        cards.append(
+            f"<div class='card'><div class='label'>example {number} · prompt</div><pre>{_e(_truncate(example.prompt))}</pre>"
+            "<div class='examples'>"
+            f"{_output_block('reference', example.reference)}{_output_block('base model', example.base_output)}"
+            f"{_output_block('tuned model', example.tuned_output)}</div></div>"
+        )
+    return f"<h2>Examples, side by side</h2>{''.join(cards)}"
+
+
+def _facts(items: Sequence[tuple[str, str]]) -> str:
+    return "<dl class='facts'>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items) + "</dl>"
+
+
+def render_report_html(summary: EvaluationSummary, examples: Sequence[ExampleComparison] = ()) -> str:
+    """The self-contained report.html for one evaluated job."""
+    counts = summary.counts
+    facts = [
+        ("job", summary.job_id),
+        ("dataset", summary.dataset_id),
+        ("base model", summary.base_model),
+        ("tuned model", summary.tuned_model or "—"),
+        ("tuned endpoint", summary.tuned_endpoint or "—"),
+        ("task", f"{summary.task.value} ({summary.task_decided_by}: {summary.task_reason})"),
+        (
+            "test examples",
+            f"{counts.test_examples:,} (failed calls: base {counts.base_failures:,}, tuned {counts.tuned_failures:,})",
+        ),
+        ("tuning duration", format_duration(summary.tuning_duration_s)),
+        ("evaluation duration", format_duration(summary.evaluation_duration_s)),
+    ]
+    cost = (
+        _facts(
+            [
+                ("estimated training cost", f"${summary.cost.dollars:,.2f}"),
+                ("billable tokens", f"{summary.cost.billable_tokens:,} ({summary.cost.tokens_counted})"),
+                ("how", summary.cost.note),
+            ]
+        )
+        if summary.cost
+        else "<p class='muted'>No price known for this base model.</p>"
+    )
+    statistics = (
+        "<table><tbody>"
+        + "".join(
+            f"<tr><td>{_e(str(k))}</td><td class='num'>{_e(f'{v:,}' if isinstance(v, int) else str(v))}</td></tr>"
+            for k, v in summary.dataset_statistics.items()
+        )
+        + "</tbody></table>"
+        if summary.dataset_statistics
+        else "<p class='muted'>No statistics recorded.</p>"
+    )
+    losses = ""
+    if summary.loss_curves:
+        signals = "".join(f"<li>{_e(s)}</li>" for s in summary.loss_signals) or "<li>No warning signs.</li>"
+        losses = (
+            f"<h2>Loss curves</h2>{loss_curves_svg(summary.loss_curves)}<ul class='signals'>{signals}</ul>"
+        )
+    notes = (
+        "<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in summary.notes) + "</ul>"
+        if summary.notes
+        else ""
+    )
+    verdict_colour = VERDICT_COLOURS[summary.verdict]
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        # No script, no remote resource: the policy makes the browser enforce what the code promises.
+        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">"
+        f"<title>Tuning report · {_e(summary.job_id)}</title><style>{_CSS}</style></head><body><main>"
+        f"<h1>Tuning report · {_e(summary.job_id)}</h1>"
+        f"<p><span class='verdict' style='background:{verdict_colour}'>{_e(summary.verdict)}</span> "
+        f"<span class='muted'>{_e(summary.verdict_reason)}</span></p>"
+        f"<div class='card'>{_facts(facts)}</div>"
+        f"<h2>Metrics, base vs tuned</h2>{_metric_table(summary)}"
+        f"<p class='muted'>Scores on a 0–1 scale (BLEU is sacreBLEU / 100). ★ primary metric: the verdict is "
+        f"“improved” or “regressed” when it moves by more than {summary.verdict_tolerance:g}.</p>"
+        f"{metric_bars_svg(summary.metrics)}{_per_class_table(summary)}{losses}"
+        f"{_examples_section(examples)}"
+        f"<h2>Dataset</h2>{statistics}<h2>Cost</h2>{cost}{notes}"
+        f"<p class='muted'>Generated {_e(summary.generated_at.isoformat(timespec='seconds'))} by sftpipe.</p>"
+        "</main></body></html>"
+    )
