@@ -56,3 +56,9 @@ def get_runtime() -> Runtime:
     if _runtime is None:
         _runtime = Runtime()
     return _runtime
+
+
+def reset_runtime() -> None:
+    """Forget the process-wide clients (after the environment changed, e.g. in tests)."""
+    global _runtime  # noqa: PLW0603
+    _runtime = None

@@ -1,0 +1,116 @@
+"""`sftpipe stack up` / `down` leave nothing behind, and `up` recovers from a killed `up`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from local.services import port_open
+from local.stack import Stack, StackOptions, _start_ticks
+
+SFTPIPE = [sys.executable, "-m", "shared.cli"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _alive_pids(state: dict) -> list[int]:
+    return [p["pid"] for p in state["processes"] if _start_ticks(p["pid"]) == p["start_ticks"]]
+
+
+def _leftovers(state: dict) -> tuple[list[int], list[int]]:
+    ports = [port for port in state["ports"].values() if port_open(port)]
+    return _alive_pids(state), ports
+
+
+def test_up_then_down_leaves_no_process_and_no_listening_port(tmp_path: Path) -> None:
+    run_dir = tmp_path / "stack"
+    up = subprocess.run(
+        [*SFTPIPE, "stack", "up", "--run-dir", str(run_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert up.returncode == 0, up.stderr
+    state = json.loads((run_dir / "state.json").read_text())
+    env = json.loads(
+        subprocess.run(
+            [*SFTPIPE, "stack", "env", "--json", "--run-dir", str(run_dir)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert {
+        "project",
+        "bucket",
+        "pubsub_emulator_host",
+        "firestore_emulator_host",
+        "storage_emulator_host",
+        "tuning_api_url",
+        "run_dir",
+        "mail_dir",
+        "slack_dir",
+    } <= set(env)
+    names = {p["name"] for p in state["processes"]}
+    assert names == {"pubsub", "firestore", "gcs", "ingest", "tuner", "poller", "completion", "ticker"}
+    assert len(_alive_pids(state)) == len(names)
+
+    down = subprocess.run(
+        [*SFTPIPE, "stack", "down", "--run-dir", str(run_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert down.returncode == 0, down.stderr
+    assert _leftovers(state) == ([], [])
+    assert not (run_dir / "state.json").exists()
+
+
+def test_up_after_a_killed_up_starts_a_clean_stack(tmp_path: Path) -> None:
+    run_dir = tmp_path / "stack"
+    crashed = subprocess.Popen(
+        [*SFTPIPE, "stack", "up", "--run-dir", str(run_dir)], cwd=REPO, stderr=subprocess.DEVNULL
+    )
+    state_path = run_dir / "state.json"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # kill it half-way: after the emulators were spawned
+        if state_path.exists() and len(json.loads(state_path.read_text()).get("processes", [])) >= 3:
+            break
+        time.sleep(0.05)
+    os.kill(crashed.pid, signal.SIGKILL)
+    crashed.wait()
+    orphaned = json.loads(state_path.read_text())
+    assert not orphaned["ready"]
+
+    stack = Stack(run_dir)
+    env = stack.up(StackOptions())
+    try:
+        assert _alive_pids(orphaned) == []  # what the killed `up` left was stopped first
+        assert stack.status()["running"]
+        assert port_open(int(env["PUBSUB_EMULATOR_HOST"].rsplit(":", 1)[1]))
+    finally:
+        state = stack.read_state()
+        stack.down()
+    assert _leftovers(state) == ([], [])
+
+
+def test_up_on_a_healthy_stack_is_a_no_op(tmp_path: Path) -> None:
+    stack = Stack(tmp_path / "stack")
+    first = stack.up(StackOptions())
+    try:
+        pids = _alive_pids(stack.read_state())
+        again = stack.up(StackOptions())
+        assert again == first
+        assert _alive_pids(stack.read_state()) == pids
+    finally:
+        stack.down()
