@@ -1,0 +1,211 @@
+"""What a notification says, independent of the channel that carries it.
+
+Outcomes come in three kinds: a job was evaluated (metrics and verdict), a job ended without a
+model (failed, cancelled, expired: the reason), and an uploaded dataset was rejected (the report
+and the first errors). Each becomes a :class:`Notification` that the Slack and email formatters
+render the same way, so both channels always say the same thing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.evaluation.report import EvaluationSummary, format_delta, format_duration, format_score
+
+#: Errors listed in a rejection notice; the report has all of them.
+TOP_ERRORS_SHOWN = 10
+ERROR_TEXT_LIMIT = 300
+
+
+class EvaluatedOutcome(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["evaluated"] = "evaluated"
+    summary: EvaluationSummary
+    report_url: str | None = None
+
+    @property
+    def event_key(self) -> str:
+        return self.kind
+
+
+class JobEndedOutcome(BaseModel):
+    """A tuning job that ended without a model to evaluate."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["job_ended"] = "job_ended"
+    job_id: str
+    dataset_id: str
+    base_model: str
+    state: str = Field(description="JobState name (JOB_STATE_FAILED) or short form (FAILED).")
+    reason: str
+    duration_s: float | None = None
+    tuning_job_name: str | None = None
+    link: str | None = None
+
+    @property
+    def short_state(self) -> str:
+        return self.state.removeprefix("JOB_STATE_").lower()
+
+    @property
+    def event_key(self) -> str:
+        return f"{self.kind}:{self.short_state}"
+
+
+class DatasetRejectedOutcome(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["dataset_rejected"] = "dataset_rejected"
+    dataset_id: str
+    source_uri: str
+    error_count: int
+    top_errors: list[str]
+    report_url: str | None = None
+
+    @property
+    def event_key(self) -> str:
+        return self.kind
+
+
+Outcome = Annotated[EvaluatedOutcome | JobEndedOutcome | DatasetRejectedOutcome, Field(discriminator="kind")]
+
+
+class Table(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    headers: list[str]
+    rows: list[list[str]]
+
+
+class Notification(BaseModel):
+    """Channel-neutral content. All strings are plain text; each channel escapes for itself."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["evaluated", "job_ended", "dataset_rejected"]
+    status: str = Field(description="improved, regressed, unchanged, failed, cancelled, expired or rejected.")
+    subject: str
+    summary: str
+    facts: list[tuple[str, str]]
+    table: Table | None = None
+    items_title: str = ""
+    items: list[str] = Field(default_factory=list)
+    link: str | None = None
+    link_label: str = "Open the report"
+
+
+def browser_url(uri: str) -> str:
+    """A link a person can open: ``gs://bucket/path`` becomes the Cloud Console's object URL."""
+    if uri.startswith("gs://"):
+        bucket, _, path = uri.removeprefix("gs://").partition("/")
+        return f"https://storage.cloud.google.com/{bucket}/{quote(path)}"
+    return uri
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def evaluated_notification(outcome: EvaluatedOutcome) -> Notification:
+    summary = outcome.summary
+    primary = summary.primary
+    wording = {
+        "improved": "improved",
+        "regressed": "regressed",
+        "unchanged": f"is unchanged (within ±{summary.verdict_tolerance:g})",
+    }[summary.verdict]
+    counts = summary.counts
+    facts = [
+        ("Job", summary.job_id),
+        ("Base model", summary.base_model),
+        ("Dataset", summary.dataset_id),
+        ("Task", f"{summary.task.value} ({summary.task_decided_by})"),
+        ("Tuning duration", format_duration(summary.tuning_duration_s)),
+        (
+            "Test examples",
+            f"{counts.test_examples:,} (failed calls: base {counts.base_failures}, tuned {counts.tuned_failures})",
+        ),
+    ]
+    if summary.tuned_endpoint:
+        facts.append(("Tuned endpoint", summary.tuned_endpoint))
+    if summary.cost:
+        facts.append(("Estimated training cost", f"${summary.cost.dollars:,.2f}"))
+    return Notification(
+        kind="evaluated",
+        status=summary.verdict,
+        subject=f"[sftpipe] {summary.verdict}: {summary.job_id} ({summary.base_model} on {summary.dataset_id})",
+        summary=(
+            f"The tuned model {wording} on {primary.name}: "
+            f"{format_score(primary.base)} → {format_score(primary.tuned)} ({format_delta(primary.delta)})."
+        ),
+        facts=facts,
+        table=Table(
+            headers=["metric", "base", "tuned", "Δ"],
+            rows=[
+                [
+                    m.name + (" *" if m.primary else ""),
+                    format_score(m.base),
+                    format_score(m.tuned),
+                    format_delta(m.delta),
+                ]
+                for m in summary.metrics
+            ],
+        ),
+        link=browser_url(outcome.report_url) if outcome.report_url else None,
+    )
+
+
+def job_ended_notification(outcome: JobEndedOutcome) -> Notification:
+    facts = [
+        ("Job", outcome.job_id),
+        ("Base model", outcome.base_model),
+        ("Dataset", outcome.dataset_id),
+        ("State", outcome.state),
+        ("Duration", format_duration(outcome.duration_s)),
+    ]
+    if outcome.tuning_job_name:
+        facts.append(("Vertex AI job", outcome.tuning_job_name))
+    return Notification(
+        kind="job_ended",
+        status=outcome.short_state,
+        subject=f"[sftpipe] {outcome.short_state}: {outcome.job_id} ({outcome.base_model} on {outcome.dataset_id})",
+        summary=f"Tuning job {outcome.job_id} {outcome.short_state}: {outcome.reason}",
+        facts=facts,
+        link=browser_url(outcome.link) if outcome.link else None,
+        link_label="Open the job",
+    )
+
+
+def dataset_rejected_notification(outcome: DatasetRejectedOutcome) -> Notification:
+    shown = [_clip(error, ERROR_TEXT_LIMIT) for error in outcome.top_errors[:TOP_ERRORS_SHOWN]]
+    more = outcome.error_count - len(shown)
+    return Notification(
+        kind="dataset_rejected",
+        status="rejected",
+        subject=f"[sftpipe] dataset rejected: {outcome.dataset_id}",
+        summary=(
+            f"{outcome.source_uri} was rejected with {outcome.error_count:,} "
+            f"error{'s' if outcome.error_count != 1 else ''}; no tuning job was started."
+        ),
+        facts=[
+            ("Dataset", outcome.dataset_id),
+            ("File", outcome.source_uri),
+            ("Errors", f"{outcome.error_count:,}"),
+        ],
+        items_title="First errors" + (f" ({more:,} more in the report)" if more > 0 else ""),
+        items=shown,
+        link=browser_url(outcome.report_url) if outcome.report_url else None,
+        link_label="Open the validation report",
+    )
+
+
+def build_notification(outcome: EvaluatedOutcome | JobEndedOutcome | DatasetRejectedOutcome) -> Notification:
+    if isinstance(outcome, EvaluatedOutcome):
+        return evaluated_notification(outcome)
+    if isinstance(outcome, JobEndedOutcome):
+        return job_ended_notification(outcome)
+    return dataset_rejected_notification(outcome)

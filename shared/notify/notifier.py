@@ -1,0 +1,196 @@
+"""The one entry point: ``notify(outcome, settings, targets)`` sends to every configured destination.
+
+Destinations:
+- Slack: with ``slack_bot_token``, one message per channel among ``slack_channel`` and the
+  request's ``targets.slack_channel``; otherwise, with ``slack_webhook_url``, one message to the
+  webhook's own channel (a webhook cannot be pointed at another channel, so a requested channel
+  is then reported as not honoured). The bot token wins when both are set.
+- Email: one message to ``mail_to`` plus ``targets.emails`` when ``smtp_host`` is set.
+
+Every destination is attempted, whatever happened to the others, and the result says what
+happened to each: the caller records the successes (so a retry does not send them again) and
+decides what to retry with :meth:`NotifyResult.raise_for_failures`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Iterable
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.config import Settings
+from shared.errors import PermanentError, PipelineError, TransientError
+from shared.logging import get_logger
+from shared.messages import NotifyTargets
+from shared.notify import email, slack
+from shared.notify.content import (
+    DatasetRejectedOutcome,
+    EvaluatedOutcome,
+    JobEndedOutcome,
+    Notification,
+    build_notification,
+)
+
+log = get_logger(__name__)
+
+Channel = Literal["slack", "email"]
+
+
+class Delivery(BaseModel):
+    """What happened at one destination. ``destination`` never contains a secret."""
+
+    model_config = ConfigDict(frozen=True)
+
+    channel: Channel
+    destination: str
+    status: Literal["sent", "skipped", "failed"]
+    detail: str = ""
+    transient: bool = False
+
+
+class NotifyResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    event_key: str
+    deliveries: list[Delivery]
+
+    @property
+    def sent(self) -> list[Delivery]:
+        return [d for d in self.deliveries if d.status == "sent"]
+
+    @property
+    def failed(self) -> list[Delivery]:
+        return [d for d in self.deliveries if d.status == "failed"]
+
+    def raise_for_failures(self) -> None:
+        """TransientError if any destination may succeed on retry, else PermanentError if any failed."""
+        failures = self.failed
+        if not failures:
+            return
+        described = "; ".join(f"{d.destination}: {d.detail}" for d in failures)
+        if any(d.transient for d in failures):
+            raise TransientError(
+                f"notification {self.event_key} not delivered: {described}", code="notify_failed"
+            )
+        raise PermanentError(
+            f"notification {self.event_key} not delivered: {described}", code="notify_failed"
+        )
+
+
+def _unique(values: Iterable[str | None]) -> list[str]:
+    seen: dict[str, None] = {}
+    for value in values:
+        if value and value.strip():
+            seen.setdefault(value.strip(), None)
+    return list(seen)
+
+
+def _attempt(channel: Channel, destination: str, send: Callable[[], str | None]) -> Delivery:
+    try:
+        detail = send() or ""
+    except PipelineError as exc:
+        return Delivery(
+            channel=channel,
+            destination=destination,
+            status="failed",
+            detail=exc.message,
+            transient=isinstance(exc, TransientError),
+        )
+    return Delivery(channel=channel, destination=destination, status="sent", detail=detail)
+
+
+def _slack_deliveries(
+    notification: Notification, settings: Settings, targets: NotifyTargets
+) -> list[Delivery]:
+    payload = slack.build_slack_payload(notification)
+    if settings.slack_bot_token:
+        channels = _unique([settings.slack_channel, targets.slack_channel])
+        if not channels:
+            return [
+                Delivery(
+                    channel="slack",
+                    destination="slack",
+                    status="skipped",
+                    detail="bot token set but no channel",
+                )
+            ]
+        return [
+            _attempt(
+                "slack",
+                f"slack channel {channel}",
+                lambda channel=channel: slack.post_bot_message(settings.slack_bot_token, channel, payload),
+            )
+            for channel in channels
+        ]
+    if settings.slack_webhook_url:
+        delivery = _attempt(
+            "slack", "slack webhook", lambda: slack.post_webhook(settings.slack_webhook_url, payload)
+        )
+        if targets.slack_channel:
+            note = f"channel {targets.slack_channel} not honoured: a webhook posts to its own channel (set a bot token)"
+            delivery = delivery.model_copy(
+                update={"detail": "; ".join(filter(None, [delivery.detail, note]))}
+            )
+        return [delivery]
+    return [
+        Delivery(channel="slack", destination="slack", status="skipped", detail="Slack is not configured")
+    ]
+
+
+def _email_delivery(notification: Notification, settings: Settings, targets: NotifyTargets) -> Delivery:
+    recipients = _unique([*settings.mail_to, *targets.emails])
+    if not settings.smtp_host:
+        return Delivery(
+            channel="email", destination="email", status="skipped", detail="SMTP is not configured"
+        )
+    if not recipients:
+        return Delivery(channel="email", destination="email", status="skipped", detail="no recipients")
+    message = email.build_email(notification, sender=settings.mail_from, recipients=recipients)
+
+    def send() -> str:
+        refused = email.send_email(
+            message,
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            starttls=settings.smtp_starttls,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+        )
+        return f"refused: {', '.join(refused)}" if refused else ""
+
+    return _attempt(
+        "email", f"email to {', '.join(recipients)} via {settings.smtp_host}:{settings.smtp_port}", send
+    )
+
+
+def notify(
+    outcome: EvaluatedOutcome | JobEndedOutcome | DatasetRejectedOutcome,
+    settings: Settings,
+    targets: NotifyTargets | None = None,
+    *,
+    channels: Collection[Channel] = ("slack", "email"),
+) -> NotifyResult:
+    """Send the outcome to every configured destination of the given channels.
+
+    Never raises for a delivery failure: see :class:`NotifyResult`. Pass ``channels`` to retry
+    only the channels that have not succeeded yet.
+    """
+    targets = targets or NotifyTargets()
+    notification = build_notification(outcome)
+    deliveries: list[Delivery] = []
+    if "slack" in channels:
+        deliveries += _slack_deliveries(notification, settings, targets)
+    if "email" in channels:
+        deliveries.append(_email_delivery(notification, settings, targets))
+    for delivery in deliveries:
+        log.log(
+            logging.WARNING if delivery.status == "failed" else logging.INFO,
+            "notification %s %s: %s",
+            outcome.event_key,
+            delivery.status,
+            delivery.destination,
+            extra={"channel": delivery.channel, "detail": delivery.detail, "transient": delivery.transient},
+        )
+    return NotifyResult(event_key=outcome.event_key, deliveries=deliveries)

@@ -1,0 +1,202 @@
+"""Slack: a Block Kit message, sent by incoming webhook or by bot token to a channel (slack-sdk).
+
+The webhook URL and the bot token are secrets: slack-sdk logs the full URL and the request at
+DEBUG (and retry notices at INFO), so its clients get a logger of their own that stays at WARNING
+whatever the process's level, and none of our messages or errors contain either secret.
+
+Failures: HTTP 429 and 5xx, and connection errors, are transient; every other refusal (4xx,
+``invalid_auth``, ``channel_not_found``, ``invalid_blocks``...) is permanent.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from shared.errors import PermanentError, TransientError
+from shared.notify.content import Notification
+
+SLACK_API_URL = "https://slack.com/api/"
+TIMEOUT_S = 15
+# Block Kit limits (https://api.slack.com/reference/block-kit/blocks).
+HEADER_LIMIT = 150
+SECTION_LIMIT = 3000
+FIELD_LIMIT = 2000
+MAX_FIELDS = 10
+
+STATUS_EMOJI = {
+    "improved": ":white_check_mark:",
+    "regressed": ":small_red_triangle_down:",
+    "unchanged": ":heavy_minus_sign:",
+    "failed": ":x:",
+    "cancelled": ":no_entry_sign:",
+    "expired": ":hourglass:",
+    "rejected": ":no_entry:",
+}
+
+_sdk_logger = logging.getLogger("sftpipe.notify.slack_sdk")
+_sdk_logger.setLevel(logging.WARNING)
+
+# Retryable statuses and Web API errors; see the module docstring.
+_TRANSIENT_API_ERRORS = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+
+
+def escape_mrkdwn(text: str) -> str:
+    """Slack's three control characters. Without this, a dataset named ``<!channel>`` pings everyone."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _table_text(notification: Notification) -> str:
+    """The metric table as a monospaced block (mrkdwn has no tables)."""
+    assert notification.table is not None
+    table = [notification.table.headers, *notification.table.rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = [
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in table
+    ]
+    return "```\n" + escape_mrkdwn("\n".join(lines)) + "\n```"
+
+
+def _is_web_url(url: str) -> bool:
+    return url.startswith(("https://", "http://"))
+
+
+def build_slack_payload(notification: Notification) -> dict[str, Any]:
+    """Block Kit blocks plus the plain ``text`` Slack shows in notifications and old clients."""
+    emoji = STATUS_EMOJI.get(notification.status, ":information_source:")
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {
+                "type": "plain_text",
+                "text": _clip(notification.subject.removeprefix("[sftpipe] "), HEADER_LIMIT),
+            },
+        },
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": _clip(f"{emoji} {escape_mrkdwn(notification.summary)}", SECTION_LIMIT),
+            },
+        },
+        {
+            "type": "section",
+            "fields": [
+                {
+                    "type": "mrkdwn",
+                    "text": _clip(f"*{escape_mrkdwn(label)}*\n{escape_mrkdwn(value)}", FIELD_LIMIT),
+                }
+                for label, value in notification.facts[:MAX_FIELDS]
+            ],
+        },
+    ]
+    if notification.table is not None:
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": _clip(_table_text(notification), SECTION_LIMIT)},
+            }
+        )
+    if notification.items:
+        listing = "\n".join(f"• {escape_mrkdwn(item)}" for item in notification.items)
+        blocks.append(
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": _clip(f"*{escape_mrkdwn(notification.items_title)}*\n{listing}", SECTION_LIMIT),
+                },
+            }
+        )
+    if notification.link:
+        # Slack refuses a button whose URL is not http(s) (invalid_blocks): show other links as text.
+        if _is_web_url(notification.link):
+            blocks.append(
+                {
+                    "type": "actions",
+                    "elements": [
+                        {
+                            "type": "button",
+                            "text": {"type": "plain_text", "text": notification.link_label},
+                            "url": notification.link,
+                        }
+                    ],
+                }
+            )
+        else:
+            blocks.append(
+                {
+                    "type": "context",
+                    "elements": [
+                        {
+                            "type": "mrkdwn",
+                            "text": f"{notification.link_label}: `{escape_mrkdwn(notification.link)}`",
+                        }
+                    ],
+                }
+            )
+    return {"text": _clip(f"{notification.subject}: {notification.summary}", SECTION_LIMIT), "blocks": blocks}
+
+
+def _failure(status: int | None, reason: str, destination: str) -> TransientError | PermanentError:
+    message = f"Slack {destination} refused the message: {reason}" + (f" (HTTP {status})" if status else "")
+    if status is not None and (status == 429 or status >= 500):
+        return TransientError(message, code="slack_unavailable")
+    if reason in _TRANSIENT_API_ERRORS:
+        return TransientError(message, code="slack_unavailable")
+    return PermanentError(message, code="slack_rejected")
+
+
+def post_webhook(url: str, payload: dict[str, Any], *, timeout_s: int = TIMEOUT_S) -> None:
+    """POST the payload to an incoming webhook; raises TransientError or PermanentError."""
+    from slack_sdk.webhook import WebhookClient
+
+    client = WebhookClient(url, timeout=timeout_s, logger=_sdk_logger)
+    try:
+        response = client.send_dict(payload)
+    except OSError as exc:
+        # Not chained (`from None`), here and below: the handler logs errors with their cause, and a
+        # cause from deep inside the HTTP client is one refactoring away from carrying the URL.
+        raise TransientError(
+            f"Slack webhook unreachable: {type(exc).__name__}: {getattr(exc, 'reason', exc)}",
+            code="slack_unavailable",
+        ) from None
+    if response.status_code != 200 or response.body.strip() != "ok":
+        raise _failure(response.status_code, _clip(response.body.strip() or "no body", 200), "webhook")
+
+
+def post_bot_message(
+    token: str,
+    channel: str,
+    payload: dict[str, Any],
+    *,
+    base_url: str = SLACK_API_URL,
+    timeout_s: int = TIMEOUT_S,
+) -> None:
+    """chat.postMessage with a bot token; raises TransientError or PermanentError."""
+    from slack_sdk import WebClient
+    from slack_sdk.errors import SlackApiError
+
+    client = WebClient(token=token, base_url=base_url, timeout=timeout_s, logger=_sdk_logger)
+    try:
+        client.chat_postMessage(channel=channel, text=payload["text"], blocks=payload["blocks"])
+    except SlackApiError as exc:
+        error = exc.response.get("error") if isinstance(exc.response.data, dict) else None
+        raise _failure(
+            exc.response.status_code, str(error or "unknown error"), f"channel {channel}"
+        ) from None
+    except OSError as exc:
+        raise TransientError(
+            f"Slack API unreachable: {type(exc).__name__}: {getattr(exc, 'reason', exc)}",
+            code="slack_unavailable",
+        ) from None
