@@ -1,0 +1,33 @@
+# The (default) Firestore database in Native mode (the client libraries use (default)).
+resource "google_firestore_database" "default" {
+  project     = var.project_id
+  name        = "(default)"
+  location_id = var.firestore_location
+  type        = "FIRESTORE_NATIVE"
+
+  app_engine_integration_mode       = "DISABLED"
+  point_in_time_recovery_enablement = "POINT_IN_TIME_RECOVERY_ENABLED"
+  delete_protection_state           = var.firestore_delete_protection ? "DELETE_PROTECTION_ENABLED" : "DELETE_PROTECTION_DISABLED"
+  # `terraform destroy` leaves the database (and its data) in place; README, "Tear down".
+  deletion_policy = "ABANDON"
+
+  depends_on = [google_project_service.this]
+}
+
+# Idempotency claims carry expire_at (shared/idempotency.py, 30 days after the claim); Firestore
+# deletes them some time after that instant. The field is never queried, so it gets no
+# single-field index (an index on an always-increasing timestamp only adds write hotspots).
+resource "google_firestore_field" "idempotency_expire_at" {
+  project    = var.project_id
+  database   = google_firestore_database.default.name
+  collection = var.idempotency_collection
+  field      = "expire_at"
+
+  ttl_config {}
+
+  index_config {}
+}
+
+# Composite indexes: none today. Every query the functions make is an equality or `in` filter
+# on a single field, which Firestore's automatic single-field indexes serve. A query that
+# combines a filter with an order on another field needs a google_firestore_index here.

@@ -1,0 +1,158 @@
+# Who may do what. One service account per function, each with only what its code calls;
+# deploy/README.md lists every grant and why. Where a resource has its own IAM policy (topic,
+# secret, Cloud Run service, Artifact Registry repository, bucket) the grant is made on it, not
+# on the project; bucket grants are narrowed to one prefix with IAM conditions.
+
+locals {
+  object_prefix = "projects/_/buckets/${google_storage_bucket.data.name}/objects/"
+
+  # function => [(role, prefix)] on the data bucket. objectUser (not objectCreator) where the
+  # function writes, because a redelivered event rewrites the same object, and an overwrite
+  # needs storage.objects.delete. Nothing may write or delete under incoming/: uploads are
+  # never modified.
+  bucket_grants = {
+    "ingest/read-incoming" = { function = "ingest", role = "roles/storage.objectViewer", prefix = var.incoming_prefix }
+    "ingest/write-prepared" = { function = "ingest", role = "roles/storage.objectUser", prefix = var.prepared_prefix }
+    "ingest/write-reports"  = { function = "ingest", role = "roles/storage.objectUser", prefix = var.reports_prefix }
+    "tuner/read-prepared"   = { function = "tuner", role = "roles/storage.objectViewer", prefix = var.prepared_prefix }
+    "completion/read-prepared" = { function = "completion", role = "roles/storage.objectViewer", prefix = var.prepared_prefix }
+    "completion/write-reports" = { function = "completion", role = "roles/storage.objectUser", prefix = var.reports_prefix }
+  }
+
+  # function => topics it publishes to.
+  publish_grants = {
+    "ingest/tuning-requests" = { function = "ingest", topic = var.tuning_requests_topic }
+    "tuner/job-events"       = { function = "tuner", topic = var.job_events_topic }
+    "poller/job-events"      = { function = "poller", topic = var.job_events_topic }
+    # Evaluation continuations: completion re-publishes a job event to resume a long evaluation.
+    "completion/job-events" = { function = "completion", topic = var.job_events_topic }
+  }
+
+  # Project-level roles: these services have no narrower resource to grant on.
+  project_grants = {
+    # Firestore: read and write documents (datasets, jobs, evaluations, idempotency).
+    "ingest/datastore"     = { function = "ingest", role = "roles/datastore.user" }
+    "tuner/datastore"      = { function = "tuner", role = "roles/datastore.user" }
+    "poller/datastore"     = { function = "poller", role = "roles/datastore.user" }
+    "completion/datastore" = { function = "completion", role = "roles/datastore.user" }
+    # Vertex AI: tuner and poller create and read tuning jobs; completion calls generateContent on
+    # the tuned endpoint and the base model.
+    "tuner/aiplatform"      = { function = "tuner", role = "roles/aiplatform.user" }
+    "poller/aiplatform"     = { function = "poller", role = "roles/aiplatform.user" }
+    "completion/aiplatform" = { function = "completion", role = "roles/aiplatform.user" }
+  }
+
+  # Vertex AI tuning reads the prepared training and validation files as its service agent.
+  # Keys are known at plan time; the service agent's email is not.
+  dataset_readers = merge(
+    { vertex-ai-service-agent = "serviceAccount:${google_project_service_identity.aiplatform.email}" },
+    { for index, member in var.vertex_dataset_readers : "extra-${index}" => member },
+  )
+}
+
+# --- Function identities ------------------------------------------------------------------------
+
+resource "google_storage_bucket_iam_member" "function" {
+  for_each = local.bucket_grants
+
+  bucket = google_storage_bucket.data.name
+  role   = each.value.role
+  member = "serviceAccount:${google_service_account.function[each.value.function].email}"
+
+  condition {
+    title       = "${each.key} only"
+    description = "Objects under ${each.value.prefix} only."
+    expression  = "resource.name.startsWith(\"${local.object_prefix}${each.value.prefix}\")"
+  }
+}
+
+resource "google_pubsub_topic_iam_member" "function_publisher" {
+  for_each = local.publish_grants
+
+  project = var.project_id
+  topic   = google_pubsub_topic.this[each.value.topic].name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.function[each.value.function].email}"
+}
+
+resource "google_project_iam_member" "function" {
+  for_each = local.project_grants
+
+  project = var.project_id
+  role    = each.value.role
+  member  = "serviceAccount:${google_service_account.function[each.value.function].email}"
+}
+
+# --- Trigger identity ---------------------------------------------------------------------------
+
+# Eventarc requires its trigger identity to hold eventReceiver (project-level only).
+resource "google_project_iam_member" "trigger_event_receiver" {
+  project = var.project_id
+  role    = "roles/eventarc.eventReceiver"
+  member  = "serviceAccount:${google_service_account.trigger.email}"
+}
+
+# The trigger identity may invoke the four functions, nothing else.
+resource "google_cloud_run_v2_service_iam_member" "trigger_invoker" {
+  for_each = local.functions
+
+  project  = var.project_id
+  location = var.region
+  name     = google_cloudfunctions2_function.this[each.key].name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.trigger.email}"
+}
+
+# Pub/Sub mints the OIDC token of each push as the trigger identity (needed in projects created
+# before April 2021, harmless after): granted on that one service account, not the project.
+resource "google_service_account_iam_member" "pubsub_token_creator" {
+  service_account_id = google_service_account.trigger.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = local.pubsub_agent
+}
+
+# --- Service agents -----------------------------------------------------------------------------
+
+# Eventarc's Cloud Storage trigger has the bucket publish notifications to a topic Eventarc
+# creates and names; Google's documented grant is publisher on the project.
+resource "google_project_iam_member" "gcs_agent_publisher" {
+  project = var.project_id
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}"
+}
+
+resource "google_storage_bucket_iam_member" "dataset_reader" {
+  for_each = local.dataset_readers
+
+  bucket = google_storage_bucket.data.name
+  role   = "roles/storage.objectViewer"
+  member = each.value
+
+  condition {
+    title       = "prepared datasets only"
+    description = "Vertex AI tuning reads the training and validation files under ${var.prepared_prefix}."
+    expression  = "resource.name.startsWith(\"${local.object_prefix}${var.prepared_prefix}\")"
+  }
+}
+
+# --- Build identity -----------------------------------------------------------------------------
+
+resource "google_project_iam_member" "build_log_writer" {
+  project = var.project_id
+  role    = "roles/logging.logWriter"
+  member  = "serviceAccount:${google_service_account.build.email}"
+}
+
+resource "google_artifact_registry_repository_iam_member" "build_writer" {
+  project    = var.project_id
+  location   = google_artifact_registry_repository.functions.location
+  repository = google_artifact_registry_repository.functions.name
+  role       = "roles/artifactregistry.writer"
+  member     = "serviceAccount:${google_service_account.build.email}"
+}
+
+resource "google_storage_bucket_iam_member" "build_source_reader" {
+  bucket = google_storage_bucket.source.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.build.email}"
+}
