@@ -81,6 +81,19 @@ class Table(BaseModel):
     rows: list[list[str]]
 
 
+def text_table(table: Table) -> str:
+    """The table in monospace: first column left-aligned, numbers right-aligned."""
+    rows = [table.headers, *table.rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(table.headers))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    )
+
+
 class Notification(BaseModel):
     """Channel-neutral content. All strings are plain text; each channel escapes for itself."""
 

@@ -18,7 +18,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from shared.errors import PermanentError, TransientError
-from shared.notify.content import Notification
+from shared.notify.content import Notification, text_table
 
 TIMEOUT_S = 30
 IMPLICIT_TLS_PORT = 465
@@ -31,23 +31,12 @@ def _single_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _text_table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(
-            cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in rows
-    )
-
-
 def render_text(notification: Notification) -> str:
     lines = [notification.summary, ""]
     label_width = max(len(label) for label, _ in notification.facts)
     lines += [f"{label.ljust(label_width)}  {value}" for label, value in notification.facts]
     if notification.table is not None:
-        lines += ["", _text_table([notification.table.headers, *notification.table.rows])]
+        lines += ["", text_table(notification.table)]
     if notification.items:
         lines += ["", f"{notification.items_title}:", *(f"- {item}" for item in notification.items)]
     if notification.link:
@@ -107,7 +96,8 @@ def build_email(notification: Notification, *, sender: str, recipients: Sequence
     return message
 
 
-def _failure(exc: Exception, server: str) -> TransientError | PermanentError:
+def smtp_failure(exc: Exception, server: str) -> TransientError | PermanentError:
+    """The pipeline error for an smtplib or socket failure (SMTP reply classes: 4xx retry, 5xx do not)."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         codes = [code for code, _ in exc.recipients.values()]
         refused = ", ".join(sorted(exc.recipients))
@@ -166,5 +156,5 @@ def send_email(
     except (smtplib.SMTPException, OSError) as exc:
         # Not chained: smtplib's exceptions hold no password, but the AUTH exchange's frames are
         # not worth the risk in a logged traceback.
-        raise _failure(exc, server) from None
+        raise smtp_failure(exc, server) from None
     return sorted(refused)

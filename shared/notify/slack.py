@@ -14,8 +14,9 @@ import logging
 from typing import Any
 
 from shared.errors import PermanentError, TransientError
-from shared.notify.content import Notification
+from shared.notify.content import Notification, Table, text_table
 
+#: Slack's Web API; the tests point it at the local sink.
 SLACK_API_URL = "https://slack.com/api/"
 TIMEOUT_S = 15
 # Block Kit limits (https://api.slack.com/reference/block-kit/blocks).
@@ -52,19 +53,9 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _table_text(notification: Notification) -> str:
-    """The metric table as a monospaced block (mrkdwn has no tables)."""
-    assert notification.table is not None
-    table = [notification.table.headers, *notification.table.rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    lines = [
-        "  ".join(
-            cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in table
-    ]
-    return "```\n" + escape_mrkdwn("\n".join(lines)) + "\n```"
+def _table_text(table: Table) -> str:
+    # mrkdwn has no tables: a code block keeps the columns aligned.
+    return "```\n" + escape_mrkdwn(text_table(table)) + "\n```"
 
 
 def _is_web_url(url: str) -> bool:
@@ -104,7 +95,7 @@ def build_slack_payload(notification: Notification) -> dict[str, Any]:
         blocks.append(
             {
                 "type": "section",
-                "text": {"type": "mrkdwn", "text": _clip(_table_text(notification), SECTION_LIMIT)},
+                "text": {"type": "mrkdwn", "text": _clip(_table_text(notification.table), SECTION_LIMIT)},
             }
         )
     if notification.items:
@@ -148,7 +139,8 @@ def build_slack_payload(notification: Notification) -> dict[str, Any]:
     return {"text": _clip(f"{notification.subject}: {notification.summary}", SECTION_LIMIT), "blocks": blocks}
 
 
-def _failure(status: int | None, reason: str, destination: str) -> TransientError | PermanentError:
+def slack_failure(status: int | None, reason: str, destination: str) -> TransientError | PermanentError:
+    """The pipeline error for a refusal by Slack: HTTP 429, 5xx and server-side API errors are transient."""
     message = f"Slack {destination} refused the message: {reason}" + (f" (HTTP {status})" if status else "")
     if status is not None and (status == 429 or status >= 500):
         return TransientError(message, code="slack_unavailable")
@@ -172,7 +164,7 @@ def post_webhook(url: str, payload: dict[str, Any], *, timeout_s: int = TIMEOUT_
             code="slack_unavailable",
         ) from None
     if response.status_code != 200 or response.body.strip() != "ok":
-        raise _failure(response.status_code, _clip(response.body.strip() or "no body", 200), "webhook")
+        raise slack_failure(response.status_code, _clip(response.body.strip() or "no body", 200), "webhook")
 
 
 def post_bot_message(
@@ -180,19 +172,19 @@ def post_bot_message(
     channel: str,
     payload: dict[str, Any],
     *,
-    base_url: str = SLACK_API_URL,
+    base_url: str | None = None,
     timeout_s: int = TIMEOUT_S,
 ) -> None:
     """chat.postMessage with a bot token; raises TransientError or PermanentError."""
     from slack_sdk import WebClient
     from slack_sdk.errors import SlackApiError
 
-    client = WebClient(token=token, base_url=base_url, timeout=timeout_s, logger=_sdk_logger)
+    client = WebClient(token=token, base_url=base_url or SLACK_API_URL, timeout=timeout_s, logger=_sdk_logger)
     try:
         client.chat_postMessage(channel=channel, text=payload["text"], blocks=payload["blocks"])
     except SlackApiError as exc:
         error = exc.response.get("error") if isinstance(exc.response.data, dict) else None
-        raise _failure(
+        raise slack_failure(
             exc.response.status_code, str(error or "unknown error"), f"channel {channel}"
         ) from None
     except OSError as exc:
