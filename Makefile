@@ -43,3 +43,16 @@ stack-down: setup
 clean:
 	-$(VENV)/bin/sftpipe stack down
 	rm -rf $(VENV) .sftpipe .pytest_cache .ruff_cache
+
+# Static checks of deploy/ without a cloud account: checkov in its own virtualenv (its pins
+# conflict with ours). The parse and drift tests (tests/unit/test_deploy.py) run with `make test`.
+DEPLOY_VENV ?= .venv-deploy
+
+.PHONY: deploy-check
+deploy-check: $(DEPLOY_VENV)/.installed
+	$(DEPLOY_VENV)/bin/checkov -d deploy --quiet --compact --skip-download
+
+$(DEPLOY_VENV)/.installed: deploy/requirements-check.txt
+	test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet -r deploy/requirements-check.txt
+	touch $@

@@ -11,10 +11,10 @@ locals {
   # needs storage.objects.delete. Nothing may write or delete under incoming/: uploads are
   # never modified.
   bucket_grants = {
-    "ingest/read-incoming" = { function = "ingest", role = "roles/storage.objectViewer", prefix = var.incoming_prefix }
-    "ingest/write-prepared" = { function = "ingest", role = "roles/storage.objectUser", prefix = var.prepared_prefix }
-    "ingest/write-reports"  = { function = "ingest", role = "roles/storage.objectUser", prefix = var.reports_prefix }
-    "tuner/read-prepared"   = { function = "tuner", role = "roles/storage.objectViewer", prefix = var.prepared_prefix }
+    "ingest/read-incoming"     = { function = "ingest", role = "roles/storage.objectViewer", prefix = var.incoming_prefix }
+    "ingest/write-prepared"    = { function = "ingest", role = "roles/storage.objectUser", prefix = var.prepared_prefix }
+    "ingest/write-reports"     = { function = "ingest", role = "roles/storage.objectUser", prefix = var.reports_prefix }
+    "tuner/read-prepared"      = { function = "tuner", role = "roles/storage.objectViewer", prefix = var.prepared_prefix }
     "completion/read-prepared" = { function = "completion", role = "roles/storage.objectViewer", prefix = var.prepared_prefix }
     "completion/write-reports" = { function = "completion", role = "roles/storage.objectUser", prefix = var.reports_prefix }
   }

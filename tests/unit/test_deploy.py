@@ -1,0 +1,384 @@
+"""deploy/ against the code: every .tf parses, and Terraform names what the code names.
+
+No cloud account and no terraform binary: python-hcl2 parses the files and the assertions
+compare what it finds with ``main.__all__``, ``shared.config.Settings`` and the message schemas.
+checkov runs separately (``make deploy-check``) because of its pinned dependencies.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import pytest
+
+import main
+import shared.idempotency
+from shared.config import Settings
+from shared.events import PubSubMessage
+from shared.messages import PollTickV1, parse_message
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+TF_FILES = sorted(DEPLOY.glob("*.tf"))
+
+#: Which topic setting feeds which function (architecture.md); ingest is fed by the bucket.
+ROUTES = {"tuner": "tuning_requests_topic", "poller": "poll_ticks_topic", "completion": "job_events_topic"}
+#: Settings every function needs to find what it touches.
+REQUIRED_ENV = {
+    "SFTPIPE_PROJECT",
+    "SFTPIPE_LOCATION",
+    "SFTPIPE_BUCKET",
+    "SFTPIPE_INCOMING_PREFIX",
+    "SFTPIPE_PREPARED_PREFIX",
+    "SFTPIPE_REPORTS_PREFIX",
+    "SFTPIPE_TUNING_REQUESTS_TOPIC",
+    "SFTPIPE_JOB_EVENTS_TOPIC",
+    "SFTPIPE_POLL_TICKS_TOPIC",
+    "SFTPIPE_DEAD_LETTER_SUFFIX",
+    "SFTPIPE_DATASETS_COLLECTION",
+    "SFTPIPE_JOBS_COLLECTION",
+    "SFTPIPE_EVALUATIONS_COLLECTION",
+    "SFTPIPE_IDEMPOTENCY_COLLECTION",
+}
+#: Settings that are secrets: mounted from Secret Manager, never plain environment.
+SECRET_FIELDS = {"slack_webhook_url", "slack_bot_token", "smtp_password"}
+#: Variables named like a Settings field whose default differs on purpose.
+DEFAULTS_THAT_DIFFER = {"bucket": "derived from the project id: bucket names are global"}
+
+EXPR = re.compile(r"^\$\{(.*)\}$", re.DOTALL)
+VAR_TEMPLATE = re.compile(r"\$\{var\.(\w+)\}")
+
+
+# --- Reading the configuration -----------------------------------------------------------------
+
+
+def unquote(value: Any) -> Any:
+    """python-hcl2 keeps the quotes of string literals: '"abc"' -> 'abc'; expressions stay."""
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:  # a template with quoted expressions inside: ${f("_")}
+            return value[1:-1]
+    if isinstance(value, dict):
+        return {unquote(k): unquote(v) for k, v in value.items() if not k.startswith("__")}
+    if isinstance(value, list):
+        return [unquote(v) for v in value]
+    return value
+
+
+def expression(value: Any) -> str | None:
+    """'${var.x}' -> 'var.x'; None for literals."""
+    match = EXPR.match(value) if isinstance(value, str) else None
+    return match.group(1).strip() if match else None
+
+
+class Config:
+    def __init__(self, files: list[Path]) -> None:
+        self.variables: dict[str, dict[str, Any]] = {}
+        self.locals: dict[str, Any] = {}
+        self.resources: dict[tuple[str, str], dict[str, Any]] = {}
+        self.raw_resources: dict[tuple[str, str], dict[str, Any]] = {}
+        for path in files:
+            with path.open() as handle:
+                doc = hcl2.load(handle)
+            for block in doc.get("variable", []):
+                for name, body in block.items():
+                    self.variables[unquote(name)] = body
+            for block in doc.get("locals", []):
+                self.locals.update({k: v for k, v in block.items() if not k.startswith("__")})
+            for block in doc.get("resource", []):
+                for rtype, named in block.items():
+                    for rname, body in named.items():
+                        key = (unquote(rtype), unquote(rname))
+                        self.raw_resources[key] = body
+                        self.resources[key] = unquote(body)
+
+    def default(self, variable: str) -> Any:
+        assert variable in self.variables, f"variable {variable!r} is not declared in deploy/"
+        assert "default" in self.variables[variable], f"variable {variable!r} has no default"
+        return unquote(self.variables[variable]["default"])
+
+    def render(self, template: str) -> str:
+        """Substitute ${var.x} with x's default; anything else left would fail the comparison."""
+        return VAR_TEMPLATE.sub(lambda m: str(self.default(m.group(1))), template)
+
+    def resource(self, rtype: str, name: str) -> dict[str, Any]:
+        assert (rtype, name) in self.resources, f"resource {rtype}.{name} is missing from deploy/"
+        return self.resources[(rtype, name)]
+
+
+@pytest.fixture(scope="module")
+def tf() -> Config:
+    return Config(TF_FILES)
+
+
+def settings_env_names() -> dict[str, str]:
+    """Environment variable -> Settings field, exactly as pydantic-settings reads them."""
+    names: dict[str, str] = {}
+    for field, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        if alias is None:
+            names[f"SFTPIPE_{field.upper()}"] = field
+        elif isinstance(alias, str):
+            names[alias.upper()] = field
+        else:
+            for choice in alias.choices:
+                names[str(choice).upper()] = field
+    return names
+
+
+def settings_default(field: str) -> Any:
+    info = Settings.model_fields[field]
+    return info.default_factory() if info.default_factory is not None else info.default
+
+
+# --- Parsing ----------------------------------------------------------------------------------
+
+
+def test_deploy_has_the_terraform_files() -> None:
+    names = {path.name for path in TF_FILES}
+    assert {"versions.tf", "variables.tf", "main.tf", "outputs.tf"} <= names
+    assert (DEPLOY / "README.md").is_file()
+
+
+@pytest.mark.parametrize("path", TF_FILES, ids=lambda p: p.name)
+def test_every_tf_file_parses(path: Path) -> None:
+    with path.open() as handle:
+        doc = hcl2.load(handle)
+    assert doc, f"{path.name} is empty"
+
+
+def test_every_variable_and_output_is_documented(tf: Config) -> None:
+    undocumented = [name for name, body in tf.variables.items() if not unquote(body.get("description"))]
+    assert not undocumented, f"variables without a description: {undocumented}"
+    outputs: dict[str, Any] = {}
+    for path in TF_FILES:
+        with path.open() as handle:
+            for block in hcl2.load(handle).get("output", []):
+                outputs.update({unquote(k): v for k, v in block.items()})
+    assert outputs, "deploy/ declares no outputs"
+    assert all(unquote(body.get("description")) for body in outputs.values())
+
+
+# --- Entry points -----------------------------------------------------------------------------
+
+
+def test_entry_points_are_the_functions_main_exports(tf: Config) -> None:
+    functions = unquote(tf.locals["functions"])
+    assert set(functions) == set(main.__all__)
+    for name, spec in functions.items():
+        assert spec["entry_point"] == name
+        assert callable(getattr(main, spec["entry_point"]))
+    build = tf.resource("google_cloudfunctions2_function", "this")["build_config"][0]
+    assert build["entry_point"] == "${each.value.entry_point}"
+    assert tf.resource("google_cloudfunctions2_function", "this")["for_each"] == "${local.functions}"
+
+
+def test_function_resources_cover_every_function_within_the_ack_deadline(tf: Config) -> None:
+    resources = tf.default("function_resources")
+    assert set(resources) == set(main.__all__)
+    for name, spec in resources.items():
+        assert 1 <= spec["timeout_s"] <= 540, f"{name}: Pub/Sub cannot wait longer than 600 s"
+        assert spec["max_instances"] >= 1
+
+
+# --- Environment ------------------------------------------------------------------------------
+
+
+def test_every_environment_variable_is_a_settings_field(tf: Config) -> None:
+    environment = tf.locals["settings_environment"]
+    known = settings_env_names()
+    unknown = sorted(set(environment) - set(known))
+    assert not unknown, f"Terraform sets variables that Settings does not read: {unknown}"
+
+
+def test_required_settings_are_set_for_every_function(tf: Config) -> None:
+    environment = tf.locals["settings_environment"]
+    missing = sorted(REQUIRED_ENV - set(environment))
+    assert not missing, f"Terraform does not set {missing}"
+    service = tf.resource("google_cloudfunctions2_function", "this")["service_config"][0]
+    assert service["environment_variables"] == "${local.environment}"
+    assert expression(tf.locals["environment"]) == "merge(local.settings_environment, var.extra_environment)"
+
+
+def test_environment_values_come_from_the_same_named_variables(tf: Config) -> None:
+    """SFTPIPE_JOB_EVENTS_TOPIC = var.job_events_topic, never another variable."""
+    environment = tf.locals["settings_environment"]
+    checked = 0
+    for name, value in environment.items():
+        field = settings_env_names()[name]
+        if field not in tf.variables:
+            continue
+        if field == "bucket":  # var.bucket, or <project>-sftpipe when it is empty
+            assert value == "${local.bucket}"
+            assert "var.bucket" in (expression(tf.locals["bucket"]) or "")
+            continue
+        assert f"var.{field}" in (expression(value) or ""), f"{name} = {value}, expected var.{field}"
+        assert expression(value) in {
+            f"var.{field}",
+            f"tostring(var.{field})",
+            f'join(",", var.{field})',
+        }, f"{name} = {value}"
+        checked += 1
+    assert checked >= len(REQUIRED_ENV) - 2  # all but project (project_id) and bucket (local)
+
+
+def test_variable_defaults_equal_settings_defaults(tf: Config) -> None:
+    compared = []
+    for name in tf.variables:
+        if name not in Settings.model_fields or name in DEFAULTS_THAT_DIFFER:
+            continue
+        assert tf.default(name) == settings_default(name), f"var.{name} default drifted from Settings"
+        compared.append(name)
+    for field in ("tuning_requests_topic", "job_events_topic", "poll_ticks_topic", "uploads_topic"):
+        assert field in compared
+    assert {"dead_letter_suffix", "idempotency_collection", "incoming_prefix"} <= set(compared)
+
+
+def test_environment_parses_into_the_settings_it_names(tf: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Render the environment with the variables' defaults and read it back through Settings."""
+    for name in list(settings_env_names()):
+        monkeypatch.delenv(name, raising=False)
+    rendered: dict[str, str] = {}
+    for name, value in tf.locals["settings_environment"].items():
+        expr = expression(value)
+        ref = re.search(r"var\.(\w+)", expr or "")
+        if not ref or ref.group(1) == "project_id":
+            continue
+        default = tf.default(ref.group(1))
+        rendered[name] = ",".join(default) if isinstance(default, list) else str(default)
+        monkeypatch.setenv(name, rendered[name])
+    settings = Settings()
+    assert settings.tuning_requests_topic == rendered["SFTPIPE_TUNING_REQUESTS_TOPIC"]
+    assert settings.smtp_port == int(rendered["SFTPIPE_SMTP_PORT"])
+    assert settings.mail_to == []
+
+
+# --- Topics, subscriptions, dead letters ------------------------------------------------------
+
+
+def test_each_function_is_triggered_by_its_topic(tf: Config) -> None:
+    functions = tf.locals["functions"]
+    for function, setting in ROUTES.items():
+        assert functions[function]["topic"] == f"${{var.{setting}}}"
+        assert functions[function]["event_type"] == "${local.pubsub_published}"
+    assert functions["ingest"]["topic"] is None
+    assert functions["ingest"]["event_type"] == "${local.storage_finalized}"
+    assert unquote(tf.locals["storage_finalized"]) == "google.cloud.storage.object.v1.finalized"
+    assert unquote(tf.locals["pubsub_published"]) == "google.cloud.pubsub.topic.v1.messagePublished"
+    topics = expression(tf.locals["topics"]) or ""
+    for setting in ROUTES.values():
+        assert f"var.{setting}" in topics
+
+
+def test_dead_letter_names_follow_the_code(tf: Config) -> None:
+    """<function>-<topic><dead_letter_suffix>, the names the local stack uses."""
+    settings = Settings()
+    functions = unquote(tf.locals["functions"])
+    sources = {**{f: getattr(settings, s) for f, s in ROUTES.items()}, "ingest": settings.uploads_topic}
+    for function, source in sources.items():
+        expected = f"{function}-{source}{settings.dead_letter_suffix}"
+        assert tf.render(functions[function]["dead_letter"]) == expected
+
+
+def test_every_trigger_gets_a_dead_letter_policy_and_a_kept_dead_letter(tf: Config) -> None:
+    for rtype, name in [
+        ("google_eventarc_trigger", "this"),
+        ("google_pubsub_topic", "dead_letter"),
+        ("google_pubsub_subscription", "dead_letter"),
+        ("google_pubsub_topic_iam_member", "dead_letter_publisher"),
+        ("google_pubsub_subscription_iam_member", "dead_letter_subscriber"),
+        ("terraform_data", "delivery_policy"),
+    ]:
+        assert tf.resource(rtype, name)["for_each"] == "${local.functions}", f"{rtype}.{name}"
+    policy = tf.resource("terraform_data", "delivery_policy")
+    assert "dead_letter_topic" in policy["triggers_replace"]
+    command = policy["provisioner"][0]["local-exec"]["command"]
+    for flag in ("--dead-letter-topic", "--max-delivery-attempts", "--min-retry-delay", "--ack-deadline"):
+        assert flag in command
+    publisher = tf.resource("google_pubsub_topic_iam_member", "dead_letter_publisher")
+    subscriber = tf.resource("google_pubsub_subscription_iam_member", "dead_letter_subscriber")
+    assert publisher["role"] == "roles/pubsub.publisher"
+    assert subscriber["role"] == "roles/pubsub.subscriber"
+    assert publisher["member"] == subscriber["member"] == "${local.pubsub_agent}"
+
+
+# --- Secrets, scheduler, Firestore ------------------------------------------------------------
+
+
+def test_secrets_are_the_secret_settings_and_never_plain_environment(tf: Config) -> None:
+    secrets = unquote(tf.locals["secrets"])
+    assert set(secrets) == SECRET_FIELDS
+    assert set(Settings.model_fields) >= SECRET_FIELDS
+    plain = {settings_env_names()[name] for name in tf.locals["settings_environment"]}
+    assert not plain & SECRET_FIELDS, "a secret is passed as plain environment"
+    dynamic = tf.resource("google_cloudfunctions2_function", "this")["service_config"][0]["dynamic"][0]
+    content = dynamic["secret_environment_variables"]["content"][0]
+    assert content["key"] == "SFTPIPE_${upper(secret_environment_variables.key)}"
+    validation = tf.variables["notification_secrets"]["validation"][0]["condition"]
+    assert set(re.findall(r'"(\w+)"', validation)) == SECRET_FIELDS
+
+
+def test_scheduler_publishes_a_poll_tick_to_the_poll_topic(tf: Config) -> None:
+    body = unquote(tf.locals["poll_tick_body"])
+    tick = parse_message(PubSubMessage(message_id="1", data=body.encode()), PollTickV1)
+    assert isinstance(tick, PollTickV1)
+    job = tf.resource("google_cloud_scheduler_job", "poll_tick")
+    target = job["pubsub_target"][0]
+    assert target["data"] == "${base64encode(local.poll_tick_body)}"
+    assert target["topic_name"] == "${google_pubsub_topic.this[var.poll_ticks_topic].id}"
+    assert target["attributes"] == {"schema": PollTickV1.SCHEMA}
+    assert tf.default("poll_schedule") == "* * * * *"
+
+
+def test_idempotency_ttl_policy_is_on_the_field_the_code_writes(tf: Config) -> None:
+    field = tf.resource("google_firestore_field", "idempotency_expire_at")
+    assert field["collection"] == "${var.idempotency_collection}"
+    assert f'"{field["field"]}"' in inspect.getsource(shared.idempotency)
+    assert "ttl_config" in field
+    database = tf.resource("google_firestore_database", "default")
+    assert database["name"] == "(default)"  # firestore.Client(project=...) uses (default)
+
+
+# --- Security ---------------------------------------------------------------------------------
+
+
+def test_bucket_is_private_versioned_and_expires_outputs(tf: Config) -> None:
+    bucket = tf.resource("google_storage_bucket", "data")
+    assert bucket["uniform_bucket_level_access"] is True
+    assert bucket["public_access_prevention"] == "enforced"
+    assert bucket["versioning"][0]["enabled"] is True
+    prefixes = {
+        rule["condition"][0]["matches_prefix"][0]
+        for rule in bucket["lifecycle_rule"]
+        if "matches_prefix" in rule["condition"][0]
+    }
+    assert prefixes == {"${var.prepared_prefix}", "${var.reports_prefix}"}
+
+
+def test_nothing_may_write_under_incoming(tf: Config) -> None:
+    grants = unquote(tf.locals["bucket_grants"])
+    for key, grant in grants.items():
+        if grant["prefix"] == "${var.incoming_prefix}":
+            assert grant["role"] == "roles/storage.objectViewer", key
+    assert {g["function"] for g in grants.values()} == {"ingest", "tuner", "completion"}
+
+
+def test_checkov_skips_sit_in_a_resource_and_give_a_reason(tf: Config) -> None:
+    pattern = re.compile(r"checkov:skip=(CKV2?_[A-Z]+_\d+):\s*(\S.*)")
+    in_text = [line for path in TF_FILES for line in path.read_text().splitlines() if "checkov:skip" in line]
+    in_resources = [
+        comment["value"]
+        for body in tf.raw_resources.values()
+        for comment in body.get("__comments__", [])
+        if "checkov:skip" in comment["value"]
+    ]
+    assert len(in_text) == len(in_resources), "a checkov skip is outside a resource block"
+    for comment in in_resources:
+        match = pattern.search(comment)
+        assert match, f"malformed skip: {comment}"
+        assert len(match.group(2)) >= 40, f"{match.group(1)}: give a real reason"
