@@ -14,6 +14,7 @@ from collections.abc import Sequence
 # command name -> (module, help). The module defines `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "stack": ("local.stack_cli", "start, stop and inspect the local stack of real services"),
+    "validate": ("shared.datasets.cli", "validate a dataset file and convert it to Gemini tuning JSONL"),
     "demo": ("local.demo", "run the whole pipeline locally on the bundled sample dataset"),
 }
 

@@ -1,0 +1,694 @@
+"""Recognise the shape of one record and convert it to a Gemini tuning example.
+
+Shapes: Gemini ``contents`` (with ``systemInstruction``), Gemini 1.0 ``messages`` (user/model),
+OpenAI chat ``messages`` (system/user/assistant), ShareGPT ``conversations`` (from/value),
+prompt/completion, Alpaca (instruction/input/output, system, history), Dolly
+(instruction/context/response) and flat columns (CSV/TSV rows or flat JSON objects, mapped by
+column name or an explicit :class:`~shared.datasets.options.ColumnMapping`).
+
+Each converter raises :class:`~shared.datasets.issues.RecordIssueError` naming the field of the source
+record (``messages[2].content``), so users see their own field names, not ours. What Gemini
+tuning cannot express (tool calls, preference pairs, inline media, per-message weights) is
+rejected with a code that says so.
+
+Duplicate key: the texts and roles of the example joined, with every ASCII whitespace byte
+deleted. Deleting (rather than collapsing) whitespace keeps the hash pass cheap; it means two
+examples that differ only in whitespace, even where words break, count as duplicates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.datasets.issues import RecordIssueError
+from shared.datasets.limits import ALLOWED_FILE_MIME_TYPES
+from shared.datasets.options import ColumnMapping
+
+ASCII_WHITESPACE = b" \t\n\v\f\r"
+_SEPARATOR = "\x1e"  # ASCII record separator: not whitespace, never in the deleted set
+
+GEMINI = "gemini"
+GEMINI_MESSAGES = "gemini_messages"
+OPENAI_CHAT = "openai_chat"
+SHAREGPT = "sharegpt"
+PROMPT_COMPLETION = "prompt_completion"
+ALPACA = "alpaca"
+DOLLY = "dolly"
+COLUMNS = "columns"
+
+SHAPES = (GEMINI, GEMINI_MESSAGES, OPENAI_CHAT, SHAREGPT, PROMPT_COMPLETION, ALPACA, DOLLY, COLUMNS)
+
+_TOOL_ROLES = frozenset(
+    {"tool", "function", "function_call", "observation", "ipython", "tool_call", "tool_response"}
+)
+_SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "model",
+    "assistant": "model",
+    "model": "model",
+    "chatgpt": "model",
+    "bard": "model",
+    "bing": "model",
+    "system": "system",
+}
+_MESSAGE_ROLES = {
+    "user": "user",
+    "assistant": "model",
+    "model": "model",
+    "system": "system",
+    "developer": "system",
+}
+_EXTENSION_MIME = {
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "webp": "image/webp",
+    "heic": "image/heic",
+    "heif": "image/heif",
+    "pdf": "application/pdf",
+}
+
+
+@dataclass(slots=True)
+class Example:
+    """One converted example and what the rest of the pipeline needs to know about it."""
+
+    record: dict[str, Any]
+    #: Normalised bytes whose hash decides duplicates and the split.
+    key: bytes
+    #: UTF-8 bytes of every text (system, user, model), for the token estimate.
+    text_bytes: int
+    turns: int
+    files: int
+    prompt: str
+    target: str
+    notes: tuple[str, ...] = field(default=())
+
+
+def _fail(code: str, path: str, message: str) -> RecordIssueError:
+    return RecordIssueError(code, path, message)
+
+
+def _is_blank(text: str) -> bool:
+    return not text or text.isspace()
+
+
+# --- Gemini parts -----------------------------------------------------------------------------
+
+
+def _file_part(file_data: Any, path: str) -> dict[str, Any]:
+    if type(file_data) is not dict:
+        raise _fail("invalid_file_data", path, "fileData must be an object with mimeType and fileUri")
+    mime = file_data.get("mimeType", file_data.get("mime_type"))
+    uri = file_data.get("fileUri", file_data.get("file_uri"))
+    if type(mime) is not str or type(uri) is not str or not mime or not uri:
+        raise _fail(
+            "invalid_file_data", path, "fileData needs both mimeType and fileUri as non-empty strings"
+        )
+    if not (uri.startswith("gs://") or uri.startswith("https://")):
+        raise _fail(
+            "invalid_file_uri", f"{path}.fileUri", f"file URI {uri[:80]!r} must start with gs:// or https://"
+        )
+    if mime.lower() not in ALLOWED_FILE_MIME_TYPES:
+        raise _fail(
+            "unsupported_mime_type", f"{path}.mimeType", f"MIME type {mime!r} is not accepted for tuning"
+        )
+    return {"fileData": {"mimeType": mime.lower(), "fileUri": uri}}
+
+
+def _gemini_part(part: Any, path: str) -> dict[str, Any]:
+    if type(part) is not dict:
+        raise _fail("invalid_part", path, 'a part must be an object: {"text": ...} or {"fileData": ...}')
+    text = part.get("text")
+    if text is not None:
+        if type(text) is not str:
+            raise _fail("invalid_part", f"{path}.text", "text must be a string")
+        if _is_blank(text):
+            raise _fail("missing_text", f"{path}.text", "text is empty or only whitespace")
+        if len(part) != 1:
+            extra = sorted(k for k in part if k != "text")
+            raise _fail("invalid_part", path, f"a text part has only 'text'; found also {extra}")
+        return part
+    file_data = part.get("fileData", part.get("file_data"))
+    if file_data is not None:
+        return _file_part(file_data, f"{path}.fileData")
+    if any(k in part for k in ("functionCall", "functionResponse", "function_call", "function_response")):
+        raise _fail(
+            "unsupported_tool_calls",
+            path,
+            "function calls and responses cannot be expressed in Gemini supervised tuning data",
+        )
+    if "inlineData" in part or "inline_data" in part:
+        raise _fail(
+            "unsupported_inline_data",
+            path,
+            "inline (base64) data is not accepted; upload the file and use fileData",
+        )
+    raise _fail("invalid_part", path, f"a part needs 'text' or 'fileData'; found keys {sorted(part)[:5]}")
+
+
+# --- the common end: order checks and the duplicate key ----------------------------------------
+
+
+def _finish(
+    system_parts: list[dict[str, Any]] | None,
+    turns: list[tuple[str, list[dict[str, Any]], str]],
+    list_path: str,
+    notes: tuple[str, ...] = (),
+) -> Example:
+    """Check the user/model order and build the example. Each turn is (role, parts, source path)."""
+    if not turns:
+        raise _fail("missing_messages_list", list_path, "the conversation has no user or model turn")
+    roles = [t[0] for t in turns]
+    if "user" not in roles:
+        raise _fail("example_missing_user_message", list_path, "the example has no user turn")
+    if "model" not in roles:
+        raise _fail(
+            "example_missing_assistant_message",
+            list_path,
+            "the example has no model (assistant) turn to learn from",
+        )
+    if roles[0] != "user":
+        raise _fail("first_turn_not_user", turns[0][2], "the conversation must start with a user turn")
+    previous = ""
+    for role, _, path in turns:
+        if role == previous:
+            raise _fail(
+                "consecutive_turns", path, f"two {role} turns in a row; roles must alternate user/model"
+            )
+        previous = role
+    if roles[-1] != "model":
+        raise _fail("last_turn_not_model", turns[-1][2], "the last turn must be the model's (the target)")
+    return _example(system_parts, [{"role": role, "parts": parts} for role, parts, _ in turns], notes)
+
+
+def _example(
+    system_parts: list[dict[str, Any]] | None, contents: list[dict[str, Any]], notes: tuple[str, ...]
+) -> Example:
+    pieces: list[str] = []
+    files = 0
+    uri_chars = 0
+    if system_parts:
+        pieces.append("system")
+        for part in system_parts:
+            pieces.append(part["text"])
+    prompt = target = ""
+    for content in contents:
+        pieces.append(content["role"])
+        last = ""
+        for part in content["parts"]:
+            text = part.get("text")
+            if text is None:
+                uri = part["fileData"]["fileUri"]
+                pieces.append(uri)
+                uri_chars += len(uri)
+                files += 1
+            else:
+                pieces.append(text)
+                last = text
+        if content["role"] == "user":
+            prompt = last
+        else:
+            target = last
+    joined = _SEPARATOR.join(pieces).encode()
+    record: dict[str, Any] = {"contents": contents}
+    if system_parts:
+        record = {"systemInstruction": {"role": "system", "parts": system_parts}, "contents": contents}
+    return Example(
+        record=record,
+        key=joined.translate(None, ASCII_WHITESPACE),
+        text_bytes=len(joined) - uri_chars,
+        turns=len(contents),
+        files=files,
+        prompt=prompt,
+        target=target,
+        notes=notes,
+    )
+
+
+# --- Gemini contents ---------------------------------------------------------------------------
+
+_GEMINI_KEYS = frozenset({"contents", "systemInstruction", "system_instruction"})
+
+
+def convert_gemini(record: dict[str, Any]) -> Example:
+    contents = record.get("contents")
+    if type(contents) is not list or not contents:
+        raise _fail("missing_contents_list", "contents", "contents must be a non-empty list of {role, parts}")
+    notes: tuple[str, ...] = ()
+    if len(record) > 1 and not _GEMINI_KEYS.issuperset(record):
+        if "tools" in record or "toolConfig" in record:
+            raise _fail(
+                "unsupported_tool_calls",
+                "tools",
+                "tool declarations cannot be used in supervised tuning data",
+            )
+        notes = ("unknown_keys_dropped",)
+    system = record.get("systemInstruction", record.get("system_instruction"))
+    system_parts = None if system is None else _system_instruction(system)
+    out: list[dict[str, Any]] = []
+    previous = ""
+    for i, item in enumerate(contents):
+        if type(item) is not dict:
+            raise _fail("invalid_content_item", f"contents[{i}]", "each item of contents must be an object")
+        role = item.get("role")
+        parts = item.get("parts")
+        if role is None or parts is None:
+            missing = "role" if role is None else "parts"
+            raise _fail(
+                "content_item_missing_key", f"contents[{i}].{missing}", f"contents[{i}] has no {missing}"
+            )
+        if role not in ("user", "model"):
+            raise _fail("unrecognized_role", f"contents[{i}].role", f"role {role!r} is not 'user' or 'model'")
+        if role == previous:
+            raise _fail(
+                "consecutive_turns", f"contents[{i}].role", f"two {role} turns in a row; roles must alternate"
+            )
+        previous = role
+        if type(parts) is not list or not parts:
+            raise _fail("missing_or_invalid_parts", f"contents[{i}].parts", "parts must be a non-empty list")
+        checked = [_gemini_part(part, f"contents[{i}].parts[{j}]") for j, part in enumerate(parts)]
+        out.append(item if len(item) == 2 and checked == parts else {"role": role, "parts": checked})
+    if out[0]["role"] != "user":
+        raise _fail("first_turn_not_user", "contents[0].role", "the conversation must start with a user turn")
+    if out[-1]["role"] != "model":
+        last = len(out) - 1
+        raise _fail(
+            "last_turn_not_model", f"contents[{last}].role", "the last turn must be the model's (the target)"
+        )
+    return _example(system_parts, out, notes)
+
+
+def _system_instruction(system: Any) -> list[dict[str, Any]]:
+    if type(system) is str and not _is_blank(system):
+        return [{"text": system}]
+    parts = system.get("parts") if type(system) is dict else None
+    if type(parts) is not list or not parts:
+        raise _fail(
+            "invalid_system_instruction",
+            "systemInstruction",
+            'systemInstruction must be {"parts": [{"text": ...}]}',
+        )
+    checked = []
+    for j, part in enumerate(parts):
+        text = part.get("text") if type(part) is dict else None
+        if type(text) is not str:
+            raise _fail(
+                "invalid_system_instruction",
+                f"systemInstruction.parts[{j}]",
+                "system parts must be text parts",
+            )
+        if _is_blank(text):
+            raise _fail(
+                "missing_text", f"systemInstruction.parts[{j}].text", "text is empty or only whitespace"
+            )
+        checked.append({"text": text})
+    return checked
+
+
+# --- chat messages (OpenAI, Gemini 1.0) ------------------------------------------------------
+
+_MESSAGE_KEYS = frozenset({"role", "content", "name", "weight"})
+_MESSAGES_RECORD_KEYS = frozenset({"messages"})
+
+
+def _content_parts(content: Any, path: str) -> list[dict[str, Any]]:
+    if type(content) is str:
+        if _is_blank(content):
+            raise _fail("missing_content", path, "content is empty or only whitespace")
+        return [{"text": content}]
+    if type(content) is not list or not content:
+        raise _fail("missing_content", path, "content must be a non-empty string or list of parts")
+    parts = []
+    for j, part in enumerate(content):
+        part_path = f"{path}[{j}]"
+        kind = part.get("type") if type(part) is dict else None
+        if kind == "text":
+            text = part.get("text")
+            if type(text) is not str or _is_blank(text):
+                raise _fail("missing_content", f"{part_path}.text", "text is empty or not a string")
+            parts.append({"text": text})
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if type(image) is dict else image
+            parts.append(_image_url_part(url, f"{part_path}.image_url"))
+        elif kind in ("input_audio", "file", "input_file"):
+            raise _fail(
+                "unsupported_inline_data",
+                part_path,
+                f"{kind} parts carry inline data; use a gs:// or https:// URI",
+            )
+        else:
+            raise _fail("invalid_part", part_path, f"unsupported content part type {kind!r}")
+    return parts
+
+
+def _image_url_part(url: Any, path: str) -> dict[str, Any]:
+    if type(url) is not str or not url:
+        raise _fail("invalid_file_data", path, "image_url needs a url")
+    if url.startswith("data:"):
+        raise _fail(
+            "unsupported_inline_data",
+            path,
+            "inline (data:) images cannot be used; upload the image and give its URI",
+        )
+    if not (url.startswith("gs://") or url.startswith("https://")):
+        raise _fail("invalid_file_uri", path, f"image URL {url[:80]!r} must start with gs:// or https://")
+    extension = url.split("?", 1)[0].rsplit(".", 1)[-1].lower()
+    mime = _EXTENSION_MIME.get(extension)
+    if mime is None:
+        raise _fail(
+            "unsupported_mime_type", path, f"cannot tell the image type of {url[:80]!r} from its extension"
+        )
+    return {"fileData": {"mimeType": mime, "fileUri": url}}
+
+
+def convert_messages(record: dict[str, Any]) -> Example:
+    messages = record.get("messages")
+    if type(messages) is not list or not messages:
+        raise _fail("missing_messages_list", "messages", "messages must be a non-empty list")
+    notes: tuple[str, ...] = ()
+    if len(record) > 1:
+        for key in ("tools", "functions"):
+            if record.get(key):
+                raise _fail(
+                    "unsupported_tool_calls",
+                    key,
+                    f"{key} cannot be expressed in Gemini supervised tuning data",
+                )
+        if not _MESSAGES_RECORD_KEYS.issuperset(record):
+            notes = ("unknown_keys_dropped",)
+    system_parts: list[dict[str, Any]] = []
+    turns: list[tuple[str, list[dict[str, Any]], str]] = []
+    for i, message in enumerate(messages):
+        path = f"messages[{i}]"
+        if type(message) is not dict:
+            raise _fail("message_missing_key", path, "each message must be an object with role and content")
+        role = message.get("role")
+        if role in _TOOL_ROLES or message.get("tool_calls") or message.get("function_call"):
+            raise _fail(
+                "unsupported_tool_calls",
+                path,
+                "tool or function call turns cannot be expressed in Gemini tuning data",
+            )
+        if role is None or "content" not in message:
+            missing = "role" if role is None else "content"
+            raise _fail("message_missing_key", f"{path}.{missing}", f"message has no {missing}")
+        if not _MESSAGE_KEYS.issuperset(message):
+            unknown = sorted(k for k in message if k not in _MESSAGE_KEYS)
+            if all(message.get(k) is None for k in unknown):
+                notes = ("unknown_keys_dropped",)
+            else:
+                raise _fail(
+                    "message_unrecognized_key",
+                    f"{path}.{unknown[0]}",
+                    f"unrecognised message key(s) {unknown}",
+                )
+        if "name" in message:
+            notes = ("unknown_keys_dropped",)
+        gemini_role = _MESSAGE_ROLES.get(role) if type(role) is str else None
+        if gemini_role is None:
+            raise _fail(
+                "unrecognized_role", f"{path}.role", f"role {role!r} is not system, user, assistant or model"
+            )
+        weight = message.get("weight")
+        if weight is not None and weight != 1:
+            raise _fail(
+                "unsupported_weight",
+                f"{path}.weight",
+                "per-message weights cannot be expressed: every model turn is trained on",
+            )
+        parts = _content_parts(message["content"], f"{path}.content")
+        if gemini_role == "system":
+            if turns:
+                raise _fail(
+                    "misplaced_system_message",
+                    path,
+                    "a system message after the first turn cannot be expressed in Gemini",
+                )
+            if any("text" not in p for p in parts):
+                raise _fail(
+                    "invalid_system_instruction", f"{path}.content", "a system message must be text only"
+                )
+            system_parts.extend(parts)
+            continue
+        turns.append((gemini_role, parts, f"{path}.role"))
+    return _finish(system_parts or None, turns, "messages", notes)
+
+
+# --- ShareGPT ---------------------------------------------------------------------------------
+
+
+def _declares_tools(value: Any) -> bool:
+    if isinstance(value, str):
+        stripped = value.strip()
+        return stripped not in ("", "[]", "{}", "null")
+    return bool(value)
+
+
+def convert_sharegpt(record: dict[str, Any]) -> Example:
+    list_key = "conversations" if "conversations" in record else "conversation"
+    conversation = record.get(list_key)
+    if type(conversation) is not list or not conversation:
+        raise _fail(
+            "missing_messages_list", list_key, f"{list_key} must be a non-empty list of {{from, value}}"
+        )
+    system_parts: list[dict[str, Any]] = []
+    system = record.get("system")
+    if type(system) is str and not _is_blank(system):
+        system_parts.append({"text": system})
+    turns: list[tuple[str, list[dict[str, Any]], str]] = []
+    for i, message in enumerate(conversation):
+        path = f"{list_key}[{i}]"
+        if type(message) is not dict:
+            raise _fail("message_missing_key", path, "each turn must be an object with from and value")
+        speaker = message.get("from", message.get("role"))
+        value = message.get("value", message.get("content"))
+        if speaker in _TOOL_ROLES:
+            raise _fail(
+                "unsupported_tool_calls",
+                f"{path}.from",
+                f"'{speaker}' turns (tool calls and their results) cannot be expressed in Gemini supervised tuning data",
+            )
+        if speaker is None or value is None:
+            missing = "from" if speaker is None else "value"
+            raise _fail("message_missing_key", f"{path}.{missing}", f"turn has no {missing}")
+        role = _SHAREGPT_ROLES.get(speaker) if type(speaker) is str else None
+        if role is None:
+            raise _fail(
+                "unrecognized_role", f"{path}.from", f"speaker {speaker!r} is not human, gpt or system"
+            )
+        if type(value) is not str or _is_blank(value):
+            raise _fail("missing_content", f"{path}.value", "value is empty or not a string")
+        if role == "system":
+            if turns:
+                raise _fail(
+                    "misplaced_system_message", path, "a system turn after the first turn cannot be expressed"
+                )
+            system_parts.append({"text": value})
+            continue
+        turns.append((role, [{"text": value}], f"{path}.from"))
+    notes: tuple[str, ...] = ()
+    if _declares_tools(record.get("tools")):
+        notes = ("tools_dropped",)
+    return _finish(system_parts or None, turns, list_key, notes)
+
+
+# --- flat shapes --------------------------------------------------------------------------------
+
+
+def _text_field(record: dict[str, Any], key: str, *, required: bool = True) -> str:
+    value = record.get(key)
+    if value is None:
+        if required:
+            raise _fail("missing_field", key, f"'{key}' is missing")
+        return ""
+    if type(value) in (int, float, bool):
+        value = str(value)
+    if type(value) is not str:
+        raise _fail("missing_field", key, f"'{key}' must be a string, not {type(value).__name__}")
+    if required and _is_blank(value):
+        raise _fail("missing_text", key, f"'{key}' is empty or only whitespace")
+    return value
+
+
+def _join(*texts: str) -> str:
+    return "\n\n".join(t for t in texts if t and not t.isspace())
+
+
+def _single_turn(
+    prompt: str, completion: str, prompt_field: str, completion_field: str, notes: tuple[str, ...] = ()
+) -> Example:
+    if _is_blank(prompt):
+        raise _fail("missing_text", prompt_field, f"'{prompt_field}' is empty or only whitespace")
+    turns = [("user", [{"text": prompt}], prompt_field), ("model", [{"text": completion}], completion_field)]
+    return _finish(None, turns, prompt_field, notes)
+
+
+def convert_prompt_completion(record: dict[str, Any]) -> Example:
+    prompt = _text_field(record, "prompt")
+    completion = _text_field(record, "completion")
+    notes = ("unknown_keys_dropped",) if len(record) > 2 else ()
+    return _single_turn(prompt, completion, "prompt", "completion", notes)
+
+
+def convert_alpaca(record: dict[str, Any]) -> Example:
+    instruction = _text_field(record, "instruction", required=False)
+    user_input = _text_field(record, "input", required=False)
+    output = _text_field(record, "output")
+    system = _text_field(record, "system", required=False)
+    prompt = _join(instruction, user_input)
+    if not prompt:
+        raise _fail("missing_text", "instruction", "both 'instruction' and 'input' are empty")
+    history = record.get("history") or []
+    if type(history) is not list:
+        raise _fail("missing_field", "history", "history must be a list of [instruction, response] pairs")
+    turns: list[tuple[str, list[dict[str, Any]], str]] = []
+    for i, pair in enumerate(history):
+        if (
+            type(pair) not in (list, tuple)
+            or len(pair) != 2
+            or not all(type(x) is str and not _is_blank(x) for x in pair)
+        ):
+            raise _fail(
+                "missing_field",
+                f"history[{i}]",
+                "each history item must be [instruction, response], both non-empty",
+            )
+        turns.append(("user", [{"text": pair[0]}], f"history[{i}][0]"))
+        turns.append(("model", [{"text": pair[1]}], f"history[{i}][1]"))
+    turns.append(("user", [{"text": prompt}], "instruction"))
+    turns.append(("model", [{"text": output}], "output"))
+    system_parts = [{"text": system}] if system and not system.isspace() else None
+    return _finish(system_parts, turns, "instruction")
+
+
+def convert_dolly(record: dict[str, Any]) -> Example:
+    instruction = _text_field(record, "instruction")
+    context = _text_field(record, "context", required=False)
+    response = _text_field(record, "response")
+    return _single_turn(_join(instruction, context), response, "instruction", "response")
+
+
+# --- columns (CSV/TSV rows, flat JSON) -----------------------------------------------------------
+
+_INPUT_COLUMNS = (
+    "input",
+    "prompt",
+    "question",
+    "instruction",
+    "text",
+    "query",
+    "source",
+    "sentence",
+    "document",
+    "article",
+)
+_OUTPUT_COLUMNS = (
+    "output",
+    "response",
+    "completion",
+    "answer",
+    "answer_text",
+    "answers",
+    "target",
+    "label",
+    "summary",
+    "highlights",
+)
+_SYSTEM_COLUMNS = ("system", "system_prompt", "system_instruction")
+_CONTEXT_COLUMNS = ("context", "passage")
+#: Output column -> task it suggests (used when the task is not given).
+COLUMN_TASK_HINTS = {"label": "classification", "summary": "summarization", "highlights": "summarization"}
+
+
+def auto_column_mapping(columns: list[str] | tuple[str, ...]) -> ColumnMapping | None:
+    """The mapping that common column names imply, or None. Matching ignores case and spaces."""
+    by_name = {c.strip().lower(): c for c in columns}
+
+    def first(names: tuple[str, ...]) -> str | None:
+        return next((by_name[n] for n in names if n in by_name), None)
+
+    output = first(_OUTPUT_COLUMNS)
+    system = first(_SYSTEM_COLUMNS)
+    context = first(_CONTEXT_COLUMNS)
+    if output is None:
+        return None
+    if "question" in by_name and context is not None:
+        return ColumnMapping(
+            input=by_name["question"], output=output, context=context, system=system, style="qa"
+        )
+    if "instruction" in by_name and "input" in by_name:
+        return ColumnMapping(
+            input=by_name["instruction"], output=output, context=by_name["input"], system=system
+        )
+    user = first(_INPUT_COLUMNS)
+    if user is None and context is not None:
+        user, context = context, None
+    if user is None:
+        return None
+    return ColumnMapping(input=user, output=output, context=context, system=system)
+
+
+def convert_columns(record: dict[str, Any], mapping: ColumnMapping) -> Example:
+    user_input = _text_field(record, mapping.input)
+    output = _text_field(record, mapping.output)
+    context = _text_field(record, mapping.context, required=False) if mapping.context else ""
+    system = _text_field(record, mapping.system, required=False) if mapping.system else ""
+    if mapping.style == "qa" and context and not context.isspace():
+        prompt = f"Context: {context}\n\nQuestion: {user_input}"
+    else:
+        prompt = _join(user_input, context)
+    system_parts = [{"text": system}] if system and not system.isspace() else None
+    turns = [("user", [{"text": prompt}], mapping.input), ("model", [{"text": output}], mapping.output)]
+    return _finish(system_parts, turns, mapping.input)
+
+
+# --- dispatch -----------------------------------------------------------------------------------
+
+
+def detect_shape(record: dict[str, Any]) -> str:
+    """The shape of one JSON object; raises RecordIssueError when it has none we can convert."""
+    if "contents" in record:
+        return GEMINI
+    if "messages" in record:
+        messages = record["messages"]
+        if type(messages) is list and any(type(m) is dict and m.get("role") == "model" for m in messages):
+            return GEMINI_MESSAGES
+        return OPENAI_CHAT
+    if "conversations" in record or "conversation" in record:
+        return SHAREGPT
+    if "chosen" in record or "rejected" in record:
+        raise _fail(
+            "unsupported_preference_pairs",
+            "chosen" if "chosen" in record else "rejected",
+            "preference pairs (chosen/rejected) are for preference tuning, not supervised tuning",
+        )
+    if "prompt" in record and "completion" in record:
+        return PROMPT_COMPLETION
+    if "instruction" in record and "output" in record:
+        return ALPACA
+    if "instruction" in record and "response" in record:
+        return DOLLY
+    if auto_column_mapping(list(record)) is not None:
+        return COLUMNS
+    keys = ", ".join(sorted(record)[:8])
+    raise _fail(
+        "unknown_shape",
+        "",
+        f"no supported shape has the keys {{{keys}}}; expected contents, messages, conversations, "
+        "prompt/completion, instruction/output, instruction/response or input/output-like columns",
+    )
+
+
+CONVERTERS = {
+    GEMINI: convert_gemini,
+    GEMINI_MESSAGES: convert_messages,
+    OPENAI_CHAT: convert_messages,
+    SHAREGPT: convert_sharegpt,
+    PROMPT_COMPLETION: convert_prompt_completion,
+    ALPACA: convert_alpaca,
+    DOLLY: convert_dolly,
+}

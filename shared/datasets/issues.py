@@ -1,0 +1,111 @@
+"""Error and warning codes of dataset validation, and the :class:`Issue` each one travels in.
+
+Codes reuse the names of Google's sample validator (``missing_contents_list`` ...) and OpenAI's
+cookbook validator (``missing_messages_list`` ...) where they fit, because users recognise them.
+``line`` is the 1-based line of the source file (for a JSON array or a stream of JSON documents,
+the 1-based record index; for CSV/TSV the line where the row starts); 0 means the whole file.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+#: Every error code, with what it means. Tests check that no other code is ever emitted.
+ERROR_CODES: dict[str, str] = {
+    # file level
+    "file_too_large": "the file is larger than the model's training-file limit (1 GB)",
+    "empty_file": "the file has no records",
+    "unsupported_format": "the file is not JSONL, JSON, CSV or TSV",
+    "invalid_encoding": "the file is not UTF-8",
+    "line_too_long": "one line is longer than the longest example we read",
+    "csv_error": "the CSV/TSV file cannot be parsed past this point",
+    "unreadable_json": "the JSON document cannot be parsed past this record",
+    "csv_column_count": "a CSV/TSV row has a different number of fields than the header",
+    "missing_column": "a column named by the mapping is not in the header",
+    "unmapped_columns": "no input/output columns could be recognised in the header",
+    "no_examples": "no valid example is left to train on",
+    "too_many_examples": "more training examples than the model accepts",
+    "too_many_validation_examples": "more validation examples than the model accepts",
+    "example_in_multiple_splits": "the same example is in more than one of train, validation, test",
+    # record level: parsing and shape
+    "invalid_json": "the line is not valid JSON",
+    "data_type": "the record is not a JSON object",
+    "unknown_shape": "the record matches no supported dataset shape",
+    "mixed_shapes": "the record has a different shape than the file's first record",
+    "unsupported_tool_calls": "tool or function calls cannot be expressed in Gemini tuning data",
+    "unsupported_preference_pairs": "preference pairs (chosen/rejected) are not supervised tuning data",
+    "unsupported_inline_data": "inline (base64) media cannot be used; give a gs:// or https:// URI",
+    "unsupported_weight": "per-message weights cannot be expressed: Gemini trains on every model turn",
+    "missing_field": "a field the shape needs is missing or not a string",
+    # Gemini contents (names of Google's sample validator)
+    "missing_contents_list": "contents is missing, not a list, or empty",
+    "invalid_content_item": "an item of contents is not an object",
+    "content_item_missing_key": "an item of contents lacks role or parts",
+    "unrecognized_role": "a role is not one the shape allows",
+    "missing_or_invalid_parts": "parts is missing, not a list, or empty",
+    "invalid_part": "a part is neither a text part nor a fileData part",
+    "missing_text": "a text is empty or only whitespace",
+    "consecutive_turns": "two turns in a row have the same role",
+    "invalid_system_instruction": "systemInstruction is not {parts: [{text}]}",
+    "invalid_file_data": "fileData lacks mimeType or fileUri",
+    "invalid_file_uri": "a file URI is not gs:// or https://",
+    "unsupported_mime_type": "a file's MIME type is not accepted for tuning",
+    "too_many_files": "more file parts in one example than the model accepts",
+    # chat messages (names of OpenAI's cookbook validator)
+    "missing_messages_list": "messages / conversations is missing, not a list, or empty",
+    "message_missing_key": "a message lacks role/content (from/value)",
+    "message_unrecognized_key": "a message has a key we cannot convert",
+    "missing_content": "a message's content is missing or empty",
+    "misplaced_system_message": "a system message after the first turn cannot be expressed",
+    # conversation order
+    "example_missing_user_message": "the example has no user turn",
+    "example_missing_assistant_message": "the example has no model (assistant) turn to learn from",
+    "first_turn_not_user": "the conversation must start with a user turn",
+    "last_turn_not_model": "the conversation must end with a model turn (the target)",
+    # budgets
+    "too_many_tokens": "the example has more tokens than the model accepts",
+}
+
+#: Every warning code, with what it means.
+WARNING_CODES: dict[str, str] = {
+    "too_few_examples": "fewer training examples than recommended",
+    "duplicates_removed": "exact duplicates (ignoring whitespace) were removed",
+    "records_skipped": "invalid records were skipped (skip_invalid)",
+    "unknown_keys_dropped": "keys we do not convert were dropped",
+    "tools_dropped": "tool declarations that no turn uses were dropped",
+    "validation_capped": "held-out examples over the model's validation limit went to train",
+    "tokens_estimated": "token counts are estimates, not the Gemini tokenizer's",
+    "errors_truncated": "the error list is capped; error_counts has every error",
+}
+
+
+class Issue(BaseModel):
+    """One error, as the report and the ``--json`` contract show it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    line: int
+    field: str
+    code: str
+    message: str
+
+
+class DatasetWarning(BaseModel):
+    """One warning: a code, a message, how many records it concerns and the first few lines."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    message: str
+    count: int = 1
+    lines: list[int] = []
+
+
+class RecordIssueError(Exception):
+    """Raised inside conversion: the record at hand is invalid (line is added by the caller)."""
+
+    def __init__(self, code: str, field: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.field = field
+        self.message = message

@@ -1,0 +1,204 @@
+"""Limits of Gemini supervised tuning, one row per base model, and the hyperparameter guidance.
+
+Sources: the Vertex AI supervised-tuning docs (limits) and the best-practices guide
+(hyperparameters), summarised in shared/design/vertex-and-genai.md. A new base model is one row in
+:data:`MODEL_LIMITS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from shared.errors import ConfigurationError
+
+GIB = 1024**3
+MIB = 1024**2
+
+#: Vertex AI refuses training files above 1 GB; we apply the same cap to every upload.
+MAX_FILE_BYTES = 1 * GIB
+#: One JSONL line (one example) is read whole; longer lines are rejected without being held.
+#: 131,072 tokens of text is at most a few MiB of JSON even with \\uXXXX escapes.
+MAX_LINE_BYTES = 16 * MIB
+#: Below this many training examples the report warns (the older docs required 16).
+RECOMMENDED_MIN_EXAMPLES = 100
+#: Estimated tokens for one fileData part (an image is 258 tokens on Gemini; other media vary).
+TOKENS_PER_FILE_PART = 258
+
+ALLOWED_FILE_MIME_TYPES: frozenset[str] = frozenset(
+    {
+        "image/jpeg",
+        "image/png",
+        "image/webp",
+        "image/heic",
+        "image/heif",
+        "application/pdf",
+        "text/plain",
+        "audio/aac",
+        "audio/flac",
+        "audio/mp3",
+        "audio/m4a",
+        "audio/mpeg",
+        "audio/mpga",
+        "audio/mp4",
+        "audio/opus",
+        "audio/pcm",
+        "audio/wav",
+        "audio/webm",
+        "video/x-flv",
+        "video/quicktime",
+        "video/mpeg",
+        "video/mpegps",
+        "video/mpg",
+        "video/mp4",
+        "video/webm",
+        "video/wmv",
+        "video/3gpp",
+    }
+)
+
+RecommendationFamily = Literal["pro", "flash"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLimits:
+    """What Vertex AI accepts when tuning one base model."""
+
+    name: str
+    max_tokens_per_example: int
+    max_training_examples: int
+    max_validation_examples: int
+    adapter_sizes: tuple[int, ...]
+    #: How many fileData parts one example may carry.
+    max_files_per_example: int = 30
+    max_file_bytes: int = MAX_FILE_BYTES
+    #: Name that google.genai.local_tokenizer.LocalTokenizer accepts, None when it has no tokenizer.
+    tokenizer_model: str | None = None
+    #: Epochs assumed for the cost estimate when neither the user nor the guidance sets one.
+    #: Vertex picks its own default server-side; this is our stated assumption, not its value.
+    assumed_default_epochs: int = 10
+    recommendation_family: RecommendationFamily = "flash"
+
+    @property
+    def max_test_examples(self) -> int:
+        """The held-out test split is capped like validation, so that evaluation cost is bounded."""
+        return self.max_validation_examples
+
+
+_GEMINI_2 = {
+    "max_tokens_per_example": 131_072,
+    "max_training_examples": 1_000_000,
+    "max_validation_examples": 5_000,
+}
+_GEMINI_15 = {
+    "max_tokens_per_example": 32_000,
+    "max_training_examples": 1_000_000,
+    "max_validation_examples": 256,
+}
+
+MODEL_LIMITS: dict[str, ModelLimits] = {
+    row.name: row
+    for row in (
+        ModelLimits(
+            "gemini-2.5-pro",
+            **_GEMINI_2,
+            adapter_sizes=(1, 2, 4, 8),
+            tokenizer_model="gemini-2.5-pro",
+            recommendation_family="pro",
+        ),
+        ModelLimits(
+            "gemini-2.5-flash",
+            **_GEMINI_2,
+            adapter_sizes=(1, 2, 4, 8, 16),
+            tokenizer_model="gemini-2.5-flash",
+        ),
+        ModelLimits(
+            "gemini-2.5-flash-lite",
+            **_GEMINI_2,
+            adapter_sizes=(1, 2, 4, 8, 16),
+            tokenizer_model="gemini-2.5-flash-lite",
+        ),
+        ModelLimits(
+            "gemini-2.0-flash-001",
+            **_GEMINI_2,
+            adapter_sizes=(1, 2, 4, 8),
+            tokenizer_model="gemini-2.0-flash-001",
+        ),
+        ModelLimits(
+            "gemini-2.0-flash-lite-001",
+            **_GEMINI_2,
+            adapter_sizes=(1, 2, 4, 8),
+            tokenizer_model="gemini-2.0-flash-lite-001",
+        ),
+        ModelLimits("gemini-1.5-pro-002", **_GEMINI_15, adapter_sizes=(1, 4), recommendation_family="pro"),
+        ModelLimits("gemini-1.5-flash-002", **_GEMINI_15, adapter_sizes=(1, 4, 8, 16)),
+    )
+}
+
+#: Other spellings users write for the same base model.
+MODEL_ALIASES: dict[str, str] = {
+    "gemini-2.0-flash": "gemini-2.0-flash-001",
+    "gemini-2.0-flash-lite": "gemini-2.0-flash-lite-001",
+    "gemini-1.5-pro": "gemini-1.5-pro-002",
+    "gemini-1.5-flash": "gemini-1.5-flash-002",
+}
+
+
+def canonical_model_name(base_model: str) -> str:
+    name = base_model.strip()
+    for prefix in ("publishers/google/models/", "models/"):
+        name = name.removeprefix(prefix)
+    return MODEL_ALIASES.get(name, name)
+
+
+def model_limits(base_model: str) -> ModelLimits:
+    """The limits row of ``base_model``; raises ConfigurationError naming the known models."""
+    row = MODEL_LIMITS.get(canonical_model_name(base_model))
+    if row is None:
+        known = ", ".join(sorted(MODEL_LIMITS))
+        raise ConfigurationError(
+            f"unknown base model {base_model!r}; supported base models: {known}",
+            code="unknown_base_model",
+            field="base_model",
+        )
+    return row
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """Hyperparameters from the best-practices guide; None means "leave Vertex's default"."""
+
+    epochs: int | None
+    learning_rate_multiplier: float | None
+    adapter_size: int | None
+    basis: str
+
+
+def recommend_hyperparameters(limits: ModelLimits, examples: int, mean_tokens: float) -> Recommendation:
+    """Best-practices table: small data (< 1000 examples, mean context < 500 tokens) wants more signal.
+
+    The guide states rules for Gemini 1.5 Pro and Flash; for 2.x models we apply the rule of the
+    same family (pro / flash) and say so in ``basis``.
+    """
+    small = examples < 1000 and mean_tokens < 500
+    size = (
+        "fewer than 1000 examples with mean context under 500 tokens"
+        if small
+        else ("1000 or more examples or mean context of 500 tokens or more")
+    )
+    family = limits.recommendation_family
+    if family == "pro":
+        rec = (20, 10.0, 4) if small else (10, 5.0, 4)
+    else:
+        rec = (None, 10.0, 4) if small else (None, None, 8)
+    adapter = (
+        rec[2] if rec[2] in limits.adapter_sizes else max(a for a in limits.adapter_sizes if a <= rec[2])
+    )
+    source = "Gemini 1.5 Pro" if family == "pro" else "Gemini 1.5 Flash"
+    extrapolated = (
+        ""
+        if limits.name.startswith("gemini-1.5")
+        else f" (guidance written for {source}, applied to {limits.name})"
+    )
+    basis = f"best-practices guide, text tuning, {size}{extrapolated}"
+    return Recommendation(epochs=rec[0], learning_rate_multiplier=rec[1], adapter_size=adapter, basis=basis)

@@ -1,0 +1,245 @@
+"""Per-upload settings and the options of one :func:`~shared.datasets.prepare.prepare` call.
+
+An upload's settings come from one of two places:
+
+- the object's custom metadata (``gsutil -h x-goog-meta-base-model:gemini-2.5-flash``), parsed by
+  :func:`parse_object_metadata`. Keys are case-insensitive, ``-`` and ``_`` are the same, an
+  optional ``sftpipe-`` prefix is allowed, and keys we do not know are ignored (other tools set
+  metadata too) unless they carry our prefix;
+- a manifest ``*.tuning.json`` / ``*.tuning.yaml`` that names several files, parsed by
+  :func:`load_manifest` into :class:`TuningManifest`.
+
+Both raise :class:`UploadSettingsError` naming the offending key.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from shared.config import Settings
+from shared.errors import PermanentError
+from shared.messages import Hyperparameters, Task
+
+SplitName = Literal["train", "validation", "test"]
+TokenCounting = Literal["auto", "exact", "estimate"]
+Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$")]
+
+
+class UploadSettingsError(PermanentError):
+    """An upload's metadata or manifest has a key whose value cannot work."""
+
+    code = "invalid_upload_setting"
+
+
+class ColumnMapping(BaseModel):
+    """Which columns (or keys of a flat JSON object) make the prompt and the target.
+
+    The user turn is ``input`` followed by ``context`` (a blank line between), or
+    ``Context: ...  Question: ...`` when ``style`` is ``qa``; ``system`` becomes the system
+    instruction.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: str = Field(min_length=1)
+    output: str = Field(min_length=1)
+    context: str | None = None
+    system: str | None = None
+    style: Literal["plain", "qa"] = "plain"
+
+    @classmethod
+    def parse(cls, text: str) -> ColumnMapping:
+        """``input=question,output=answer[,context=ctx][,system=sys]`` or the same as a JSON object."""
+        text = text.strip()
+        if text.startswith("{"):
+            return cls.model_validate(json.loads(text))
+        pairs: dict[str, str] = {}
+        for item in text.split(","):
+            name, sep, column = item.partition("=")
+            if not sep:
+                raise ValueError(f"expected ROLE=COLUMN, got {item!r}")
+            pairs[name.strip()] = column.strip()
+        return cls.model_validate(pairs)
+
+
+class UploadSettings(BaseModel):
+    """What an uploader may choose per upload; None means the deployment's default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_model: str | None = None
+    epochs: int | None = Field(None, ge=1, le=100)
+    learning_rate_multiplier: float | None = Field(None, gt=0, le=100)
+    adapter_size: Literal[1, 2, 4, 8, 16] | None = None
+    task: Task | None = None
+    column_mapping: ColumnMapping | None = None
+    skip_invalid: bool | None = None
+    notify_emails: list[Email] = Field(default_factory=list)
+
+    @field_validator("column_mapping", mode="before")
+    @classmethod
+    def _mapping_from_text(cls, value: object) -> object:
+        return ColumnMapping.parse(value) if isinstance(value, str) else value
+
+    @field_validator("notify_emails", mode="before")
+    @classmethod
+    def _split_emails(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def hyperparameters(self) -> Hyperparameters:
+        return Hyperparameters(
+            epochs=self.epochs,
+            learning_rate_multiplier=self.learning_rate_multiplier,
+            adapter_size=self.adapter_size,
+        )
+
+
+_METADATA_PREFIXES = ("x-goog-meta-", "sftpipe-")
+
+
+def _settings_error(exc: ValidationError, key_names: dict[str, str]) -> UploadSettingsError:
+    first = exc.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else ""
+    key = key_names.get(field, field)
+    detail = ".".join(str(p) for p in first["loc"][1:])
+    where = f"{key}.{detail}" if detail else key
+    return UploadSettingsError(f"upload setting {where!r}: {first['msg']}", field=where)
+
+
+def parse_object_metadata(metadata: dict[str, str]) -> UploadSettings:
+    """Upload settings from a Cloud Storage object's custom metadata (all values are strings)."""
+    values: dict[str, Any] = {}
+    key_names: dict[str, str] = {}
+    for key, value in metadata.items():
+        name = key.strip().lower()
+        ours = False
+        for prefix in _METADATA_PREFIXES:
+            if name.startswith(prefix):
+                name = name.removeprefix(prefix)
+                ours = ours or prefix == "sftpipe-"
+        name = name.replace("-", "_")
+        if name not in UploadSettings.model_fields:
+            if ours:
+                known = ", ".join(sorted(UploadSettings.model_fields))
+                raise UploadSettingsError(f"unknown upload setting {key!r}; known: {known}", field=key)
+            continue
+        values[name] = value.strip() if isinstance(value, str) else value
+        key_names[name] = key
+    try:
+        return UploadSettings.model_validate(values)
+    except ValidationError as exc:
+        raise _settings_error(exc, key_names) from exc
+    except ValueError as exc:  # a column mapping that does not parse
+        raise UploadSettingsError(f"upload setting 'column_mapping': {exc}", field="column_mapping") from exc
+
+
+class TuningManifest(UploadSettings):
+    """``*.tuning.json`` / ``*.tuning.yaml``: several files and their settings.
+
+    File names are relative to the manifest's folder. With only ``train``, the train file is split
+    into train/validation/test; given ``validation`` / ``test`` files are used as they are.
+    """
+
+    train: str = Field(min_length=1)
+    validation: str | None = None
+    test: str | None = None
+
+    def files(self) -> dict[SplitName, str]:
+        named: dict[SplitName, str | None] = {
+            "train": self.train,
+            "validation": self.validation,
+            "test": self.test,
+        }
+        return {split: name for split, name in named.items() if name}
+
+
+MANIFEST_SUFFIXES = (".tuning.json", ".tuning.yaml", ".tuning.yml")
+
+
+def is_manifest(filename: str) -> bool:
+    return filename.lower().endswith(MANIFEST_SUFFIXES)
+
+
+def load_manifest(data: bytes, filename: str) -> TuningManifest:
+    """Parse a manifest; raises UploadSettingsError naming the key at fault."""
+    try:
+        if filename.lower().endswith(".json"):
+            body = orjson.loads(data)
+        else:
+            import yaml
+
+            body = yaml.safe_load(data)
+    except Exception as exc:
+        raise UploadSettingsError(f"manifest {filename} is not valid JSON/YAML: {exc}", field="") from exc
+    if not isinstance(body, dict):
+        raise UploadSettingsError(f"manifest {filename} must be a mapping of settings", field="")
+    try:
+        return TuningManifest.model_validate(body)
+    except ValidationError as exc:
+        raise _settings_error(exc, {}) from exc
+    except ValueError as exc:
+        raise UploadSettingsError(f"manifest 'column_mapping': {exc}", field="column_mapping") from exc
+
+
+class PrepareOptions(BaseModel):
+    """Everything one prepare() call needs besides the bytes. Build it with :meth:`from_settings`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_model: str = "gemini-2.5-flash"
+    task: Task | None = None
+    column_mapping: ColumnMapping | None = None
+    skip_invalid: bool = False
+    #: "auto" splits one file three ways; a split name puts every example of this file there.
+    split: Literal["auto", "train", "validation", "test"] = "auto"
+    split_seed: int = 42
+    validation_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.1, ge=0, lt=1)
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    token_counting: TokenCounting = "auto"
+    #: Dollars per million billable training tokens for base_model; None: no cost estimate.
+    price_per_m_tokens: float | None = None
+    #: The report lists at most this many errors; error_counts always counts all of them.
+    max_errors_listed: int = Field(1000, ge=0)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, upload: UploadSettings | None = None, **overrides: Any
+    ) -> PrepareOptions:
+        """Deployment defaults, then the upload's own settings, then explicit overrides."""
+        from shared.datasets.limits import canonical_model_name
+
+        upload = upload or UploadSettings()
+        base_model = upload.base_model or settings.base_model
+        hyper = Hyperparameters(
+            epochs=upload.epochs if upload.epochs is not None else settings.epochs,
+            learning_rate_multiplier=(
+                upload.learning_rate_multiplier
+                if upload.learning_rate_multiplier is not None
+                else settings.learning_rate_multiplier
+            ),
+            adapter_size=upload.adapter_size if upload.adapter_size is not None else settings.adapter_size,
+        )
+        values: dict[str, Any] = {
+            "base_model": base_model,
+            "task": upload.task,
+            "column_mapping": upload.column_mapping,
+            "skip_invalid": upload.skip_invalid if upload.skip_invalid is not None else settings.skip_invalid,
+            "split_seed": settings.split_seed,
+            "validation_fraction": settings.validation_fraction,
+            "test_fraction": settings.test_fraction,
+            "hyperparameters": hyper,
+        }
+        values.update(overrides)
+        prices = settings.training_price_per_m_tokens
+        model = values["base_model"]
+        if "price_per_m_tokens" not in overrides:
+            values["price_per_m_tokens"] = prices.get(model, prices.get(canonical_model_name(model)))
+        return cls.model_validate(values)
