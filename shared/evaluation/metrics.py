@@ -376,7 +376,7 @@ def compute_metrics(
     answers = [p if p is not None else "" for p in predictions]
     notes: list[str] = []
     if failed:
-        notes.append(f"{failed} failed model calls are scored as empty answers")
+        notes.append(f"{failed} failed model call{'s' if failed != 1 else ''} scored as empty answers")
     per_class: dict[str, ClassScores] = {}
     if task is Task.CLASSIFICATION:
         scores, per_class = classification_metrics(references, answers)

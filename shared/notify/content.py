@@ -79,18 +79,23 @@ class Table(BaseModel):
 
     headers: list[str]
     rows: list[list[str]]
+    footnote: str = ""
 
 
 def text_table(table: Table) -> str:
     """The table in monospace: first column left-aligned, numbers right-aligned."""
     rows = [table.headers, *table.rows]
+    footnote = f"\n{table.footnote}" if table.footnote else ""
     widths = [max(len(row[i]) for row in rows) for i in range(len(table.headers))]
-    return "\n".join(
-        "  ".join(
-            cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+    return (
+        "\n".join(
+            "  ".join(
+                cell.ljust(width) if i == 0 else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+            )
+            for row in rows
         )
-        for row in rows
+        + footnote
     )
 
 
@@ -167,6 +172,7 @@ def evaluated_notification(outcome: EvaluatedOutcome) -> Notification:
                 ]
                 for m in summary.metrics
             ],
+            footnote=f"* primary metric: it decides the verdict (tolerance ±{summary.verdict_tolerance:g})",
         ),
         link=browser_url(outcome.report_url) if outcome.report_url else None,
     )

@@ -72,8 +72,10 @@ def render_html(notification: Notification) -> str:
             + "</tr>"
             for row in notification.table.rows
         )
+        footnote = notification.table.footnote
         parts.append(
             f"<h3>Metrics</h3><table style='border-collapse:collapse'><tr>{header}</tr>{rows}</table>"
+            + (f"<p style='color:#5f6368;font-size:12px'>{e(footnote)}</p>" if footnote else "")
         )
     if notification.items:
         items = "".join(f"<li><code>{e(item)}</code></li>" for item in notification.items)

@@ -109,7 +109,7 @@ def test_failed_predictions_are_counted_and_scored_as_empty() -> None:
     assert result.failed == 1
     assert result.count == 2
     assert result.scores["exact_match"] == 0.5
-    assert result.notes == ["1 failed model calls are scored as empty answers"]
+    assert result.notes == ["1 failed model call scored as empty answers"]
 
 
 def test_length_mismatch_is_permanent() -> None:

@@ -138,3 +138,4 @@ def test_email_metric_table_is_aligned(evaluated: EvaluatedOutcome) -> None:
         "metric        base  tuned       Δ\nexact_match  0.410  0.630  +0.220\nf1 *         0.552  0.780  +0.228"
         in text
     )
+    assert "* primary metric: it decides the verdict (tolerance ±0.01)" in text
