@@ -1,0 +1,5 @@
+import sys
+
+from local.tuning.cli import main
+
+sys.exit(main())

@@ -1,0 +1,229 @@
+"""Gemini tuning JSONL: reading it (GCS or local), validating it, and turning it into token ids
+with labels that train only on the model's turns.
+
+Error codes are those of Google's own sample validator (vertex-and-genai.md), so users recognise
+them: ``missing_contents_list``, ``invalid_content_item``, ``unrecognized_role``, ...
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+#: Label value that the loss ignores (transformers' convention).
+IGNORE_INDEX = -100
+GEMINI_TO_CHAT_ROLE = {"user": "user", "model": "assistant"}
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be read or is not valid Gemini tuning JSONL (answered with 400)."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One record as chat messages (roles: system, user, assistant)."""
+
+    messages: tuple[dict[str, str], ...]
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    input_ids: list[int]
+    labels: list[int]
+    truncated: bool
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+
+def read_text(uri: str) -> str:
+    """Text of a ``gs://`` object (honouring STORAGE_EMULATOR_HOST), a ``file://`` URI or a path."""
+    parsed = urlparse(uri)
+    try:
+        if parsed.scheme == "gs":
+            from google.cloud import storage
+
+            if not parsed.netloc or not parsed.path.strip("/"):
+                raise DatasetError(f"{uri!r} is not a gs://BUCKET/OBJECT URI")
+            client = storage.Client()
+            return client.bucket(parsed.netloc).blob(parsed.path.lstrip("/")).download_as_text()
+        if parsed.scheme == "file":
+            return Path(parsed.path).read_text(encoding="utf-8")
+        if parsed.scheme == "":
+            return Path(uri).read_text(encoding="utf-8")
+    except DatasetError:
+        raise
+    except Exception as exc:
+        raise DatasetError(f"cannot read dataset {uri}: {type(exc).__name__}: {exc}") from exc
+    raise DatasetError(f"unsupported dataset URI {uri!r}: use gs://, file:// or a local path")
+
+
+def write_text(uri: str, text: str) -> None:
+    parsed = urlparse(uri)
+    if parsed.scheme == "gs":
+        from google.cloud import storage
+
+        blob = storage.Client().bucket(parsed.netloc).blob(parsed.path.lstrip("/"))
+        blob.upload_from_string(text, content_type="application/json")
+        return
+    path = Path(parsed.path if parsed.scheme == "file" else uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------
+
+
+def _text_of_parts(parts: Any, where: str) -> str:
+    if not isinstance(parts, list) or not parts:
+        raise DatasetError(f"{where}: missing_or_invalid_parts: 'parts' must be a non-empty list")
+    texts = []
+    for part in parts:
+        if not isinstance(part, dict):
+            raise DatasetError(f"{where}: invalid_part: each part must be an object")
+        if "text" not in part:
+            if "fileData" in part or "inlineData" in part:
+                raise DatasetError(
+                    f"{where}: invalid_part: the local tuning service trains on text only "
+                    "(fileData/inlineData parts are not supported)"
+                )
+            raise DatasetError(f"{where}: missing_text: part has no 'text'")
+        if not isinstance(part["text"], str) or not part["text"].strip():
+            raise DatasetError(f"{where}: missing_text: 'text' must be a non-empty string")
+        texts.append(part["text"])
+    return "".join(texts)
+
+
+def parse_record(record: Any, where: str) -> Example:
+    if not isinstance(record, dict) or not isinstance(record.get("contents"), list) or not record["contents"]:
+        raise DatasetError(f"{where}: missing_contents_list: the record needs a non-empty 'contents' list")
+    messages: list[dict[str, str]] = []
+    system = record.get("systemInstruction")
+    if system is not None:
+        if not isinstance(system, dict):
+            raise DatasetError(f"{where}: invalid_content_item: 'systemInstruction' must be an object")
+        messages.append({"role": "system", "content": _text_of_parts(system.get("parts"), where)})
+    previous_role = None
+    for index, content in enumerate(record["contents"]):
+        at = f"{where} contents[{index}]"
+        if not isinstance(content, dict):
+            raise DatasetError(f"{at}: invalid_content_item: each content must be an object")
+        if "role" not in content or "parts" not in content:
+            raise DatasetError(f"{at}: content_item_missing_key: a content needs 'role' and 'parts'")
+        role = content["role"]
+        if role not in GEMINI_TO_CHAT_ROLE:
+            raise DatasetError(f"{at}: unrecognized_role: {role!r} (expected 'user' or 'model')")
+        if role == previous_role:
+            raise DatasetError(f"{at}: consecutive_turns: two '{role}' turns in a row")
+        if previous_role is None and role != "user":
+            raise DatasetError(f"{at}: unrecognized_role: the first turn must be the user's")
+        previous_role = role
+        messages.append({"role": GEMINI_TO_CHAT_ROLE[role], "content": _text_of_parts(content["parts"], at)})
+    if previous_role != "model":
+        raise DatasetError(f"{where}: consecutive_turns: the last turn must be the model's (the target)")
+    return Example(messages=tuple(messages))
+
+
+def parse_jsonl(text: str, source: str) -> list[Example]:
+    examples = []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{source} line {line_number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{where}: not valid JSON ({exc.msg})") from exc
+        examples.append(parse_record(record, where))
+    if not examples:
+        raise DatasetError(f"{source}: the dataset has no examples")
+    return examples
+
+
+def load_examples(uri: str) -> list[Example]:
+    return parse_jsonl(read_text(uri), uri)
+
+
+def examples_to_jsonl(examples: Sequence[Example]) -> str:
+    return "".join(json.dumps({"messages": list(example.messages)}) + "\n" for example in examples)
+
+
+def examples_from_jsonl(text: str) -> list[Example]:
+    """Reads the normalised copy that the service keeps in a job's directory."""
+    return [Example(messages=tuple(json.loads(line)["messages"])) for line in text.splitlines() if line]
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenisation
+# ---------------------------------------------------------------------------------------------
+
+
+def _render_ids(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[dict[str, str]], prompt: bool
+) -> list[int]:
+    rendered = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=prompt)
+    return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+
+
+def tokenize_example(
+    tokenizer: PreTrainedTokenizerBase, example: Example, max_tokens: int
+) -> TokenizedExample:
+    """Token ids of the whole conversation; labels copy the ids of model turns (their text and
+    end-of-turn marker) and are IGNORE_INDEX elsewhere.
+
+    Each model turn's span is found by rendering the conversation up to the generation prompt
+    before it and up to its end: chat templates render prefixes as prefixes, which is checked.
+    """
+    messages = example.messages
+    input_ids = _render_ids(tokenizer, messages, prompt=False)
+    labels = [IGNORE_INDEX] * len(input_ids)
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        start = len(_render_ids(tokenizer, messages[:index], prompt=True))
+        end = len(_render_ids(tokenizer, messages[: index + 1], prompt=False))
+        if start >= end or input_ids[:end] != _render_ids(tokenizer, messages[: index + 1], prompt=False):
+            raise DatasetError("the chat template does not render conversation prefixes as prefixes")
+        labels[start:end] = input_ids[start:end]
+    truncated = len(input_ids) > max_tokens
+    return TokenizedExample(input_ids[:max_tokens], labels[:max_tokens], truncated)
+
+
+def collate(batch: Sequence[TokenizedExample], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded tensors for one batch (padding is masked and ignored by the loss)."""
+    width = max(len(example.input_ids) for example in batch)
+    input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, example in enumerate(batch):
+        length = len(example.input_ids)
+        input_ids[row, :length] = torch.tensor(example.input_ids)
+        labels[row, :length] = torch.tensor(example.labels)
+        attention_mask[row, :length] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+def epoch_batches(
+    examples: Sequence[TokenizedExample], batch_size: int, seed: int, epoch: int, pad_token_id: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches of one epoch, shuffled by (seed, epoch) so that any two runs see the same batches."""
+    order = list(range(len(examples)))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    for start in range(0, len(order), batch_size):
+        yield collate([examples[i] for i in order[start : start + batch_size]], pad_token_id)
+
+
+def steps_per_epoch(example_count: int, batch_size: int) -> int:
+    return -(-example_count // batch_size)

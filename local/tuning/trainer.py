@@ -1,0 +1,260 @@
+"""One tuning job's LoRA training, run as its own process: ``python -m local.tuning.trainer JOB_DIR``.
+
+Why a process per job rather than a thread in the service: the memory of a finished job (model,
+optimizer, allocator caches) goes back to the system when the process exits; cancel is a signal
+that the loop honours between steps, with SIGKILL as a backstop that cannot corrupt the
+service; a crash (even an OOM kill) becomes a FAILED job instead of a dead service. The cost is
+the process start (importing torch, loading the base model: about 2 s for smollm2 once its
+safetensors cache exists), paid once per job, not per step.
+
+Protocol: the service writes ``spec.json`` and the normalised datasets into JOB_DIR; this process
+writes adapters under JOB_DIR/checkpoints/ (and, for ``tiny``, its base under JOB_DIR/base/) and
+reports progress as JSON lines on stdout, which the service turns into job state and metrics.
+When the service dies, the next write fails with a broken pipe and training stops.
+
+Hyperparameter mapping (Vertex -> here):
+- ``epochCount``: passes over the training set; one checkpoint per epoch (10 evenly spaced
+  epochs when there are more than 10).
+- ``learningRateMultiplier``: AdamW learning rate = the model's base rate (2e-4 for smollm2, 1e-2
+  for tiny) x multiplier, constant; ``learningRate``, where given, is used as is.
+- ``adapterSize``: LoRA rank r, with alpha = 2r (a constant scale of 2) and dropout 0, on the
+  attention projections (q/k/v/o for smollm2; attention and MLP for tiny).
+- ``batchSize``: examples per step (default 8).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as transformers_logging
+
+from local.tuning import data, models
+
+DEFAULT_EPOCHS = 3
+DEFAULT_ADAPTER_SIZE = 4
+DEFAULT_SEED = 42
+MAX_CHECKPOINTS = 10
+LORA_ALPHA_PER_RANK = 2
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """Everything a run needs, resolved by the service from the Vertex request."""
+
+    local_model: str
+    epochs: int
+    learning_rate: float
+    lora_rank: int
+    batch_size: int
+    seed: int
+    has_validation: bool
+
+    @property
+    def lora_alpha(self) -> int:
+        return LORA_ALPHA_PER_RANK * self.lora_rank
+
+    def save(self, job_dir: Path) -> None:
+        (job_dir / "spec.json").write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, job_dir: Path) -> TrainingSpec:
+        return cls(**json.loads((job_dir / "spec.json").read_text()))
+
+
+def checkpoint_epochs(epochs: int) -> list[int]:
+    if epochs <= MAX_CHECKPOINTS:
+        return list(range(1, epochs + 1))
+    return sorted({round(k * epochs / MAX_CHECKPOINTS) for k in range(1, MAX_CHECKPOINTS + 1)})
+
+
+def peak_rss_bytes() -> int:
+    # ru_maxrss is in kilobytes on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def lora_model(base: PreTrainedModel, spec: TrainingSpec) -> PeftModel:
+    config = LoraConfig(
+        r=spec.lora_rank,
+        lora_alpha=spec.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=list(models.LOCAL_MODELS[spec.local_model].lora_target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(base, config)
+
+
+def prepare(
+    spec: TrainingSpec, job_dir: Path, device: torch.device
+) -> tuple[PeftModel, PreTrainedTokenizerBase, list[data.TokenizedExample], list[data.TokenizedExample]]:
+    """The LoRA model on ``device`` and the tokenised datasets (shared with the benchmark's bare loop)."""
+    training = data.examples_from_jsonl((job_dir / "training.jsonl").read_text())
+    validation = (
+        data.examples_from_jsonl((job_dir / "validation.jsonl").read_text()) if spec.has_validation else []
+    )
+    if spec.local_model == "tiny":
+        tokenizer = models.train_tiny_tokenizer(
+            message["content"] for example in training for message in example.messages
+        )
+        base = models.new_tiny_model(len(tokenizer))
+        base.save_pretrained(job_dir / "base")
+        tokenizer.save_pretrained(job_dir / "base")
+    else:
+        base, tokenizer = models.load_base(spec.local_model)
+    max_tokens = models.LOCAL_MODELS[spec.local_model].max_sequence_tokens
+    training_ids = [data.tokenize_example(tokenizer, example, max_tokens) for example in training]
+    validation_ids = [data.tokenize_example(tokenizer, example, max_tokens) for example in validation]
+    torch.manual_seed(spec.seed)
+    model = lora_model(base, spec).to(device)
+    return model, tokenizer, training_ids, validation_ids
+
+
+def next_token_stats(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+    """(correct next-token predictions, predictions) over the label tokens of a batch."""
+    predicted = logits[:, :-1].argmax(dim=-1)
+    targets = labels[:, 1:]
+    mask = targets != data.IGNORE_INDEX
+    return int((predicted[mask] == targets[mask]).sum()), int(mask.sum())
+
+
+@torch.no_grad()
+def evaluate(
+    model: PeftModel,
+    examples: list[data.TokenizedExample],
+    batch_size: int,
+    pad_id: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """Token-weighted loss and next-token accuracy over ``examples``."""
+    model.eval()
+    total_loss, correct, predictions = 0.0, 0, 0
+    for start in range(0, len(examples), batch_size):
+        batch = {
+            key: value.to(device)
+            for key, value in data.collate(examples[start : start + batch_size], pad_id).items()
+        }
+        output = model(**batch)
+        batch_correct, batch_predictions = next_token_stats(output.logits, batch["labels"])
+        total_loss += float(output.loss) * batch_predictions
+        correct += batch_correct
+        predictions += batch_predictions
+    model.train()
+    return {
+        "loss": total_loss / max(predictions, 1),
+        "accuracy": correct / max(predictions, 1),
+        "predictions": predictions,
+    }
+
+
+class Trainer:
+    def __init__(self, job_dir: Path, events: IO[str]) -> None:
+        self.job_dir = job_dir
+        self.events = events
+        self.cancel_requested = False
+
+    def emit(self, event: str, **fields: Any) -> None:
+        self.events.write(json.dumps({"event": event, **fields}) + "\n")
+        self.events.flush()
+
+    def request_cancel(self, *_: object) -> None:
+        self.cancel_requested = True
+
+    def run(self) -> int:
+        spec = TrainingSpec.load(self.job_dir)
+        device = models.torch_device()
+        started = time.perf_counter()
+        model, tokenizer, training, validation = prepare(spec, self.job_dir, device)
+        pad_id = int(tokenizer.pad_token_id)
+        per_epoch = data.steps_per_epoch(len(training), spec.batch_size)
+        self.emit(
+            "started",
+            device=str(device),
+            setupSeconds=time.perf_counter() - started,
+            trainingExamples=len(training),
+            validationExamples=len(validation),
+            truncatedExamples=sum(example.truncated for example in training),
+            datasetTokens=sum(len(example.input_ids) for example in training),
+            stepsPerEpoch=per_epoch,
+            totalSteps=per_epoch * spec.epochs,
+            trainableParameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        )
+        optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=spec.learning_rate, weight_decay=0.0
+        )
+        save_at = set(checkpoint_epochs(spec.epochs))
+        model.train()
+        step = 0
+        for epoch in range(1, spec.epochs + 1):
+            for cpu_batch in data.epoch_batches(training, spec.batch_size, spec.seed, epoch, pad_id):
+                if self.cancel_requested:
+                    self.emit("cancelled", step=step, epoch=epoch)
+                    return 0
+                step_started = time.perf_counter()
+                batch = {key: value.to(device) for key, value in cpu_batch.items()}
+                output = model(**batch)
+                output.loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                correct, predictions = next_token_stats(output.logits.detach(), batch["labels"])
+                loss = float(output.loss.detach())
+                step += 1
+                self.emit(
+                    "step",
+                    step=step,
+                    epoch=epoch,
+                    loss=loss,
+                    accuracy=correct / max(predictions, 1),
+                    predictions=predictions,
+                    tokens=int(batch["attention_mask"].sum()),
+                    seconds=time.perf_counter() - step_started,
+                )
+            if validation:
+                self.emit(
+                    "eval",
+                    step=step,
+                    epoch=epoch,
+                    **evaluate(model, validation, spec.batch_size, pad_id, device),
+                )
+            if epoch in save_at:
+                path = self.job_dir / "checkpoints" / str(epoch)
+                model.save_pretrained(path)
+                self.emit("checkpoint", step=step, epoch=epoch, path=str(path))
+        self.emit(
+            "finished", step=step, trainSeconds=time.perf_counter() - started, peakRssBytes=peak_rss_bytes()
+        )
+        return 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m local.tuning.trainer JOB_DIR", file=sys.stderr)
+        return 2
+    # Progress goes to the original stdout only; anything a library prints goes to stderr (the
+    # job's log), so it cannot corrupt the protocol.
+    events = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    transformers_logging.disable_progress_bar()
+    models.configure_torch_threads()
+    trainer = Trainer(Path(argv[0]), events)
+    signal.signal(signal.SIGTERM, trainer.request_cancel)
+    try:
+        return trainer.run()
+    except BrokenPipeError:
+        return 1  # the service is gone: nobody is left to report to.
+    except Exception as exc:
+        trainer.emit("failed", message=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
