@@ -82,9 +82,15 @@ class Example:
     text_bytes: int
     turns: int
     files: int
-    prompt: str
-    target: str
     notes: tuple[str, ...] = field(default=())
+
+    def last_text(self, role: str) -> str:
+        """The last text of the last ``role`` turn (task inference reads prompts and targets)."""
+        for content in reversed(self.record["contents"]):
+            if content["role"] == role:
+                texts = [p["text"] for p in content["parts"] if "text" in p]
+                return texts[-1] if texts else ""
+        return ""
 
 
 def _fail(code: str, path: str, message: str) -> RecordIssueError:
@@ -194,10 +200,8 @@ def _example(
         pieces.append("system")
         for part in system_parts:
             pieces.append(part["text"])
-    prompt = target = ""
     for content in contents:
         pieces.append(content["role"])
-        last = ""
         for part in content["parts"]:
             text = part.get("text")
             if text is None:
@@ -207,11 +211,6 @@ def _example(
                 files += 1
             else:
                 pieces.append(text)
-                last = text
-        if content["role"] == "user":
-            prompt = last
-        else:
-            target = last
     joined = _SEPARATOR.join(pieces).encode()
     record: dict[str, Any] = {"contents": contents}
     if system_parts:
@@ -222,8 +221,6 @@ def _example(
         text_bytes=len(joined) - uri_chars,
         turns=len(contents),
         files=files,
-        prompt=prompt,
-        target=target,
         notes=notes,
     )
 
@@ -234,6 +231,56 @@ _GEMINI_KEYS = frozenset({"contents", "systemInstruction", "system_instruction"}
 
 
 def convert_gemini(record: dict[str, Any]) -> Example:
+    """Gemini contents. The common case (text parts only, no extra keys) takes a tight loop that
+    validates and collects the duplicate key in one pass; anything else takes the general path,
+    which also finds the precise error."""
+    contents = record.get("contents")
+    if (
+        type(contents) is not list
+        or not contents
+        or (len(record) > 1 and not _GEMINI_KEYS.issuperset(record))
+    ):
+        return _convert_gemini_general(record)
+    pieces: list[str] = []
+    system = record.get("systemInstruction", record.get("system_instruction"))
+    system_parts = None
+    if system is not None:
+        system_parts = _system_instruction(system)
+        pieces.append("system")
+        for part in system_parts:
+            pieces.append(part["text"])
+    previous = "model"
+    for item in contents:
+        if type(item) is not dict or len(item) != 2:
+            return _convert_gemini_general(record)
+        role = item.get("role")
+        parts = item.get("parts")
+        if role == previous or (role != "user" and role != "model") or type(parts) is not list or not parts:  # noqa: PLR1714
+            return _convert_gemini_general(record)
+        previous = role
+        pieces.append(role)
+        for part in parts:
+            text = part.get("text") if type(part) is dict and len(part) == 1 else None
+            if type(text) is not str or not text or text.isspace():
+                return _convert_gemini_general(record)
+            pieces.append(text)
+    if previous != "model":
+        return _convert_gemini_general(record)
+    joined = _SEPARATOR.join(pieces).encode()
+    if system_parts is not None:
+        record = {"systemInstruction": {"role": "system", "parts": system_parts}, "contents": contents}
+    elif len(record) > 1:
+        record = {"contents": contents}
+    return Example(
+        record=record,
+        key=joined.translate(None, ASCII_WHITESPACE),
+        text_bytes=len(joined),
+        turns=len(contents),
+        files=0,
+    )
+
+
+def _convert_gemini_general(record: dict[str, Any]) -> Example:
     contents = record.get("contents")
     if type(contents) is not list or not contents:
         raise _fail("missing_contents_list", "contents", "contents must be a non-empty list of {role, parts}")

@@ -31,8 +31,8 @@ class TaskInferrer:
         if self.seen >= SAMPLE:
             return
         self.seen += 1
-        target = example.target.strip()
-        prompt = example.prompt
+        target = example.last_text("model").strip()
+        prompt = example.last_text("user")
         self._prompt_chars += len(prompt)
         self._target_chars += len(target)
         if len(target) > MAX_LABEL_CHARS:
