@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-unit lint format demo stack-up stack-down clean
+.PHONY: setup system-deps test test-unit lint format demo stack-up stack-down clean
 
 setup: $(STAMP)
 
@@ -17,7 +17,16 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-tuning.txt requirem
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-test: setup
+# Debian packages the tests need: Chromium renders report.html. Installed when running as root
+# (CI, containers); otherwise the command to run is printed.
+system-deps:
+	@command -v java >/dev/null || echo "java not found: apt-get install openjdk-17-jre-headless (the emulators need it)"
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium not found: sudo apt-get install chromium (the report rendering test needs it)"; fi; }
+
+test: setup system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup
