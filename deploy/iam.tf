@@ -156,3 +156,22 @@ resource "google_storage_bucket_iam_member" "build_source_reader" {
   role   = "roles/storage.objectViewer"
   member = "serviceAccount:${google_service_account.build.email}"
 }
+
+# --- Audit ------------------------------------------------------------------------------------
+
+# Who read or wrote which object, in Cloud Logging (instead of legacy bucket access logs).
+# Authoritative for storage.googleapis.com's audit configuration in this project.
+resource "google_project_iam_audit_config" "storage" {
+  count = var.storage_data_access_logs ? 1 : 0
+
+  project = var.project_id
+  service = "storage.googleapis.com"
+
+  audit_log_config {
+    log_type = "DATA_READ"
+  }
+
+  audit_log_config {
+    log_type = "DATA_WRITE"
+  }
+}

@@ -120,23 +120,26 @@ data "archive_file" "source" {
   source_dir  = "${path.module}/.."
   output_path = "${path.module}/.terraform/sftpipe-source.zip"
 
+  # Plain names match a top-level entry exactly in every provider version; the two patterns
+  # catch byte-code caches and egg-info at any depth.
   excludes = [
-    ".git/**",
-    ".ci/**",
-    ".venv/**",
-    ".venv-deploy/**",
-    ".sftpipe/**",
-    ".pytest_cache/**",
-    ".ruff_cache/**",
-    ".hypothesis/**",
-    "**/__pycache__/**",
-    "*.egg-info/**",
-    "benchmarks/**",
-    "build/**",
-    "deploy/**",
-    "dist/**",
-    "local/**",
-    "tests/**",
+    ".ci",
+    ".git",
+    ".hypothesis",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".sftpipe",
+    ".venv",
+    ".venv-deploy",
+    "__pycache__",
+    "**/__pycache__",
+    "*.egg-info",
+    "benchmarks",
+    "build",
+    "deploy",
+    "dist",
+    "local",
+    "tests",
   ]
 }
 

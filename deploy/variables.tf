@@ -104,6 +104,12 @@ variable "force_destroy" {
   default     = false
 }
 
+variable "storage_data_access_logs" {
+  description = "Turn on Cloud Audit Logs Data Access logs (reads and writes) for Cloud Storage in this project: who touched which object."
+  type        = bool
+  default     = true
+}
+
 # --- Pub/Sub -------------------------------------------------------------------------------------
 
 variable "uploads_topic" {

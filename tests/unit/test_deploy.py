@@ -7,9 +7,13 @@ checkov runs separately (``make deploy-check``) because of its pinned dependenci
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import json
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,8 @@ from shared.config import Settings
 from shared.events import PubSubMessage
 from shared.messages import PollTickV1, parse_message
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
 TF_FILES = sorted(DEPLOY.glob("*.tf"))
 
 #: Which topic setting feeds which function (architecture.md); ingest is fed by the bucket.
@@ -184,6 +189,64 @@ def test_function_resources_cover_every_function_within_the_ack_deadline(tf: Con
     for name, spec in resources.items():
         assert 1 <= spec["timeout_s"] <= 540, f"{name}: Pub/Sub cannot wait longer than 600 s"
         assert spec["max_instances"] >= 1
+
+
+def archived_files(excludes: list[str]) -> list[Path]:
+    """The files archive_file puts in the source zip: an exclude is an exact relative path or a
+    pattern (the provider's matching, approximated with fnmatch); a matching directory is skipped."""
+
+    def excluded(relative: str) -> bool:
+        return any(relative == ex or ("*" in ex and fnmatch.fnmatch(relative, ex)) for ex in excludes)
+
+    files: list[Path] = []
+    pending = [REPO]
+    while pending:
+        for path in sorted(pending.pop().iterdir()):
+            relative = path.relative_to(REPO).as_posix()
+            if excluded(relative):
+                continue
+            if path.is_dir():
+                pending.append(path)
+            else:
+                files.append(path)
+    return files
+
+
+def test_source_archive_holds_what_main_imports(tf: Config, tmp_path: Path) -> None:
+    """Import main.py from a copy of exactly the archived files; nothing may come from elsewhere."""
+    source = next(body for block in _data_blocks() for body in block.get('"archive_file"', {}).values())
+    assert unquote(source["source_dir"]) == "${path.module}/.."
+    files = archived_files(unquote(source["excludes"]))
+    names = {path.relative_to(REPO).as_posix() for path in files}
+    assert {"main.py", "requirements.txt"} <= names
+    assert not any(n.startswith(("tests/", "deploy/", ".venv", ".git/", "local/")) for n in names)
+    for path in files:
+        target = tmp_path / path.relative_to(REPO)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    # Modules loaded from the checkout (not from the copy, not from site-packages) are leaks.
+    probe = (
+        "import sys, main\n"
+        "files = {m: getattr(mod, '__file__', None) or '' for m, mod in sys.modules.items()}\n"
+        f"leaks = sorted(m for m, f in files.items() if f.startswith({str(REPO) + '/'!r}) "
+        "and not f.startswith(sys.prefix))\n"
+        "print(leaks)\n"
+        "sys.exit(1 if leaks else 0)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, (
+        f"main.py needs files the archive leaves out: {result.stdout}{result.stderr}"
+    )
+
+
+def _data_blocks() -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    for path in TF_FILES:
+        with path.open() as handle:
+            blocks.extend(hcl2.load(handle).get("data", []))
+    return blocks
 
 
 # --- Environment ------------------------------------------------------------------------------
