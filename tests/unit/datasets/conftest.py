@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from shared.datasets import PrepareOptions, PrepareResult, prepare
+
+REALWORLD = Path(__file__).resolve().parents[3] / ".." / "shared" / "datasets" / "realworld"
+
+
+def run(
+    data: bytes, filename: str = "data.jsonl", **options: Any
+) -> tuple[PrepareResult, dict[str, list[dict[str, Any]]]]:
+    """prepare() on in-memory bytes, estimate mode; returns the result and what the sink got."""
+    options.setdefault("token_counting", "estimate")
+    written: dict[str, list[dict[str, Any]]] = {"train": [], "validation": [], "test": []}
+
+    def sink(split: str, line: bytes) -> None:
+        assert line.endswith(b"\n")
+        assert line.count(b"\n") == 1
+        written[split].append(orjson.loads(line))
+
+    result = prepare(
+        io.BytesIO(data), filename=filename, size=len(data), options=PrepareOptions(**options), sink=sink
+    )
+    return result, written
+
+
+def jsonl(*records: Any) -> bytes:
+    return b"".join(orjson.dumps(r) + b"\n" for r in records)
+
+
+def gemini(user: str, model: str, system: str | None = None) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "contents": [
+            {"role": "user", "parts": [{"text": user}]},
+            {"role": "model", "parts": [{"text": model}]},
+        ]
+    }
+    if system is not None:
+        record["systemInstruction"] = {"role": "system", "parts": [{"text": system}]}
+    return record
+
+
+@pytest.fixture
+def realworld() -> Path:
+    assert REALWORLD.is_dir(), f"real-world samples expected at {REALWORLD}"
+    return REALWORLD
