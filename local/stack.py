@@ -5,7 +5,10 @@
 - fake-gcs-server publishing a GCS notification for every finalized object to the uploads topic;
 - the four functions, one functions-framework process each, reached through Pub/Sub push
   subscriptions (each with a retry policy and a dead-letter topic, as in production);
-- a ticker publishing ``poll-tick/v1`` to the poll topic every N seconds (Cloud Scheduler).
+- a ticker publishing ``poll-tick/v1`` to the poll topic every N seconds (Cloud Scheduler);
+- the local Vertex-compatible tuning service (``local/tuning``) on the chosen model;
+- an SMTP server (aiosmtpd) and a Slack webhook receiver that store what a person would receive
+  under ``run_dir/mail`` and ``run_dir/slack``.
 
 Every process runs in its own process group; its pid and start time are written to
 ``run_dir/state.json`` the moment it is spawned, so ``down`` (or the next ``up``, after a crash)
@@ -53,6 +56,10 @@ class StackOptions:
     project: str = "local-project"
     bucket: str = "sftpipe-local"
     tick_interval_s: float = 10.0
+    #: Model of the local tuning service ("tiny", "smollm2"), or None to run without it.
+    model: str | None = "tiny"
+    #: Concurrent-job quota of the local tuning service (Vertex's default quota is 1).
+    tuning_max_concurrent_jobs: int = 1
     #: Extra SFTPIPE_* settings given to the functions (e.g. max concurrent jobs).
     function_env: dict[str, str] = field(default_factory=dict)
 
@@ -211,7 +218,16 @@ class Stack:
     def _start(self, options: StackOptions, log: Callable[[str], None]) -> dict[str, str]:
         ports = {
             name: services.free_port()
-            for name in ("pubsub", "firestore", "firestore_ws", "gcs", *(f"fn_{f}" for f in FUNCTIONS))
+            for name in (
+                "pubsub",
+                "firestore",
+                "firestore_ws",
+                "gcs",
+                "tuning",
+                "smtp",
+                "slack",
+                *(f"fn_{f}" for f in FUNCTIONS),
+            )
         }
         state: dict[str, Any] = {
             "created": datetime.now(UTC).isoformat(),
@@ -230,7 +246,13 @@ class Stack:
             "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{ports['pubsub']}",
             "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{ports['firestore']}",
             "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{ports['gcs']}",
-            "SFTPIPE_TUNING_API_URL": "",
+            "SFTPIPE_TUNING_API_URL": f"http://127.0.0.1:{ports['tuning']}/" if options.model else "",
+            "SFTPIPE_SMTP_HOST": "127.0.0.1",
+            "SFTPIPE_SMTP_PORT": str(ports["smtp"]),
+            # The local mail sink speaks plain SMTP; production uses STARTTLS.
+            "SFTPIPE_SMTP_STARTTLS": "false",
+            "SFTPIPE_MAIL_TO": "ml-team@example.com",
+            "SFTPIPE_SLACK_WEBHOOK_URL": f"http://127.0.0.1:{ports['slack']}/webhook",
         }
         process_env = {**os.environ, **env, **options.function_env, "PYTHONUNBUFFERED": "1"}
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -259,6 +281,56 @@ class Stack:
             ]
             self._spawn(state, function, argv, {**process_env, "THREADS": "8"})
 
+        self._spawn(
+            state,
+            "mailsink",
+            [
+                sys.executable,
+                "-m",
+                "local.mailsink",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ports["smtp"]),
+                "--dir",
+                str(mail_dir),
+            ],
+            process_env,
+        )
+        self._spawn(
+            state,
+            "slacksink",
+            [
+                sys.executable,
+                "-m",
+                "local.slacksink",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ports["slack"]),
+                "--dir",
+                str(slack_dir),
+            ],
+            process_env,
+        )
+        if options.model:
+            tuning_argv = [
+                sys.executable,
+                "-m",
+                "local.tuning",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ports["tuning"]),
+                "--model",
+                options.model,
+                "--state-dir",
+                str(self.run_dir / "tuning"),
+                "--max-concurrent-jobs",
+                str(options.tuning_max_concurrent_jobs),
+            ]
+            self._spawn(state, "tuning", tuning_argv, process_env)
+
         pubsub_url = f"http://127.0.0.1:{ports['pubsub']}"
         self._wait(state, "pubsub", lambda: services.http_answers(pubsub_url + "/", "Ok"), deadline)
         log("creating topics and push subscriptions")
@@ -281,6 +353,12 @@ class Stack:
         for function in FUNCTIONS:
             url = f"http://127.0.0.1:{ports[f'fn_{function}']}/"
             self._wait(state, function, lambda url=url: services.http_answers(url), deadline)
+        self._wait(state, "mailsink", lambda: services.port_open(ports["smtp"]), deadline)
+        slack_url = f"http://127.0.0.1:{ports['slack']}/"
+        self._wait(state, "slacksink", lambda: services.http_answers(slack_url, "ok"), deadline)
+        if options.model:
+            tuning_url = f"http://127.0.0.1:{ports['tuning']}/healthz"
+            self._wait(state, "tuning", lambda: services.http_answers(tuning_url), deadline)
 
         ticker_argv = [
             sys.executable,

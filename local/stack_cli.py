@@ -32,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--bucket", default="sftpipe-local", help="bucket that receives uploads")
     up.add_argument("--tick-interval", type=float, default=10.0, help="seconds between poll ticks")
     up.add_argument(
+        "--model",
+        choices=["tiny", "smollm2", "none"],
+        default="tiny",
+        help="model of the local tuning service: tiny (fast, learns nothing useful), smollm2 (real), none",
+    )
+    up.add_argument(
         "--set",
         action="append",
         default=[],
@@ -58,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
                 project=args.project,
                 bucket=args.bucket,
                 tick_interval_s=args.tick_interval,
+                model=None if args.model == "none" else args.model,
                 function_env=function_env,
             )
             env = stack.up(options, log=say)

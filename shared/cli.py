@@ -1,7 +1,8 @@
 """``sftpipe``: the command-line tool (validate, the local stack, operator commands).
 
 Each command lives in the module that owns its logic; this file only wires argparse to them, and
-imports each module lazily so that ``sftpipe --help`` stays fast.
+imports only the module of the command being run (the tuning service's pulls in torch), so that
+``sftpipe --help`` and ``sftpipe stack up`` stay fast.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with the full arguments of ``command`` (all commands when None)."""
     parser = argparse.ArgumentParser(
         prog="sftpipe",
         description="Fine-tune Gemini models from a dataset dropped in a bucket.",
@@ -29,13 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module_name, help_text) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(_module=module_name)
-        importlib.import_module(module_name).add_arguments(sub)
+        if command is None or name == command:
+            importlib.import_module(module_name).add_arguments(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in arguments if not a.startswith("-")), "")
+    parser = build_parser(command if command in COMMANDS else "")
+    args = parser.parse_args(arguments)
     module = importlib.import_module(args._module)
     return int(module.run(args) or 0)
 

@@ -59,7 +59,10 @@ def test_up_then_down_leaves_no_process_and_no_listening_port(tmp_path: Path) ->
         "slack_dir",
     } <= set(env)
     names = {p["name"] for p in state["processes"]}
-    assert names == {"pubsub", "firestore", "gcs", "ingest", "tuner", "poller", "completion", "ticker"}
+    assert names == {
+        *("pubsub", "firestore", "gcs", "ingest", "tuner", "poller", "completion", "ticker"),
+        *("tuning", "mailsink", "slacksink"),
+    }
     assert len(_alive_pids(state)) == len(names)
 
     down = subprocess.run(
