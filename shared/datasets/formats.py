@@ -129,7 +129,7 @@ def detect_format(head: bytes, filename: str) -> SourceFormat:
         complete = lines if head.endswith(b"\n") or len(head) < HEAD_BYTES else lines[:-1]
         if not complete:  # the first line is longer than the head
             return SourceFormat.JSONL if name.endswith((".jsonl", ".ndjson")) else SourceFormat.JSON
-        if _parses_as_object(complete[0]):
+        if _parses_as_object(complete[0]) or name.endswith((".jsonl", ".ndjson")):
             return SourceFormat.JSONL
         # A broken first line in a JSONL file still reads best as JSONL: every line gets its error.
         if any(_parses_as_object(line) for line in complete[1:20]):
