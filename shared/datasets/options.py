@@ -85,6 +85,12 @@ class UploadSettings(BaseModel):
     def _mapping_from_text(cls, value: object) -> object:
         return ColumnMapping.parse(value) if isinstance(value, str) else value
 
+    @field_validator("adapter_size", mode="before")
+    @classmethod
+    def _adapter_size_from_text(cls, value: object) -> object:
+        # metadata values are strings, and a Literal of ints does not coerce them
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
     @field_validator("notify_emails", mode="before")
     @classmethod
     def _split_emails(cls, value: object) -> object:

@@ -1,0 +1,109 @@
+"""`sftpipe validate`: the command-line contract other tools rely on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import REALWORLD, gemini, jsonl
+
+from shared.cli import main
+
+CONTRACT_KEYS = {
+    "ok",
+    "format",
+    "records_in",
+    "examples",
+    "rejected",
+    "errors",
+    "error_counts",
+    "warnings",
+    "tokens",
+    "duplicates",
+    "split",
+    "recommended",
+    "estimated_cost",
+}
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(["validate", *argv])
+    return code, capsys.readouterr().out
+
+
+def test_valid_file_exits_0_and_writes_gemini_jsonl(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    code, stdout = run_cli(
+        capsys, str(REALWORLD / "sambanova_example_generative_tuning_data.jsonl"), "--json", "--out", str(out)
+    )
+    assert code == 0
+    body = json.loads(stdout)  # exactly one JSON object
+    assert set(body) >= CONTRACT_KEYS
+    assert body["ok"] is True
+    assert body["tokens"]["method"] == "estimate"
+    lines = {
+        split: (out / f"{split}.jsonl").read_text().splitlines() for split in ("train", "validation", "test")
+    }
+    assert [len(v) for v in lines.values()] == [
+        body["split"]["train"],
+        body["split"]["validation"],
+        body["split"]["test"],
+    ]
+    assert json.loads(lines["train"][0])["contents"][0]["role"] == "user"
+    assert json.loads((out / "report.json").read_text())["examples"] == 100
+    assert "ACCEPTED" in (out / "report.md").read_text()
+
+
+def test_invalid_file_exits_1_and_writes_no_dataset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    code, stdout = run_cli(
+        capsys, str(REALWORLD / "openai_cookbook_toy_chat_fine_tuning.jsonl"), "--json", "--out", str(out)
+    )
+    assert code == 1
+    body = json.loads(stdout)
+    assert body["ok"] is False
+    assert body["errors"] == [
+        {
+            "line": 4,
+            "field": "messages",
+            "code": "example_missing_user_message",
+            "message": "the example has no user turn",
+        }
+    ]
+    assert not (out / "train.jsonl").exists()
+    assert (out / "report.md").exists()
+
+
+def test_skip_invalid_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout = run_cli(
+        capsys, str(REALWORLD / "openai_cookbook_toy_chat_fine_tuning.jsonl"), "--json", "--skip-invalid"
+    )
+    assert code == 0
+    assert json.loads(stdout)["rejected"] == 1
+
+
+def test_usage_and_io_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout = run_cli(capsys, str(tmp_path / "missing.jsonl"), "--json")
+    assert code == 2
+    assert json.loads(stdout)["ok"] is False
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(jsonl(gemini("a", "b")))
+    code, _ = run_cli(capsys, str(data), "--base-model", "gemini-9")
+    assert code == 2
+    with pytest.raises(SystemExit) as caught:
+        main(["validate", str(data), "--task", "dancing"])
+    assert caught.value.code == 2
+
+
+def test_readable_summary_and_explicit_mapping(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "d.csv"
+    data.write_text("q,a\nwhat?,that\n")
+    code, stdout = run_cli(capsys, str(data), "--map", "input=q,output=a", "--task", "generation")
+    assert code == 0
+    assert "ACCEPTED" in stdout
+    assert "Tokens per example" in stdout
