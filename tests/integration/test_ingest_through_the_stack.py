@@ -1,14 +1,23 @@
-"""An upload travels fake-gcs-server -> Pub/Sub emulator -> push -> functions-framework -> ingest."""
+"""An upload travels fake-gcs-server -> Pub/Sub emulator -> push -> functions-framework -> ingest,
+which writes the prepared dataset and its report, records it, and publishes one tuning request
+(or, for a bad file, a report, a REJECTED record and a notification, and no retry)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
+
+import orjson
+import pytest
+from google.cloud import pubsub_v1
 
 from shared.runtime import Runtime
 from tests.integration.conftest import wait_for
 
-SAMPLE = b'{"contents": [{"role": "user", "parts": [{"text": "hi"}]}, {"role": "model", "parts": [{"text": "hello"}]}]}\n'
+SAMPLE = Path(__file__).resolve().parents[2] / "local" / "samples" / "reviews.jsonl"
+GOOD_LINE = b'{"contents": [{"role": "user", "parts": [{"text": "hi"}]}, {"role": "model", "parts": [{"text": "hello"}]}]}\n'
 
 
 def _datasets(runtime: Runtime) -> list[dict[str, Any]]:
@@ -17,29 +26,122 @@ def _datasets(runtime: Runtime) -> list[dict[str, Any]]:
     ]
 
 
-def test_upload_under_incoming_is_recorded_once(runtime: Runtime) -> None:
-    blob = runtime.storage.bucket(runtime.settings.bucket).blob("incoming/greetings.jsonl")
-    blob.metadata = {"base-model": "gemini-2.5-flash"}
-    blob.upload_from_string(SAMPLE)
+def _settled(runtime: Runtime, count: int = 1) -> list[dict[str, Any]]:
+    docs = [d for d in _datasets(runtime) if d.get("status") in ("READY", "REJECTED")]
+    return docs if len(docs) >= count else []
 
-    docs = wait_for(lambda: _datasets(runtime), what="the dataset document")
 
-    assert len(docs) == 1
-    assert docs[0]["source_uri"] == f"gs://{runtime.settings.bucket}/incoming/greetings.jsonl"
-    assert docs[0]["source_generation"] == blob.generation
-    assert docs[0]["source_metadata"] == {"base-model": "gemini-2.5-flash"}
-    assert docs[0]["status"] == "RECEIVED"
+@pytest.fixture
+def requests_seen(runtime: Runtime) -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """A pull subscription on tuning-requests, created before the upload, to read what ingest published."""
+    subscriber = pubsub_v1.SubscriberClient()
+    topic = runtime.settings.topic_path(runtime.settings.tuning_requests_topic)
+    name = subscriber.subscription_path(runtime.settings.project, f"test-requests-{time.monotonic_ns()}")
+    subscriber.create_subscription(name=name, topic=topic)
+    received: list[dict[str, Any]] = []
+
+    def pull() -> list[dict[str, Any]]:
+        response = subscriber.pull(subscription=name, max_messages=10, timeout=3)
+        for message in response.received_messages:
+            received.append(
+                {"body": orjson.loads(message.message.data), "attributes": dict(message.message.attributes)}
+            )
+        if response.received_messages:
+            subscriber.acknowledge(subscription=name, ack_ids=[m.ack_id for m in response.received_messages])
+        return received
+
+    yield pull
+    subscriber.delete_subscription(subscription=name)
+    subscriber.close()
+
+
+def test_valid_upload_becomes_a_prepared_dataset_and_one_tuning_request(
+    runtime: Runtime, requests_seen: Callable[[], list[dict[str, Any]]]
+) -> None:
+    bucket = runtime.storage.bucket(runtime.settings.bucket)
+    blob = bucket.blob("incoming/reviews.jsonl")
+    blob.metadata = {"epochs": "2", "task": "classification"}
+    blob.upload_from_filename(str(SAMPLE))
+
+    [dataset] = wait_for(lambda: _settled(runtime), what="the dataset to be READY or REJECTED")
+
+    assert dataset["status"] == "READY", dataset.get("error_counts")
+    assert dataset["source_generation"] == blob.generation
+    assert dataset["examples"] == 160
+    prefix = f"prepared/{dataset['dataset_id']}/"
+    lines = {
+        split: bucket.blob(f"{prefix}{split}.jsonl").download_as_bytes().splitlines()
+        for split in ("train", "validation", "test")
+    }
+    assert sum(len(v) for v in lines.values()) == 160
+    assert {split: len(v) for split, v in lines.items()} == {
+        split: dataset["split"][split] for split in ("train", "validation", "test")
+    }
+    assert all(orjson.loads(line)["contents"][-1]["role"] == "model" for v in lines.values() for line in v)
+    assert set(lines["train"]).isdisjoint(lines["test"])
+    report = orjson.loads(bucket.blob(f"{prefix}report.json").download_as_bytes())
+    assert report["ok"] is True
+    assert report["examples"] == 160
+
+    [request] = wait_for(requests_seen, what="the tuning request")
+    body = request["body"]
+    assert body["schema"] == "tuning-request/v1"
+    assert body["dataset_id"] == dataset["dataset_id"]
+    assert body["training_uri"] == f"gs://{runtime.settings.bucket}/{prefix}train.jsonl"
+    assert body["test_uri"] == f"gs://{runtime.settings.bucket}/{prefix}test.jsonl"
+    assert body["hyperparameters"]["epochs"] == 2
+    assert body["task"] == "classification"
+    assert request["attributes"]["dataset_id"] == dataset["dataset_id"]
+
+
+def test_bad_upload_is_rejected_with_a_report_a_notification_and_no_retry(
+    runtime: Runtime,
+    stack: dict[str, str],
+    requests_seen: Callable[[], list[dict[str, Any]]],
+    function_log: Callable[[str], list[dict[str, Any]]],
+) -> None:
+    bucket = runtime.storage.bucket(runtime.settings.bucket)
+    bad = (
+        GOOD_LINE * 3
+        + b'{"contents": [{"role": "user", "parts": [{"text": "no answer"}]}]}\n'
+        + b"{not json\n"
+    )
+    bucket.blob("incoming/broken.jsonl").upload_from_string(bad)
+
+    [dataset] = wait_for(lambda: _settled(runtime), what="the dataset to be settled")
+
+    assert dataset["status"] == "REJECTED"
+    prefix = f"prepared/{dataset['dataset_id']}/"
+    report = orjson.loads(bucket.blob(f"{prefix}report.json").download_as_bytes())
+    assert report["ok"] is False
+    assert {error["line"] for error in report["errors"]} == {4, 5}
+    assert all(error["code"] for error in report["errors"])
+    assert not bucket.blob(f"{prefix}train.jsonl").exists()
+    slack_posts = wait_for(lambda: list(Path(stack["SFTPIPE_SLACK_DIR"]).glob("*.json")), what="a Slack post")
+    assert dataset["dataset_id"] in slack_posts[0].read_text()
+    mails = wait_for(lambda: list(Path(stack["SFTPIPE_MAIL_DIR"]).glob("*.eml")), what="a mail")
+    assert dataset["dataset_id"] in mails[0].read_text(errors="replace")
+
+    time.sleep(3)  # long enough for Pub/Sub to have redelivered a nacked event several times
+    rejections = [
+        line
+        for line in function_log("ingest")
+        if line["message"] == "dataset rejected" and line.get("dataset_id") == dataset["dataset_id"]
+    ]
+    assert len(rejections) == 1
+    assert requests_seen() == []
+    assert len(list(Path(stack["SFTPIPE_SLACK_DIR"]).glob("*.json"))) == 1
 
 
 def test_objects_outside_incoming_and_empty_objects_are_ignored(
     runtime: Runtime, function_log: Callable[[str], list[dict[str, Any]]]
 ) -> None:
     bucket = runtime.storage.bucket(runtime.settings.bucket)
-    bucket.blob("prepared/elsewhere.jsonl").upload_from_string(SAMPLE)
+    bucket.blob("elsewhere/elsewhere.jsonl").upload_from_string(GOOD_LINE)
     bucket.blob("incoming/empty.jsonl").upload_from_string(b"")
-    bucket.blob("incoming/real.jsonl").upload_from_string(SAMPLE)
+    bucket.blob("incoming/real.jsonl").upload_from_string(GOOD_LINE)
 
-    wait_for(lambda: _datasets(runtime), what="the dataset of incoming/real.jsonl")
+    wait_for(lambda: _settled(runtime), what="the dataset of incoming/real.jsonl")
 
     def ignored() -> set[str]:
         return {
@@ -48,25 +150,19 @@ def test_objects_outside_incoming_and_empty_objects_are_ignored(
             if line["message"].startswith("upload ignored")
         }
 
-    seen = wait_for(
-        lambda: (
-            {"gs://sftpipe-local/prepared/elsewhere.jsonl", "gs://sftpipe-local/incoming/empty.jsonl"}
-            <= ignored()
-            and ignored()
-        ),
-        what="ingest to log both ignored objects",
-    )
+    expected = {"gs://sftpipe-local/elsewhere/elsewhere.jsonl", "gs://sftpipe-local/incoming/empty.jsonl"}
+    seen = wait_for(lambda: expected <= ignored() and ignored(), what="ingest to log both ignored objects")
     assert "gs://sftpipe-local/incoming/real.jsonl" not in seen
     assert [doc["source_uri"] for doc in _datasets(runtime)] == ["gs://sftpipe-local/incoming/real.jsonl"]
 
 
 def test_a_re_upload_is_a_new_dataset(runtime: Runtime) -> None:
     blob = runtime.storage.bucket(runtime.settings.bucket).blob("incoming/twice.jsonl")
-    blob.upload_from_string(SAMPLE)
+    blob.upload_from_string(GOOD_LINE)
     first_generation = blob.generation
-    wait_for(lambda: len(_datasets(runtime)) == 1, what="the first dataset")
-    blob.upload_from_string(SAMPLE + SAMPLE)
+    wait_for(lambda: _settled(runtime, 1), what="the first dataset")
+    blob.upload_from_string(GOOD_LINE + GOOD_LINE.replace(b"hello", b"hi there"))
 
-    docs = wait_for(lambda: (d := _datasets(runtime)) and len(d) == 2 and d, what="the second dataset")
+    docs = wait_for(lambda: _settled(runtime, 2), what="the second dataset")
 
     assert sorted(d["source_generation"] for d in docs) == sorted([first_generation, blob.generation])
