@@ -1,0 +1,1 @@
+"""Firestore documents and their transitions."""

@@ -1,0 +1,85 @@
+"""The ``jobs/{job_id}`` document: one tuning run, from request to evaluation.
+
+Status values are ours before submission (``QUEUED``: waiting for a quota slot; ``SUBMITTING``:
+a tuner or poller holds the submission claim) and ``google.genai.types.JobState`` names after it.
+Statuses only move forward (:func:`is_forward`); every recorded change appends to ``history``
+with a ``sequence`` number, and each sequence number is published once as a ``job-event/v1``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from google.genai import types
+from pydantic import BaseModel, ConfigDict, Field
+
+QUEUED = "QUEUED"
+SUBMITTING = "SUBMITTING"
+
+#: Rank of each status: a change is recorded only when the rank grows, so a stale read of an
+#: earlier state (two overlapping poller ticks) can never move a job backwards.
+_RANK: dict[str, int] = {
+    QUEUED: 0,
+    SUBMITTING: 1,
+    types.JobState.JOB_STATE_QUEUED.value: 2,
+    types.JobState.JOB_STATE_PENDING.value: 3,
+    types.JobState.JOB_STATE_RUNNING.value: 4,
+    types.JobState.JOB_STATE_UPDATING.value: 4,
+    types.JobState.JOB_STATE_PAUSED.value: 4,
+    types.JobState.JOB_STATE_CANCELLING.value: 5,
+    types.JobState.JOB_STATE_SUCCEEDED.value: 9,
+    types.JobState.JOB_STATE_PARTIALLY_SUCCEEDED.value: 9,
+    types.JobState.JOB_STATE_FAILED.value: 9,
+    types.JobState.JOB_STATE_CANCELLED.value: 9,
+    types.JobState.JOB_STATE_EXPIRED.value: 9,
+}
+TERMINAL = frozenset(state for state, rank in _RANK.items() if rank == 9)
+#: Statuses that hold (or are about to hold) one of the project's concurrent tuning-job slots.
+ACTIVE = frozenset(state for state, rank in _RANK.items() if 1 <= rank < 9)
+SUCCEEDED = types.JobState.JOB_STATE_SUCCEEDED.value
+
+
+def is_forward(current: str, new: str) -> bool:
+    """Whether moving from ``current`` to ``new`` is progress (unknown states never are)."""
+    return new in _RANK and _RANK[new] > _RANK.get(current, -1)
+
+
+class Checkpoint(BaseModel):
+    checkpoint_id: str | None = None
+    epoch: int | None = None
+    step: int | None = None
+    endpoint: str | None = None
+
+
+class HistoryEntry(BaseModel):
+    sequence: int
+    state: str
+    at: datetime
+    detail: str | None = None
+
+
+class JobRecord(BaseModel):
+    """The fields of ``jobs/{job_id}`` that other parts read (the document may hold more)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str
+    dataset_id: str
+    #: The tuning-request/v1 body that started the job (JSON, schema field included).
+    request: dict[str, Any]
+    base_model: str
+    status: str
+    sequence: int = 0
+    history: list[HistoryEntry] = Field(default_factory=list)
+    tuning_job_name: str | None = None
+    tuned_model: str | None = None
+    tuned_endpoint: str | None = None
+    checkpoints: list[Checkpoint] = Field(default_factory=list)
+    error: str | None = None
+    created: datetime | None = None
+    updated: datetime | None = None
+    queued_at: datetime | None = None
+    submitted_at: datetime | None = None
+    ended_at: datetime | None = None
+    last_progress_at: datetime | None = None
