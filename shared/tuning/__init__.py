@@ -1,0 +1,1 @@
+"""Vertex AI tuning through google-genai: client factory, submission, polling, the queue."""

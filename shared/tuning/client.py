@@ -1,0 +1,67 @@
+"""The google-genai client, configured once for Vertex AI or for the local tuning service.
+
+- Vertex mode always (``vertexai=True``): project and location from settings.
+- ``SFTPIPE_TUNING_API_URL`` set: the same client talks to a Vertex-compatible server (the local
+  tuning service) with a static bearer token (google-genai rejects anonymous credentials).
+- Retries: the SDK retries nothing unless asked; we ask for 408, 5xx and, except where a 429
+  must be seen at once (a submission over quota is queued, not retried), 429.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from shared.config import Settings
+
+if TYPE_CHECKING:
+    from google import genai
+    from google.genai import types
+
+#: Attempts (first call included) for retryable HTTP statuses, with the SDK's exponential backoff.
+RETRY_ATTEMPTS = 5
+RETRYABLE = (408, 500, 502, 503, 504)
+
+
+def make_client(settings: Settings, *, retry_quota_errors: bool = True) -> genai.Client:
+    from google import genai
+    from google.genai import types
+
+    codes = [*RETRYABLE, 429] if retry_quota_errors else list(RETRYABLE)
+    http_options = types.HttpOptions(
+        api_version="v1",
+        retry_options=types.HttpRetryOptions(attempts=RETRY_ATTEMPTS, http_status_codes=codes),
+    )
+    if not settings.tuning_api_url:
+        return genai.Client(
+            vertexai=True, project=settings.project, location=settings.location, http_options=http_options
+        )
+    import google.oauth2.credentials
+
+    http_options.base_url = settings.tuning_api_url
+    return genai.Client(
+        vertexai=True,
+        project=settings.project,
+        location=settings.location,
+        credentials=google.oauth2.credentials.Credentials(token=settings.tuning_api_token),
+        http_options=http_options,
+    )
+
+
+def generation_config(
+    *,
+    system_instruction: types.Content | None,
+    temperature: float,
+    max_output_tokens: int,
+    thinking_budget: int | None,
+) -> types.GenerateContentConfig:
+    """Generation settings for evaluation; ``thinking_budget`` 0 for tuned thinking models."""
+    from google.genai import types
+
+    return types.GenerateContentConfig(
+        system_instruction=system_instruction,
+        temperature=temperature,
+        max_output_tokens=max_output_tokens,
+        thinking_config=types.ThinkingConfig(thinking_budget=thinking_budget)
+        if thinking_budget is not None
+        else None,
+    )
