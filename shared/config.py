@@ -94,6 +94,29 @@ class Settings(BaseSettings):
     )
     thinking_budget: int = Field(0, ge=0, description="Thinking budget when querying tuned thinking models.")
 
+    # --- Evaluation (completion) ---------------------------------------------------------------
+    evaluation_time_budget_s: float = Field(
+        480,
+        gt=0,
+        description="Seconds one completion invocation evaluates before it checkpoints and continues in a new one.",
+    )
+    evaluation_chunk_size: int = Field(
+        100, ge=1, description="Test examples per checkpointed chunk of an evaluation."
+    )
+    evaluation_concurrency: int = Field(8, ge=1, description="Model calls in flight at once during evaluation.")
+    evaluation_rpm: int = Field(
+        600, ge=1, description="Model calls per minute during evaluation (base and tuned together)."
+    )
+    evaluation_max_output_tokens: int = Field(
+        1024, ge=1, description="maxOutputTokens of each evaluation call (base and tuned alike)."
+    )
+    evaluation_temperature: float = Field(
+        0.0, ge=0, le=2, description="Temperature of each evaluation call (base and tuned alike)."
+    )
+    evaluation_request_timeout_s: float = Field(
+        120, gt=0, description="Seconds one evaluation call may take, retries included, before it counts as failed."
+    )
+
     # --- Datasets -----------------------------------------------------------------------------
     skip_invalid: bool = Field(False, description="Skip invalid records instead of rejecting the file.")
     split_seed: int = Field(42, description="Seed of the deterministic train/validation/test split.")

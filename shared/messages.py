@@ -114,6 +114,22 @@ class JobEventV1(Message):
     occurred_at: datetime = Field(default_factory=utcnow)
 
 
+class EvaluationContinuationV1(Message):
+    """Resume a job's evaluation where its checkpointed cursor stands (published by completion).
+
+    ``cursor`` is the number of test examples already evaluated when the message was published;
+    a copy whose cursor is behind the stored one is stale and dropped.
+    """
+
+    SCHEMA: ClassVar[str] = "evaluation-continuation/v1"
+    schema_: Literal["evaluation-continuation/v1"] = Field("evaluation-continuation/v1", alias="schema")
+
+    job_id: str = Field(min_length=1)
+    dataset_id: str = Field(min_length=1)
+    cursor: int = Field(ge=0)
+    published_at: datetime = Field(default_factory=utcnow)
+
+
 class PollTickV1(Message):
     """A Cloud Scheduler (or local ticker) tick asking the poller to run."""
 
