@@ -103,7 +103,9 @@ class Settings(BaseSettings):
     evaluation_chunk_size: int = Field(
         100, ge=1, description="Test examples per checkpointed chunk of an evaluation."
     )
-    evaluation_concurrency: int = Field(8, ge=1, description="Model calls in flight at once during evaluation.")
+    evaluation_concurrency: int = Field(
+        8, ge=1, description="Model calls in flight at once during evaluation."
+    )
     evaluation_rpm: int = Field(
         600, ge=1, description="Model calls per minute during evaluation (base and tuned together)."
     )
@@ -114,7 +116,9 @@ class Settings(BaseSettings):
         0.0, ge=0, le=2, description="Temperature of each evaluation call (base and tuned alike)."
     )
     evaluation_request_timeout_s: float = Field(
-        120, gt=0, description="Seconds one evaluation call may take, retries included, before it counts as failed."
+        120,
+        gt=0,
+        description="Seconds one evaluation call may take, retries included, before it counts as failed.",
     )
 
     # --- Datasets -----------------------------------------------------------------------------
