@@ -434,7 +434,11 @@ def convert_messages(record: dict[str, Any]) -> Example:
         if type(message) is not dict:
             raise _fail("message_missing_key", path, "each message must be an object with role and content")
         role = message.get("role")
-        if role in _TOOL_ROLES or message.get("tool_calls") or message.get("function_call"):
+        if (
+            (type(role) is str and role in _TOOL_ROLES)
+            or message.get("tool_calls")
+            or message.get("function_call")
+        ):
             raise _fail(
                 "unsupported_tool_calls",
                 path,
@@ -513,7 +517,7 @@ def convert_sharegpt(record: dict[str, Any]) -> Example:
             raise _fail("message_missing_key", path, "each turn must be an object with from and value")
         speaker = message.get("from", message.get("role"))
         value = message.get("value", message.get("content"))
-        if speaker in _TOOL_ROLES:
+        if type(speaker) is str and speaker in _TOOL_ROLES:
             raise _fail(
                 "unsupported_tool_calls",
                 f"{path}.from",

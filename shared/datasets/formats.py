@@ -99,6 +99,14 @@ def _read_head(stream: BinaryIO) -> bytes:
     return b"".join(chunks)
 
 
+def _parses(line: bytes) -> bool:
+    try:
+        orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
 def _parses_as_object(line: bytes) -> bool:
     try:
         return isinstance(orjson.loads(line), dict)
@@ -123,6 +131,14 @@ def detect_format(head: bytes, filename: str) -> SourceFormat:
         raise _file_issue("empty_file", "the file is empty")
     first = stripped[:1]
     if first == b"[":
+        # A one-line-per-value file of arrays is JSONL (each line then gets its own error).
+        lines = [line for line in stripped.split(b"\n")[:20] if line.strip()]
+        if (
+            name.endswith((".jsonl", ".ndjson"))
+            and len(lines) > 1
+            and all(_parses(line) for line in lines[:-1])
+        ):
+            return SourceFormat.JSONL
         return SourceFormat.JSON_ARRAY
     if first == b"{":
         lines = [line for line in stripped.split(b"\n") if line.strip()]
@@ -253,6 +269,8 @@ def read_delimited(buffered: io.BufferedReader, delimiter: str) -> Iterator[Reco
     line_no = 1
     try:
         header = next(reader, None)
+        while header is not None and not any(name.strip() for name in header):
+            header = next(reader, None)  # blank lines before the header
         if header is None:
             raise _file_issue("empty_file", "the file is empty")
         columns = [name.strip() for name in header]

@@ -18,6 +18,7 @@ from shared.datasets.formats import Source, SourceFormat, SourceUnreadableError,
     [
         (b'{"contents": []}\n{"contents": []}\n', "x.txt", SourceFormat.JSONL),
         (b'[{"a": 1}]', "x.jsonl", SourceFormat.JSON_ARRAY),
+        (b"[1]\n[2]\n[3]\n", "x.jsonl", SourceFormat.JSONL),
         (b'{\n  "conversations": []\n}\n', "x.json", SourceFormat.JSON),
         (b'{"broken": \n{"contents": []}\n', "x.txt", SourceFormat.JSONL),
         (b'{\n  "contents": []\n}\n', "x.jsonl", SourceFormat.JSONL),

@@ -1,0 +1,217 @@
+"""Property-based: random and mutated input never crashes the validator, and every error has a line
+and a known code; whatever is accepted and written is itself valid Gemini tuning data."""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+import orjson
+from conftest import jsonl, run
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shared.datasets import ERROR_CODES, WARNING_CODES, PrepareOptions, PrepareResult, prepare
+
+SETTINGS = settings(
+    max_examples=int(os.environ.get("DATASETS_HYPOTHESIS_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+FILENAMES = st.sampled_from(["data.jsonl", "data.json", "data.csv", "data.tsv", "upload", "x.ndjson"])
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+KEYS = st.sampled_from(
+    [
+        "contents",
+        "role",
+        "parts",
+        "text",
+        "fileData",
+        "mimeType",
+        "fileUri",
+        "systemInstruction",
+        "messages",
+        "content",
+        "conversations",
+        "from",
+        "value",
+        "prompt",
+        "completion",
+        "instruction",
+        "input",
+        "output",
+        "response",
+        "context",
+        "history",
+        "system",
+        "tools",
+        "chosen",
+        "label",
+        "weight",
+        "type",
+        "image_url",
+    ]
+)
+ROLES = st.sampled_from(["user", "model", "assistant", "system", "human", "gpt", "tool", "function_call", ""])
+shaped_values = st.recursive(
+    json_scalars | ROLES,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(KEYS, children, max_size=5),
+    max_leaves=25,
+)
+
+VALID_RECORDS: list[dict[str, Any]] = [
+    {"contents": [{"role": "user", "parts": [{"text": "hi"}]}, {"role": "model", "parts": [{"text": "yo"}]}]},
+    {
+        "systemInstruction": {"parts": [{"text": "s"}]},
+        "contents": [
+            {
+                "role": "user",
+                "parts": [{"text": "a"}, {"fileData": {"mimeType": "image/png", "fileUri": "gs://b/x.png"}}],
+            },
+            {"role": "model", "parts": [{"text": "b"}]},
+        ],
+    },
+    {
+        "messages": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "u"},
+            {"role": "assistant", "content": "a"},
+        ]
+    },
+    {"messages": [{"role": "user", "content": "u"}, {"role": "model", "content": "m"}]},
+    {"conversations": [{"from": "human", "value": "h"}, {"from": "gpt", "value": "g"}]},
+    {"prompt": "p", "completion": "c"},
+    {"instruction": "i", "input": "x", "output": "o", "history": [["q", "a"]]},
+    {"instruction": "i", "context": "c", "response": "r"},
+    {"question": "q", "context": "c", "answer": "a"},
+]
+
+
+def physical_lines(data: bytes) -> int:
+    """Lines as the readers count them: LF, CRLF and a lone CR each end a line."""
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").count(b"\n") + 1
+
+
+def check_invariants(result: PrepareResult, line_count: int | None = None) -> None:
+    for error in result.errors:
+        assert error.code in ERROR_CODES, error
+        assert isinstance(error.line, int)
+        assert error.line >= 0
+        assert error.message
+        if line_count is not None and result.format not in ("json", "json_array"):  # record indexes there
+            assert error.line <= line_count
+    assert set(result.error_counts) <= set(ERROR_CODES)
+    assert sum(result.error_counts.values()) >= len(result.errors)
+    assert {w.code for w in result.warnings} <= set(WARNING_CODES)
+    assert result.ok == (result.examples > 0)
+    if result.ok:
+        assert result.examples == result.split.train + result.split.validation + result.split.test
+    body = orjson.loads(orjson.dumps(result.model_dump(mode="json")))
+    assert body["tokens"]["method"] in ("exact", "estimate")
+
+
+def assert_output_is_valid_gemini(written: dict[str, list[dict[str, Any]]]) -> None:
+    records = [r for split in written.values() for r in split]
+    if not records:
+        return
+    again, _rewritten = run(jsonl(*records), skip_invalid=False)
+    assert again.ok, again.errors
+    assert again.shape == "gemini"
+    assert again.valid_examples == len(records)
+
+
+@SETTINGS
+@given(data=st.binary(max_size=400), filename=FILENAMES, skip=st.booleans())
+def test_random_bytes_never_crash(data: bytes, filename: str, skip: bool) -> None:
+    result, written = run(data, filename=filename, skip_invalid=skip)
+    check_invariants(
+        result, line_count=physical_lines(data) if filename.endswith(("jsonl", "csv", "tsv")) else None
+    )
+    assert_output_is_valid_gemini(written)
+
+
+@SETTINGS
+@given(
+    values=st.lists(shaped_values | json_values, min_size=1, max_size=6),
+    skip=st.booleans(),
+    as_array=st.booleans(),
+)
+def test_random_json_records_never_crash(values: list[Any], skip: bool, as_array: bool) -> None:
+    data = orjson.dumps(values) if as_array else jsonl(*values)
+    result, written = run(data, filename="x.json" if as_array else "x.jsonl", skip_invalid=skip)
+    check_invariants(result, line_count=len(values))
+    assert_output_is_valid_gemini(written)
+
+
+@st.composite
+def mutated_jsonl(draw: st.DrawFn) -> bytes:
+    records = draw(st.lists(st.sampled_from(VALID_RECORDS), min_size=1, max_size=5))
+    data = bytearray(jsonl(*records))
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["delete", "insert", "replace", "swap_key"]))
+        position = draw(st.integers(0, max(0, len(data) - 1)))
+        if kind == "delete" and data:
+            del data[position]
+        elif kind == "insert":
+            data[position:position] = draw(
+                st.sampled_from([b"{", b"}", b'"', b",", b"\n", b"\r\n", b"\xff", b" ", b"[", b"]", b"null"])
+            )
+        elif kind == "replace" and data:
+            data[position] = draw(st.integers(0, 255))
+        else:
+            text = bytes(data)
+            old = draw(
+                st.sampled_from(
+                    [b'"user"', b'"model"', b'"text"', b'"parts"', b'"content"', b'"role"', b'"gpt"']
+                )
+            )
+            new = draw(
+                st.sampled_from([b'"assistant"', b'"tool"', b'""', b'"x"', b"1", b"[]", b"{}", b'"   "'])
+            )
+            data = bytearray(text.replace(old, new, 1))
+    return bytes(data)
+
+
+@SETTINGS
+@given(data=mutated_jsonl(), skip=st.booleans())
+def test_mutated_valid_files_never_crash_and_name_the_line(data: bytes, skip: bool) -> None:
+    result, written = run(data, filename="data.jsonl", skip_invalid=skip)
+    check_invariants(result, line_count=physical_lines(data))
+    for error in result.errors:
+        if error.code not in ("empty_file", "no_examples", "unsupported_format", "invalid_encoding"):
+            assert error.line >= 1, error
+    assert_output_is_valid_gemini(written)
+
+
+@SETTINGS
+@given(
+    rows=st.lists(st.lists(st.text(max_size=8), min_size=1, max_size=4), min_size=1, max_size=6),
+    header=st.sampled_from(
+        [["input", "output"], ["text", "label"], ["question", "context", "answer"], ["a", "b"]]
+    ),
+)
+def test_random_csv_never_crashes(rows: list[list[str]], header: list[str]) -> None:
+    import csv
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    data = buffer.getvalue().encode()
+    result = prepare(io.BytesIO(data), filename="x.csv", options=PrepareOptions(token_counting="estimate"))
+    check_invariants(result, line_count=physical_lines(data))
