@@ -1,4 +1,4 @@
-"""Tuner: a tuning-request/v1 message from Pub/Sub."""
+"""Tuner: a tuning-request/v1 message from Pub/Sub -> exactly one tuning job."""
 
 from __future__ import annotations
 
@@ -7,18 +7,16 @@ from cloudevents.http import CloudEvent
 
 from shared.adapter import deliver
 from shared.events import parse_pubsub_event
-from shared.logging import get_logger
 from shared.messages import TuningRequestV1, parse_message
-
-log = get_logger("sftpipe.tuner")
+from shared.runtime import get_runtime
+from shared.tuning.submit import handle_tuning_request
 
 
 @functions_framework.cloud_event
 def tuner(cloud_event: CloudEvent) -> None:
     def work() -> object:
         request = parse_message(parse_pubsub_event(cloud_event), TuningRequestV1)
-        # Submission to Vertex AI lands with the tuner issue; until then the request is logged.
-        log.info("tuning request received", extra={"dataset_id": request.dataset_id})
-        return request
+        runtime = get_runtime()
+        return handle_tuning_request(request, runtime, runtime.tuning)
 
     deliver(cloud_event, "tuner", work)

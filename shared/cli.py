@@ -16,7 +16,10 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "stack": ("local.stack_cli", "start, stop and inspect the local stack of real services"),
     "validate": ("shared.datasets.cli", "validate a dataset file and convert it to Gemini tuning JSONL"),
-    "tuning-service": ("local.tuning.cli", "run the local Vertex-compatible tuning service (LoRA on a small model)"),
+    "tuning-service": (
+        "local.tuning.cli",
+        "run the local Vertex-compatible tuning service (LoRA on a small model)",
+    ),
     "demo": ("local.demo", "run the whole pipeline locally on the bundled sample dataset"),
 }
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from shared.config import Settings, get_settings
 
 if TYPE_CHECKING:
+    from google import genai
     from google.cloud import firestore, pubsub_v1, storage
 
 #: Seconds to wait for Pub/Sub to confirm a publish before treating it as transient failure.
@@ -40,6 +41,13 @@ class Runtime:
         from google.cloud import pubsub_v1
 
         return pubsub_v1.PublisherClient()
+
+    @cached_property
+    def tuning(self) -> genai.Client:
+        """google-genai client for tuning calls: a 429 is seen at once (the job is queued)."""
+        from shared.tuning.client import make_client
+
+        return make_client(self.settings, retry_quota_errors=False)
 
     def publish(self, topic: str, data: bytes, **attributes: str) -> str:
         """Publish and wait for the server's message id (so a failure raises in the handler)."""

@@ -743,3 +743,55 @@ CONVERTERS = {
     ALPACA: convert_alpaca,
     DOLLY: convert_dolly,
 }
+
+
+class MissingColumnsError(Exception):
+    """The mapping names columns the file does not have: no row can be converted."""
+
+
+class FileConverter:
+    """Converts the records of one file. The first record decides the file's shape (and, for
+    columns, the mapping); a later record of another shape is a ``mixed_shapes`` error."""
+
+    def __init__(self, mapping: ColumnMapping | None = None) -> None:
+        self.mapping = mapping
+        self.shape: str | None = None
+        self.shape_line = 0
+        #: The task that the column names suggest (label -> classification ...), if any.
+        self.task_hint: str | None = None
+
+    def convert(self, value: Any, line: int) -> Example:
+        if type(value) is not dict:
+            raise _fail("data_type", "", f"the record is a {type(value).__name__}, not a JSON object")
+        if self.shape == GEMINI and "contents" in value:
+            return convert_gemini(value)  # the hot path skips shape detection
+        shape = COLUMNS if self.mapping is not None else detect_shape(value)
+        if self.shape is None:
+            if shape == COLUMNS:
+                self._start_columns(value)
+            self.shape, self.shape_line = shape, line
+        elif shape != self.shape:
+            raise _fail(
+                "mixed_shapes",
+                "",
+                f"this record is {shape} but the file's first record (line {self.shape_line}) is {self.shape}; "
+                "one file must use one shape",
+            )
+        if shape == COLUMNS:
+            assert self.mapping is not None
+            return convert_columns(value, self.mapping)
+        return CONVERTERS[shape](value)
+
+    def _start_columns(self, first: dict[str, Any]) -> None:
+        if self.mapping is None:
+            self.mapping = auto_column_mapping(list(first))
+            assert self.mapping is not None  # detect_shape said COLUMNS because a mapping exists
+            self.task_hint = (
+                "extractive_qa"
+                if self.mapping.style == "qa"
+                else COLUMN_TASK_HINTS.get(self.mapping.output.strip().lower())
+            )
+        wanted = (self.mapping.input, self.mapping.output, self.mapping.context, self.mapping.system)
+        missing = [column for column in wanted if column and column not in first]
+        if missing:
+            raise MissingColumnsError(f"column(s) {missing} of the mapping are not among {sorted(first)}")

@@ -13,6 +13,7 @@ import orjson
 import xxhash
 
 from shared.datasets import convert as cv
+from shared.datasets.convert import MissingColumnsError
 from shared.datasets.formats import Source, SourceUnreadableError
 from shared.datasets.issues import WARNING_CODES, DatasetWarning, Issue, RecordIssueError
 from shared.datasets.limits import (
@@ -21,7 +22,7 @@ from shared.datasets.limits import (
     model_limits,
     recommend_hyperparameters,
 )
-from shared.datasets.options import ColumnMapping, PrepareOptions
+from shared.datasets.options import PrepareOptions
 from shared.datasets.report import (
     CostEstimate,
     PrepareResult,
@@ -124,10 +125,7 @@ def prepare(
     max_tracked = limits.max_training_examples + limits.max_validation_examples + limits.max_test_examples
     duplicates = 0
     records_in = 0
-    file_shape: str | None = None
-    shape_line = 0
-    mapping: ColumnMapping | None = options.column_mapping
-    column_task_hint: str | None = None
+    converter = cv.FileConverter(options.column_mapping)
     source_format: str | None = None
     bytes_read = 0
     seed = options.split_seed & 0xFFFFFFFFFFFFFFFF
@@ -135,7 +133,6 @@ def prepare(
     dumps = orjson.dumps
     max_tokens = limits.max_tokens_per_example
     max_files = limits.max_files_per_example
-    gemini = cv.convert_gemini
 
     if size is not None and size > limits.max_file_bytes:
         run.file_error(
@@ -151,55 +148,14 @@ def prepare(
                     run.error(issue)
                     continue
                 try:
-                    if type(value) is not dict:
-                        raise RecordIssueError(
-                            "data_type", "", f"the record is a {type(value).__name__}, not a JSON object"
-                        )
-                    if file_shape == cv.GEMINI and "contents" in value:
-                        example = gemini(value)  # the hot path: skip shape detection
-                    else:
-                        if mapping is not None:
-                            shape = cv.COLUMNS
-                        else:
-                            shape = cv.detect_shape(value)
-                            if shape == cv.COLUMNS and file_shape is None:
-                                mapping = cv.auto_column_mapping(list(value))
-                                if mapping is not None:
-                                    column_task_hint = cv.COLUMN_TASK_HINTS.get(
-                                        mapping.output.strip().lower()
-                                    )
-                                    if mapping.style == "qa":
-                                        column_task_hint = "extractive_qa"
-                        if file_shape is None:
-                            file_shape, shape_line = shape, line
-                            if shape == cv.COLUMNS and mapping is not None:
-                                missing = [
-                                    c
-                                    for c in (mapping.input, mapping.output, mapping.context, mapping.system)
-                                    if c and c not in value
-                                ]
-                                if missing:
-                                    run.file_error(
-                                        "missing_column",
-                                        f"column(s) {missing} of the mapping are not in the header/keys {sorted(value)}",
-                                        line=1 if source.format.value in ("csv", "tsv") else line,
-                                    )
-                                    break
-                        elif shape != file_shape:
-                            raise RecordIssueError(
-                                "mixed_shapes",
-                                "",
-                                f"this record is {shape} but the file's first record (line {shape_line}) is {file_shape}; "
-                                "one file must use one shape",
-                            )
-                        example = (
-                            cv.convert_columns(value, mapping)
-                            if shape == cv.COLUMNS
-                            else cv.CONVERTERS[shape](value)
-                        )  # type: ignore[arg-type]
+                    example = converter.convert(value, line)
                 except RecordIssueError as bad:
                     run.error(Issue(line=line, field=bad.field, code=bad.code, message=bad.message))
                     continue
+                except MissingColumnsError as missing:
+                    header_line = 1 if source.format.value in ("csv", "tsv") else line
+                    run.file_error("missing_column", str(missing), line=header_line)
+                    break
                 tokens = counter.count(example)
                 if tokens > max_tokens:
                     run.error(
@@ -261,10 +217,10 @@ def prepare(
         train_tokens=train_tokens,
         allocator=allocator,
         inferrer=inferrer,
-        shape=file_shape,
+        shape=converter.shape,
         source_format=source_format,
         bytes_read=bytes_read,
-        column_task_hint=column_task_hint,
+        column_task_hint=converter.task_hint,
         choice=choice,
     )
     return _finish(run, totals, filename=filename)

@@ -83,3 +83,16 @@ class JobRecord(BaseModel):
     submitted_at: datetime | None = None
     ended_at: datetime | None = None
     last_progress_at: datetime | None = None
+    #: What last changed at Vertex (update time, checkpoint count): a new value is progress.
+    progress_marker: str | None = None
+    stalled_alerted_at: datetime | None = None
+
+
+class OutboxEntry(BaseModel):
+    """``job_events/{job_id}-{sequence}``: a job-event/v1 waiting to be published once."""
+
+    job_id: str
+    sequence: int
+    event: dict[str, Any]
+    published: bool = False
+    claimed_until: datetime | None = None

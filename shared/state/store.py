@@ -1,0 +1,275 @@
+"""Firestore operations on jobs and their event outbox: claims, transitions, the FIFO queue.
+
+Every state change is a short transaction on one job document that (a) checks the change is
+forward, (b) appends to the history with the next sequence number, and (c) creates the outbox
+document ``job_events/{job_id}-{sequence:06d}`` in the same commit. Publishing then claims each
+outbox document with a lease in its own transaction, publishes, and marks it published, so two
+overlapping poller ticks publish one message per transition, and a crash between commit and
+publish is repaired by the next tick. (A crash after publishing and before marking republishes
+that one event after the lease: consumers key their work on ``(job_id, state)``.)
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from shared.config import Settings
+from shared.logging import get_logger
+from shared.messages import JobEventV1
+from shared.state.jobs import ACTIVE, QUEUED, SUBMITTING, TERMINAL, JobRecord, is_forward
+
+log = get_logger("sftpipe.state")
+
+#: Seconds a SUBMITTING claim holds before another tuner or poller may repair the submission.
+SUBMIT_LEASE_S = 300
+#: Seconds an outbox claim holds before another publisher may take it over.
+PUBLISH_LEASE_S = 60
+OUTBOX_COLLECTION = "job_events"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobStore:
+    def __init__(self, db: firestore.Client, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self.jobs = db.collection(settings.jobs_collection)
+        self.outbox = db.collection(OUTBOX_COLLECTION)
+
+    # ---------------------------------------------------------------------------------- reads
+    def get(self, job_id: str) -> JobRecord | None:
+        snapshot = self.jobs.document(job_id).get()
+        return JobRecord.model_validate(snapshot.to_dict()) if snapshot.exists else None
+
+    def with_status(self, statuses: Iterable[str]) -> list[JobRecord]:
+        """Jobs in the given statuses: one indexed query, its cost grows with the matches only."""
+        query = self.jobs.where(filter=FieldFilter("status", "in", sorted(statuses)))
+        return [JobRecord.model_validate(doc.to_dict()) for doc in query.stream()]
+
+    def recent(self, limit: int = 50) -> list[JobRecord]:
+        query = self.jobs.order_by("created", direction=firestore.Query.DESCENDING).limit(limit)
+        return [JobRecord.model_validate(doc.to_dict()) for doc in query.stream()]
+
+    # ---------------------------------------------------------------------------------- writes
+    def create_queued(self, job_id: str, request: dict[str, Any], dataset_id: str, base_model: str) -> bool:
+        """Create the job as QUEUED (sequence 0) with its outbox event; False if it already exists."""
+        now = utcnow()
+        record = JobRecord(
+            job_id=job_id,
+            dataset_id=dataset_id,
+            request=request,
+            base_model=base_model,
+            status=QUEUED,
+            history=[],
+            created=now,
+            updated=now,
+            queued_at=now,
+            last_progress_at=now,
+        ).model_dump(mode="python")
+        record["history"] = [{"sequence": 0, "state": QUEUED, "at": now, "detail": "request received"}]
+        event = JobEventV1(job_id=job_id, dataset_id=dataset_id, sequence=0, state=QUEUED, occurred_at=now)
+        batch = self.db.batch()
+        batch.create(self.jobs.document(job_id), record)
+        batch.create(self.outbox.document(_outbox_id(job_id, 0)), _outbox_doc(event))
+        try:
+            batch.commit()
+        except gexc.AlreadyExists:
+            return False
+        return True
+
+    def claim_for_submission(self, free_slots_of: Callable[[int], int]) -> list[JobRecord]:
+        """Move the oldest QUEUED jobs (and SUBMITTING ones whose claim expired) to SUBMITTING.
+
+        One transaction reads the active jobs and the head of the queue, so concurrent tuners and
+        pollers never hand out more slots than ``free_slots_of(active_count)``, and jobs leave
+        the queue in arrival order.
+        """
+        now = utcnow()
+        lease = now + timedelta(seconds=SUBMIT_LEASE_S)
+
+        @firestore.transactional
+        def claim(transaction: firestore.Transaction) -> list[JobRecord]:
+            active = list(
+                self.jobs.where(filter=FieldFilter("status", "in", sorted(ACTIVE))).stream(
+                    transaction=transaction
+                )
+            )
+            expired = [
+                doc
+                for doc in active
+                if doc.get("status") == SUBMITTING and (doc.to_dict().get("submit_lease") or now) <= now
+            ]
+            free = max(0, free_slots_of(len(active)))
+            queued = []
+            if free:
+                query = (
+                    self.jobs.where(filter=FieldFilter("status", "==", QUEUED))
+                    .order_by("queued_at")
+                    .limit(free)
+                )
+                queued = list(query.stream(transaction=transaction))
+            claimed = []
+            for doc in [*expired, *queued]:
+                transaction.update(
+                    doc.reference,
+                    {
+                        "status": SUBMITTING,
+                        "submit_lease": lease,
+                        "submit_owner": uuid.uuid4().hex,
+                        "updated": now,
+                    },
+                )
+                claimed.append(JobRecord.model_validate({**doc.to_dict(), "status": SUBMITTING}))
+            return claimed
+
+        return claim(self.db.transaction())
+
+    def release_to_queue(self, job_id: str, reason: str) -> None:
+        """Give a SUBMITTING job back to the queue (quota full at Vertex, or a transient error).
+
+        Not a transition (no event): the job never left QUEUED as far as anyone outside knows.
+        It keeps its ``queued_at``, so it stays at the head of the line.
+        """
+
+        @firestore.transactional
+        def release(transaction: firestore.Transaction) -> None:
+            ref = self.jobs.document(job_id)
+            snapshot = ref.get(transaction=transaction)
+            if snapshot.exists and snapshot.get("status") == SUBMITTING:
+                transaction.update(
+                    ref,
+                    {"status": QUEUED, "submit_lease": None, "requeue_reason": reason, "updated": utcnow()},
+                )
+
+        release(self.db.transaction())
+
+    def record_transition(
+        self,
+        job_id: str,
+        new_state: str,
+        *,
+        fields: dict[str, Any] | None = None,
+        detail: str | None = None,
+        allow_from: Iterable[str] | None = None,
+    ) -> JobEventV1 | None:
+        """Record a forward change (with its outbox event) and return the event, or None if the
+        job is already there or further (a stale or duplicate observation)."""
+        fields = fields or {}
+
+        @firestore.transactional
+        def apply(transaction: firestore.Transaction) -> JobEventV1 | None:
+            ref = self.jobs.document(job_id)
+            snapshot = ref.get(transaction=transaction)
+            if not snapshot.exists:
+                return None
+            current = snapshot.to_dict()
+            status = current["status"]
+            if allow_from is not None and status not in allow_from:
+                return None
+            if not is_forward(status, new_state):
+                return None
+            now = utcnow()
+            sequence = int(current.get("sequence", 0)) + 1
+            event = JobEventV1(
+                job_id=job_id,
+                dataset_id=current["dataset_id"],
+                sequence=sequence,
+                state=new_state,
+                previous_state=status,
+                terminal=new_state in TERMINAL,
+                tuning_job_name=fields.get("tuning_job_name", current.get("tuning_job_name")),
+                tuned_model=fields.get("tuned_model", current.get("tuned_model")),
+                tuned_endpoint=fields.get("tuned_endpoint", current.get("tuned_endpoint")),
+                error=fields.get("error", current.get("error")),
+                occurred_at=now,
+            )
+            update = {
+                **fields,
+                "status": new_state,
+                "sequence": sequence,
+                "history": firestore.ArrayUnion(
+                    [{"sequence": sequence, "state": new_state, "at": now, "detail": detail}]
+                ),
+                "updated": now,
+                "last_progress_at": now,
+                "submit_lease": None,
+            }
+            if new_state in TERMINAL:
+                update["ended_at"] = now
+            transaction.update(ref, update)
+            transaction.create(self.outbox.document(_outbox_id(job_id, sequence)), _outbox_doc(event))
+            return event
+
+        return apply(self.db.transaction())
+
+    def touch(self, job_id: str, fields: dict[str, Any]) -> None:
+        """Update non-state fields (progress, checkpoints) of a job."""
+        self.jobs.document(job_id).update({**fields, "updated": utcnow()})
+
+    def add_alert(self, job_id: str, event: JobEventV1) -> None:
+        """Record a stall alert on the job and queue its event (not a transition: no sequence)."""
+        batch = self.db.batch()
+        batch.update(self.jobs.document(job_id), {"stalled_alerted_at": event.occurred_at})
+        alert_id = f"{job_id}-stalled-{int(event.occurred_at.timestamp())}"
+        batch.create(self.outbox.document(alert_id), _outbox_doc(event))
+        batch.commit()
+
+    # ---------------------------------------------------------------------------------- outbox
+    def pending_events(self) -> list[str]:
+        query = self.outbox.where(filter=FieldFilter("published", "==", False))
+        return [doc.id for doc in query.stream()]
+
+    def publish_pending(
+        self, publish: Callable[[JobEventV1], str], outbox_ids: Iterable[str] | None = None
+    ) -> int:
+        """Publish each unpublished event once; returns how many this call published."""
+        published = 0
+        for outbox_id in sorted(outbox_ids if outbox_ids is not None else self.pending_events()):
+            event = self._claim_outbox(outbox_id)
+            if event is None:
+                continue
+            publish(event)
+            self.outbox.document(outbox_id).update({"published": True, "published_at": utcnow()})
+            published += 1
+        return published
+
+    def _claim_outbox(self, outbox_id: str) -> JobEventV1 | None:
+        now = utcnow()
+
+        @firestore.transactional
+        def claim(transaction: firestore.Transaction) -> JobEventV1 | None:
+            ref = self.outbox.document(outbox_id)
+            snapshot = ref.get(transaction=transaction)
+            if not snapshot.exists:
+                return None
+            entry = snapshot.to_dict()
+            if entry.get("published") or (entry.get("claimed_until") and entry["claimed_until"] > now):
+                return None
+            transaction.update(ref, {"claimed_until": now + timedelta(seconds=PUBLISH_LEASE_S)})
+            return JobEventV1.model_validate(entry["event"])
+
+        return claim(self.db.transaction())
+
+
+def _outbox_id(job_id: str, sequence: int) -> str:
+    return f"{job_id}-{sequence:06d}"
+
+
+def _outbox_doc(event: JobEventV1) -> dict[str, Any]:
+    return {
+        "job_id": event.job_id,
+        "sequence": event.sequence,
+        "event": event.model_dump(mode="json", by_alias=True),
+        "published": False,
+        "claimed_until": None,
+        "created": utcnow(),
+    }
