@@ -119,6 +119,8 @@ def generate(path: Path, megabytes: int, seed: int = 7) -> int:
                 "contents": turns,
             }
             line = orjson.dumps(record) + b"\n"
+            if written + len(line) > target:  # stay within the size asked for (1024 MiB is the upload limit)
+                break
             out.write(line)
             written += len(line)
     return written
