@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-# command name -> (module, help). The module defines `add_arguments(parser)` and `run(args) -> int`.
+# command name -> (target, help). A target "module" defines `add_arguments(parser)` and
+# `run(args) -> int`; "module:name" defines `add_name_arguments(parser)` and `run_name(args)`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "stack": ("local.stack_cli", "start, stop and inspect the local stack of real services"),
     "validate": ("shared.datasets.cli", "validate a dataset file and convert it to Gemini tuning JSONL"),
@@ -20,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "local.tuning.cli",
         "run the local Vertex-compatible tuning service (LoRA on a small model)",
     ),
+    "status": ("shared.tuning.ops_cli:status", "show tuning jobs: state, base model, dataset, age, endpoint"),
+    "cancel": ("shared.tuning.ops_cli:cancel", "cancel a tuning job"),
     "demo": ("local.demo", "run the whole pipeline locally on the bundled sample dataset"),
 }
 
@@ -31,12 +35,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description="Fine-tune Gemini models from a dataset dropped in a bucket.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module_name, help_text) in COMMANDS.items():
+    for name, (target, help_text) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.set_defaults(_module=module_name)
+        sub.set_defaults(_target=target)
         if command is None or name == command:
-            importlib.import_module(module_name).add_arguments(sub)
+            _entry(target, "add_arguments")(sub)
     return parser
+
+
+def _entry(target: str, kind: str) -> Callable[..., Any]:
+    module_name, _, name = target.partition(":")
+    module = importlib.import_module(module_name)
+    if not name:
+        return getattr(module, kind)
+    return getattr(module, f"add_{name}_arguments" if kind == "add_arguments" else f"run_{name}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,8 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((a for a in arguments if not a.startswith("-")), "")
     parser = build_parser(command if command in COMMANDS else "")
     args = parser.parse_args(arguments)
-    module = importlib.import_module(args._module)
-    return int(module.run(args) or 0)
+    return int(_entry(args._target, "run")(args) or 0)
 
 
 if __name__ == "__main__":

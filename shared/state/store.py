@@ -44,16 +44,23 @@ class JobStore:
         self.settings = settings
         self.jobs = db.collection(settings.jobs_collection)
         self.outbox = db.collection(OUTBOX_COLLECTION)
+        #: Documents read by this store (what Firestore bills); the poller reports it per tick.
+        self.reads = 0
+
+    def _count_reads(self, documents: list[Any]) -> list[Any]:
+        self.reads += max(1, len(documents))  # an empty query result is billed as one read
+        return documents
 
     # ---------------------------------------------------------------------------------- reads
     def get(self, job_id: str) -> JobRecord | None:
         snapshot = self.jobs.document(job_id).get()
+        self.reads += 1
         return JobRecord.model_validate(snapshot.to_dict()) if snapshot.exists else None
 
     def with_status(self, statuses: Iterable[str]) -> list[JobRecord]:
         """Jobs in the given statuses: one indexed query, its cost grows with the matches only."""
         query = self.jobs.where(filter=FieldFilter("status", "in", sorted(statuses)))
-        return [JobRecord.model_validate(doc.to_dict()) for doc in query.stream()]
+        return [JobRecord.model_validate(doc.to_dict()) for doc in self._count_reads(list(query.stream()))]
 
     def recent(self, limit: int = 50) -> list[JobRecord]:
         query = self.jobs.order_by("created", direction=firestore.Query.DESCENDING).limit(limit)
@@ -89,9 +96,10 @@ class JobStore:
     def claim_for_submission(self, free_slots_of: Callable[[int], int]) -> list[JobRecord]:
         """Move the oldest QUEUED jobs (and SUBMITTING ones whose claim expired) to SUBMITTING.
 
-        One transaction reads the active jobs and the head of the queue, so concurrent tuners and
-        pollers never hand out more slots than ``free_slots_of(active_count)``, and jobs leave
-        the queue in arrival order.
+        One transaction counts the active jobs (an aggregation: one read per 1,000 jobs), reads
+        the SUBMITTING ones and the head of the queue, so concurrent tuners and pollers never
+        hand out more slots than ``free_slots_of(active_count)``, and jobs leave the queue in
+        arrival order.
         """
         now = utcnow()
         lease = now + timedelta(seconds=SUBMIT_LEASE_S)
@@ -116,7 +124,7 @@ class JobStore:
                     .order_by("queued_at")
                     .limit(free)
                 )
-                queued = list(query.stream(transaction=transaction))
+                queued = self._count_reads(list(query.stream(transaction=transaction)))
             claimed = []
             for doc in [*expired, *queued]:
                 transaction.update(
@@ -169,6 +177,7 @@ class JobStore:
         def apply(transaction: firestore.Transaction) -> JobEventV1 | None:
             ref = self.jobs.document(job_id)
             snapshot = ref.get(transaction=transaction)
+            self.reads += 1
             if not snapshot.exists:
                 return None
             current = snapshot.to_dict()
@@ -226,7 +235,7 @@ class JobStore:
     # ---------------------------------------------------------------------------------- outbox
     def pending_events(self) -> list[str]:
         query = self.outbox.where(filter=FieldFilter("published", "==", False))
-        return [doc.id for doc in query.stream()]
+        return [doc.id for doc in self._count_reads(list(query.stream()))]
 
     def publish_pending(
         self, publish: Callable[[JobEventV1], str], outbox_ids: Iterable[str] | None = None
@@ -249,6 +258,7 @@ class JobStore:
         def claim(transaction: firestore.Transaction) -> JobEventV1 | None:
             ref = self.outbox.document(outbox_id)
             snapshot = ref.get(transaction=transaction)
+            self.reads += 1
             if not snapshot.exists:
                 return None
             entry = snapshot.to_dict()

@@ -47,6 +47,7 @@ def poll_tick(runtime: Runtime, client: genai.Client) -> dict[str, Any]:
         "transitions": sum(1 for change in changes if change),
         "published": published,
         "submitted": len(submitted),
+        "firestore_reads": store.reads,
     }
     log.info("poll tick", extra=summary)
     return summary

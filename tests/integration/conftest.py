@@ -77,6 +77,45 @@ def runtime(stack: dict[str, str]) -> Runtime:
 
 
 @pytest.fixture
+def subscribe(runtime: Runtime) -> Iterator[Callable[[str], Callable[[], list[dict[str, Any]]]]]:
+    """``subscribe(topic)`` creates a pull subscription now and returns a function that returns
+    every message received so far as ``{"body": ..., "attributes": ...}`` (acknowledged)."""
+    import orjson
+    from google.cloud import pubsub_v1
+
+    subscriber = pubsub_v1.SubscriberClient()
+    created: list[str] = []
+
+    def make(topic: str) -> Callable[[], list[dict[str, Any]]]:
+        name = subscriber.subscription_path(runtime.settings.project, f"test-{topic}-{time.monotonic_ns()}")
+        subscriber.create_subscription(name=name, topic=runtime.settings.topic_path(topic))
+        created.append(name)
+        received: list[dict[str, Any]] = []
+
+        def pull() -> list[dict[str, Any]]:
+            response = subscriber.pull(subscription=name, max_messages=100, timeout=3)
+            for message in response.received_messages:
+                received.append(
+                    {
+                        "body": orjson.loads(message.message.data),
+                        "attributes": dict(message.message.attributes),
+                    }
+                )
+            if response.received_messages:
+                subscriber.acknowledge(
+                    subscription=name, ack_ids=[m.ack_id for m in response.received_messages]
+                )
+            return received
+
+        return pull
+
+    yield make
+    for name in created:
+        subscriber.delete_subscription(subscription=name)
+    subscriber.close()
+
+
+@pytest.fixture
 def function_log(stack: dict[str, str]) -> Callable[[str], list[dict[str, Any]]]:
     """Read the JSON log lines a function of the stack has written so far."""
     import json

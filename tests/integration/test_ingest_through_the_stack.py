@@ -5,13 +5,12 @@ which writes the prepared dataset and its report, records it, and publishes one 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from google.cloud import pubsub_v1
 
 from shared.runtime import Runtime
 from tests.integration.conftest import wait_for
@@ -32,27 +31,11 @@ def _settled(runtime: Runtime, count: int = 1) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def requests_seen(runtime: Runtime) -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """A pull subscription on tuning-requests, created before the upload, to read what ingest published."""
-    subscriber = pubsub_v1.SubscriberClient()
-    topic = runtime.settings.topic_path(runtime.settings.tuning_requests_topic)
-    name = subscriber.subscription_path(runtime.settings.project, f"test-requests-{time.monotonic_ns()}")
-    subscriber.create_subscription(name=name, topic=topic)
-    received: list[dict[str, Any]] = []
-
-    def pull() -> list[dict[str, Any]]:
-        response = subscriber.pull(subscription=name, max_messages=10, timeout=3)
-        for message in response.received_messages:
-            received.append(
-                {"body": orjson.loads(message.message.data), "attributes": dict(message.message.attributes)}
-            )
-        if response.received_messages:
-            subscriber.acknowledge(subscription=name, ack_ids=[m.ack_id for m in response.received_messages])
-        return received
-
-    yield pull
-    subscriber.delete_subscription(subscription=name)
-    subscriber.close()
+def requests_seen(
+    subscribe: Callable[[str], Callable[[], list[dict[str, Any]]]], runtime: Runtime
+) -> Callable[[], list[dict[str, Any]]]:
+    """What ingest publishes to tuning-requests, from a pull subscription created before the upload."""
+    return subscribe(runtime.settings.tuning_requests_topic)
 
 
 def test_valid_upload_becomes_a_prepared_dataset_and_one_tuning_request(

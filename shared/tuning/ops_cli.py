@@ -1,0 +1,106 @@
+"""Operator commands: ``sftpipe status [JOB_ID] [--json]`` and ``sftpipe cancel JOB_ID``.
+
+They read the same settings as the functions (``eval "$(sftpipe stack env)"`` for the local stack).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+#: Jobs listed by `sftpipe status` without a job id (newest first).
+STATUS_LIMIT = 50
+
+
+def add_status_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job_id", nargs="?", help="one job (default: the newest jobs)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list of job objects")
+
+
+def add_cancel_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job_id", help="the job to cancel")
+
+
+def _store() -> Any:
+    from shared.runtime import Runtime
+    from shared.state.store import JobStore
+
+    runtime = Runtime()
+    return runtime, JobStore(runtime.firestore, runtime.settings)
+
+
+def job_summary(job: Any, now: datetime | None = None) -> dict[str, Any]:
+    now = now or datetime.now(UTC)
+    return {
+        "job_id": job.job_id,
+        "dataset_id": job.dataset_id,
+        "state": job.status,
+        "base_model": job.base_model,
+        "tuning_job_name": job.tuning_job_name,
+        "tuned_model": job.tuned_model,
+        "tuned_endpoint": job.tuned_endpoint,
+        "error": job.error,
+        "created": job.created.isoformat() if job.created else None,
+        "updated": job.updated.isoformat() if job.updated else None,
+        "age_s": round((now - job.created).total_seconds(), 1) if job.created else None,
+    }
+
+
+def run_status(args: argparse.Namespace) -> int:
+    _, store = _store()
+    if args.job_id:
+        job = store.get(args.job_id)
+        if job is None:
+            print(f"error: no job {args.job_id}", file=sys.stderr)
+            return 1
+        jobs = [job]
+    else:
+        jobs = store.recent(STATUS_LIMIT)
+    rows = [job_summary(job) for job in jobs]
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("job", "state", "base model", "dataset", "age", "endpoint")
+    for row in rows:
+        age = f"{row['age_s'] / 60:.0f} min" if row["age_s"] is not None else ""
+        table.add_row(
+            row["job_id"],
+            row["state"],
+            row["base_model"],
+            row["dataset_id"],
+            age,
+            row["tuned_endpoint"] or "",
+        )
+    Console().print(table)
+    return 0
+
+
+def run_cancel(args: argparse.Namespace) -> int:
+    from shared.state.jobs import QUEUED, TERMINAL
+
+    runtime, store = _store()
+    job = store.get(args.job_id)
+    if job is None:
+        print(f"error: no job {args.job_id}", file=sys.stderr)
+        return 1
+    if job.status in TERMINAL:
+        print(f"job {job.job_id} has already ended ({job.status})", file=sys.stderr)
+        return 0
+    if job.tuning_job_name is None:
+        event = store.record_transition(
+            job.job_id, "JOB_STATE_CANCELLED", detail="cancelled before submission", allow_from=[QUEUED]
+        )
+        if event is None:
+            print(f"job {job.job_id} is being submitted; try again in a few seconds", file=sys.stderr)
+            return 1
+        print(f"job {job.job_id} cancelled before submission", file=sys.stderr)
+        return 0
+    runtime.tuning.tunings.cancel(name=job.tuning_job_name)
+    print(f"cancel requested for {job.tuning_job_name}; the poller records CANCELLED", file=sys.stderr)
+    return 0

@@ -1,0 +1,229 @@
+"""Tuner and poller against the emulators and the local tuning service (tiny model).
+
+The session stack's own functions run too: its tuner receives what is published to
+tuning-requests and its poller ticks every 2 s, so every test here also runs against real,
+concurrent deliveries.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from google import genai
+from google.genai import types
+
+from shared.config import Settings
+from shared.messages import Hyperparameters, TuningRequestV1
+from shared.runtime import Runtime
+from shared.state.jobs import SUBMITTING, SUCCEEDED, TERMINAL, is_forward
+from shared.state.store import JobStore
+from shared.tuning.client import make_client
+from shared.tuning.poll import VANISHED, poll_tick
+from shared.tuning.submit import JOB_ID_LABEL, derive_job_id, find_tuning_job, handle_tuning_request
+from tests.integration.conftest import wait_for
+
+Subscribe = Callable[[str], Callable[[], list[dict[str, Any]]]]
+#: Seconds a tiny-model job needs from request to SUCCEEDED on a busy 2-core machine, with margin.
+JOB_TIMEOUT_S = 180.0
+
+
+def _examples(tag: str, count: int = 12) -> bytes:
+    lines = []
+    for i in range(count):
+        label = "positive" if i % 2 else "negative"
+        example = {
+            "contents": [
+                {"role": "user", "parts": [{"text": f"{tag} review number {i} is {label}"}]},
+                {"role": "model", "parts": [{"text": label}]},
+            ]
+        }
+        lines.append(orjson.dumps(example))
+    return b"\n".join(lines) + b"\n"
+
+
+def _request(runtime: Runtime, tag: str, **overrides: Any) -> TuningRequestV1:
+    """A request for prepared files uploaded outside incoming/ (so ingest ignores them)."""
+    bucket = runtime.storage.bucket(runtime.settings.bucket)
+    bucket.blob(f"prepared/{tag}/train.jsonl").upload_from_string(_examples(tag))
+    fields: dict[str, Any] = {
+        "dataset_id": f"{tag}-0000000000000000",
+        "base_model": "gemini-2.5-flash",
+        "training_uri": f"gs://{runtime.settings.bucket}/prepared/{tag}/train.jsonl",
+        "hyperparameters": Hyperparameters(epochs=1),
+    }
+    fields.update(overrides)
+    return TuningRequestV1(**fields)
+
+
+def _publish(runtime: Runtime, request: TuningRequestV1) -> None:
+    runtime.publish(runtime.settings.tuning_requests_topic, request.to_json(), **request.attributes())
+
+
+@pytest.fixture
+def client(runtime: Runtime) -> genai.Client:
+    return make_client(runtime.settings, retry_quota_errors=False)
+
+
+def _job(runtime: Runtime, job_id: str) -> dict[str, Any] | None:
+    snapshot = runtime.firestore.collection(runtime.settings.jobs_collection).document(job_id).get()
+    return snapshot.to_dict() if snapshot.exists else None
+
+
+def _service_jobs(client: genai.Client, job_id: str) -> list[types.TuningJob]:
+    config = types.ListTuningJobsConfig(filter=f'labels.{JOB_ID_LABEL}="{job_id}"')
+    return list(client.tunings.list(config=config))
+
+
+def _finished(runtime: Runtime, job_id: str) -> dict[str, Any] | None:
+    job = _job(runtime, job_id)
+    return job if job and job["status"] in TERMINAL else None
+
+
+def test_the_same_request_delivered_three_times_at_once_creates_one_job(
+    runtime: Runtime, client: genai.Client
+) -> None:
+    request = _request(runtime, "triplicate")
+    job_id = derive_job_id(request)
+
+    threads = [threading.Thread(target=_publish, args=(runtime, request)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    job = wait_for(lambda: _finished(runtime, job_id), timeout=JOB_TIMEOUT_S, what="the job to finish")
+    assert job["status"] == SUCCEEDED, job.get("error")
+    assert len(_service_jobs(client, job_id)) == 1
+    jobs = list(runtime.firestore.collection(runtime.settings.jobs_collection).stream())
+    assert [doc.id for doc in jobs] == [job_id]
+    history = sorted(job["history"], key=lambda entry: entry["sequence"])
+    assert [entry["sequence"] for entry in history] == list(range(len(history)))
+    assert (history[0]["state"], history[-1]["state"]) == ("QUEUED", SUCCEEDED)
+    assert all(is_forward(a["state"], b["state"]) for a, b in itertools.pairwise(history))
+    assert job["tuned_endpoint"]
+
+
+def test_a_tuner_that_died_after_submitting_is_repaired_without_a_second_job(
+    runtime: Runtime, client: genai.Client
+) -> None:
+    request = _request(runtime, "crashed")
+    job_id = derive_job_id(request)
+    # What the crashed tuner left: Vertex has the job, Firestore still says SUBMITTING.
+    accepted = client.tunings.tune(
+        base_model=request.base_model,
+        training_dataset=types.TuningDataset(gcs_uri=request.training_uri),
+        config=types.CreateTuningJobConfig(epoch_count=1, labels={JOB_ID_LABEL: job_id}),
+    )
+    store = JobStore(runtime.firestore, runtime.settings)
+    store.create_queued(job_id, orjson.loads(request.to_json()), request.dataset_id, request.base_model)
+    store.touch(job_id, {"status": SUBMITTING, "submit_lease": datetime.now(UTC) - timedelta(seconds=1)})
+
+    _publish(runtime, request)  # the redelivery
+
+    job = wait_for(lambda: (j := _job(runtime, job_id)) and j.get("tuning_job_name") and j, what="the repair")
+    assert job["tuning_job_name"] == accepted.name
+    assert [j.name for j in _service_jobs(client, job_id)] == [accepted.name]
+    wait_for(lambda: _finished(runtime, job_id), timeout=JOB_TIMEOUT_S, what="the repaired job to finish")
+    assert len(_service_jobs(client, job_id)) == 1
+
+
+def test_overlapping_poller_ticks_publish_one_event_per_transition(
+    runtime: Runtime, client: genai.Client, subscribe: Subscribe
+) -> None:
+    events = subscribe(runtime.settings.job_events_topic)
+    request = _request(runtime, "overlap")
+    job_id = derive_job_id(request)
+    handle_tuning_request(request, runtime, client)
+    stop = threading.Event()
+
+    def tick_forever() -> None:  # two extra pollers racing the stack's own every-2-s ticks
+        while not stop.is_set():
+            poll_tick(Runtime(Settings()), client)
+
+    tickers = [threading.Thread(target=tick_forever) for _ in range(2)]
+    for ticker in tickers:
+        ticker.start()
+    try:
+        wait_for(lambda: _finished(runtime, job_id), timeout=JOB_TIMEOUT_S, what="the job to finish")
+    finally:
+        stop.set()
+        for ticker in tickers:
+            ticker.join()
+    poll_tick(runtime, client)
+
+    def all_events() -> list[dict[str, Any]]:
+        seen = [
+            e["body"] for e in events() if e["body"]["job_id"] == job_id and e["body"]["kind"] == "transition"
+        ]
+        return seen if any(e["terminal"] for e in seen) else []
+
+    seen = wait_for(all_events, what="the terminal event")
+    time.sleep(3)  # let any duplicate arrive before counting
+    sequences = sorted(e["sequence"] for e in all_events())
+    job = _job(runtime, job_id)
+    assert sequences == list(range(job["sequence"] + 1))
+    assert [e["state"] for e in sorted(seen, key=lambda e: e["sequence"])][-1] == SUCCEEDED
+
+
+def test_with_a_quota_of_one_three_requests_run_one_at_a_time_in_arrival_order(
+    runtime: Runtime, client: genai.Client
+) -> None:
+    requests = [_request(runtime, f"fifo{i}") for i in range(3)]
+    for request in requests:
+        _publish(runtime, request)
+        time.sleep(0.5)  # a clear arrival order
+    job_ids = [derive_job_id(r) for r in requests]
+
+    jobs = [
+        wait_for(lambda j=j: _finished(runtime, j), timeout=3 * JOB_TIMEOUT_S, what=f"job {j}")
+        for j in job_ids
+    ]
+
+    assert [job["status"] for job in jobs] == [SUCCEEDED] * 3
+    assert [job["queued_at"] for job in jobs] == sorted(job["queued_at"] for job in jobs)
+    runs = [client.tunings.get(name=job["tuning_job_name"]) for job in jobs]
+    starts = [run.create_time for run in runs]
+    assert starts == sorted(starts), "submitted in arrival order"
+    for earlier, later in itertools.pairwise(runs):
+        assert earlier.end_time <= later.start_time, "never two jobs running at once"
+
+
+def test_a_job_whose_tuning_job_vanished_is_failed_with_the_reason(
+    runtime: Runtime, client: genai.Client
+) -> None:
+    request = _request(runtime, "vanished")
+    job_id = derive_job_id(request)
+    store = JobStore(runtime.firestore, runtime.settings)
+    store.create_queued(job_id, orjson.loads(request.to_json()), request.dataset_id, request.base_model)
+    missing = (
+        f"projects/{runtime.settings.project}/locations/{runtime.settings.location}/tuningJobs/999999999"
+    )
+    store.touch(job_id, {"status": "JOB_STATE_RUNNING", "tuning_job_name": missing})
+
+    poll_tick(runtime, client)
+
+    job = _job(runtime, job_id)
+    assert job["status"] == "JOB_STATE_FAILED"
+    assert job["error"] == VANISHED
+
+
+def test_a_request_vertex_rejects_fails_the_job_with_vertex_message(
+    runtime: Runtime, client: genai.Client
+) -> None:
+    request = _request(runtime, "rejected", base_model="not-a-gemini-model")
+    job_id = derive_job_id(request)
+
+    handle_tuning_request(request, runtime, client)
+
+    job = wait_for(lambda: _finished(runtime, job_id), what="the job to fail")
+    assert job["status"] == "JOB_STATE_FAILED"
+    assert "400" in job["error"]
+    assert "not-a-gemini-model" in job["error"]
+    assert find_tuning_job(client, job_id) is None
