@@ -175,7 +175,8 @@ def render_report(result: PrepareResult) -> str:
         lines += ["", "## Errors", "", "| code | count | meaning |", "|---|---|---|"]
         for code, n in sorted(result.error_counts.items(), key=lambda kv: -kv[1]):
             lines.append(f"| `{code}` | {n} | {ERROR_CODES.get(code, '')} |")
-        lines += ["", "| line | field | code | message |", "|---|---|---|---|"]
+        where = "record" if result.format in ("json", "json_array") else "line"
+        lines += ["", f"| {where} | field | code | message |", "|---|---|---|---|"]
         for e in result.errors:
             message = e.message.replace("|", "\\|").replace("\n", " ")
             lines.append(f"| {e.line or 'file'} | `{e.field}` | `{e.code}` | {message} |")

@@ -25,7 +25,7 @@ ESTIMATE_DESCRIPTION = (
     f"+ {TOKENS_PER_TURN} per turn + {TOKENS_PER_FILE_PART} per file part. Google documents a Gemini "
     "token as about 4 characters of English text; counting UTF-8 bytes instead of characters keeps "
     "scripts that need 2-4 bytes a character (and about a token each) from being badly under-counted. "
-    "It was not calibrated against the Gemini tokenizer (unavailable offline), so expect +-25% on English."
+    "It was not calibrated against the Gemini tokenizer (unavailable offline): treat it as a rough guide."
 )
 
 
