@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     transformers_logging.disable_progress_bar()
-    models.configure_torch_threads()
+    models.configure_torch_threads(args.model)
     args.state_dir.mkdir(parents=True, exist_ok=True)
     store = JobStore(args.state_dir, args.model, args.max_concurrent_jobs)
     app = create_app(store, Generator(args.model), args.project, args.location)

@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -506,6 +507,7 @@ class JobStore:
                 job.setdefault("tuningJobMetadata", {})["completedEpochCount"] = event["epoch"]
             elif kind == "cancelled":
                 local["stoppedAtStep"] = event["step"]
+                local["cancelSignalledAtStep"] = event["signalledAtStep"]
             elif kind == "finished":
                 local["timings"].update(_timings(event, step_seconds, step_tokens))
             else:
@@ -552,6 +554,7 @@ def _timings(event: dict[str, Any], step_seconds: list[float], step_tokens: list
         "trainSeconds": event["trainSeconds"],
         "steps": event["step"],
         "secondsPerStep": sum(steady_seconds) / max(len(steady_seconds), 1),
+        "medianSecondsPerStep": statistics.median(steady_seconds) if steady_seconds else 0.0,
         "tokensPerSecond": sum(steady_tokens) / max(sum(steady_seconds), 1e-9),
         "peakRssBytes": event["peakRssBytes"],
     }

@@ -60,6 +60,9 @@ class LocalModelSpec:
     batch_size: int
     max_sequence_tokens: int
     lora_target_modules: tuple[str, ...]
+    #: None: torch's default (one per core). A model this small gains nothing from more threads
+    #: and loses a lot when another process wakes up on a core that an OpenMP thread spins on.
+    torch_threads: int | None = None
 
 
 LOCAL_MODELS: dict[str, LocalModelSpec] = {
@@ -78,6 +81,7 @@ LOCAL_MODELS: dict[str, LocalModelSpec] = {
         batch_size=8,
         max_sequence_tokens=256,
         lora_target_modules=("c_attn", "c_proj", "c_fc"),
+        torch_threads=1,
     ),
 }
 
@@ -145,9 +149,9 @@ def torch_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def configure_torch_threads() -> None:
-    """Honour SFTPIPE_TORCH_THREADS; torch's default (all cores) is right on a machine of our own."""
-    threads = os.environ.get("SFTPIPE_TORCH_THREADS")
+def configure_torch_threads(local_model: str) -> None:
+    """SFTPIPE_TORCH_THREADS if set, else the model's own setting, else torch's default."""
+    threads = os.environ.get("SFTPIPE_TORCH_THREADS") or LOCAL_MODELS[local_model].torch_threads
     if threads:
         torch.set_num_threads(int(threads))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 import urllib.request
 from collections.abc import Callable
 from datetime import datetime
@@ -233,14 +234,18 @@ def test_cancel_stops_training_within_a_couple_of_steps(
         return (metadata.completed_step_count or 0) if metadata else 0
 
     wait_until(lambda: steps_done() >= 5, 60, "five training steps")
+    cancelled_at = time.monotonic()
     client.tunings.cancel(name=job.name)
     ended = wait_for_end(client, job.name, timeout=15)
+    assert time.monotonic() - cancelled_at < 5
     assert ended.state == types.JobState.JOB_STATE_CANCELLED
     assert ended.error is not None
     assert ended.error.code == 1
     assert ended.tuned_model is None
     local = local_record(tiny_service, ended)["localTuning"]
-    assert local["stoppedAtStep"] - local["cancelRequestedAtStep"] <= 2
+    # The trainer notes the step at which the cancel signal arrived and the step it stopped at.
+    assert local["stoppedAtStep"] - local["cancelSignalledAtStep"] <= 2
+    assert local["cancelSignalledAtStep"] >= local["cancelRequestedAtStep"]
     assert local["stoppedAtStep"] < 50 * 100
     with pytest.raises(errors.ClientError) as again:
         client.tunings.cancel(name=job.name)
