@@ -1,24 +1,25 @@
-"""Completion: a job-event/v1 message; terminal states start the evaluation and notifications."""
+"""Completion: a job-events message (job-event/v1, or evaluation-continuation/v1 from itself)."""
 
 from __future__ import annotations
+
+import time
 
 import functions_framework
 from cloudevents.http import CloudEvent
 
 from shared.adapter import deliver
+from shared.completion import handle_job_message
 from shared.events import parse_pubsub_event
-from shared.logging import get_logger
-from shared.messages import JobEventV1, parse_message
-
-log = get_logger("sftpipe.completion")
+from shared.messages import EvaluationContinuationV1, JobEventV1, parse_message
+from shared.runtime import get_runtime
 
 
 @functions_framework.cloud_event
 def completion(cloud_event: CloudEvent) -> None:
+    started = time.monotonic()
+
     def work() -> object:
-        event = parse_message(parse_pubsub_event(cloud_event), JobEventV1)
-        # Evaluation and notification land with the completion issue; until then it is logged.
-        log.info("job event received", extra={"job_id": event.job_id, "state": event.state})
-        return event
+        message = parse_message(parse_pubsub_event(cloud_event), JobEventV1, EvaluationContinuationV1)
+        return handle_job_message(message, get_runtime(), started=started)
 
     deliver(cloud_event, "completion", work)

@@ -1,0 +1,372 @@
+"""The generation loop of an evaluation: test examples in, base and tuned answers out.
+
+A test example is a line of the prepared ``test.jsonl`` (Gemini tuning JSONL). It is asked
+exactly as it was trained on, so that nothing differs between training and serving: the same
+``systemInstruction``, every turn but the last as ``contents``, and the last (model) turn kept as
+the reference. Both models get the same generation settings (:class:`GenerationOptions`).
+
+Calls go through ``client.aio`` with at most ``concurrency`` in flight and at most
+``requests_per_minute`` started per minute (base and tuned calls share one budget, since a tuned
+endpoint is served under its base model's quota). 408/429/5xx are retried by the SDK itself
+(``shared.tuning.client.make_client`` asks for it); what still fails is recorded on the example
+(``base_error`` / ``tuned_error``) and the run goes on.
+
+Chunking (``plan_chunk``, ``chunk_object_name``, ``chunk_ranges_cover``) is pure, so the cursor
+rules that keep an example from being counted twice are tested without any service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+from shared.config import Settings
+from shared.errors import PermanentError
+from shared.tuning.client import generation_config, make_client
+
+if TYPE_CHECKING:
+    from google import genai
+    from google.genai import types
+
+#: Error text kept per failed call (an API error can quote a whole request back).
+ERROR_TEXT_LIMIT = 500
+#: Gemini 2.5 Pro cannot switch thinking off; its smallest budget is 128 tokens.
+PRO_MIN_THINKING_BUDGET = 128
+
+
+class TestExample(BaseModel):
+    """One held-out example, split into what the model is asked and what it should answer."""
+
+    __test__ = False  # not a pytest test class, despite the name
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    system_instruction: dict[str, Any] | None
+    #: All turns but the final model turn, in the JSONL's own (camelCase) shape.
+    contents: list[dict[str, Any]]
+    reference: str
+
+    @property
+    def prompt_text(self) -> str:
+        """The prompt turns as plain text (for the report and for task inference)."""
+        return "\n\n".join(text for text in (content_text(c) for c in self.contents) if text)
+
+
+class Prediction(BaseModel):
+    """One line of ``predictions.jsonl``: both answers to one test example. None: the call failed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    prompt: str
+    reference: str
+    base_output: str | None
+    tuned_output: str | None
+    base_error: str | None = None
+    tuned_error: str | None = None
+    base_latency_s: float | None = None
+    tuned_latency_s: float | None = None
+
+    def to_jsonl(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json")) + b"\n"
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How both models are asked; the same for base and tuned, so the comparison is fair."""
+
+    temperature: float = 0.0
+    max_output_tokens: int = 1024
+    #: None: no thinking config is sent (the model does not think, or cannot be told).
+    thinking_budget: int | None = None
+    concurrency: int = 8
+    requests_per_minute: int = 600
+    request_timeout_s: float = 120.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, base_model: str) -> GenerationOptions:
+        return cls(
+            temperature=settings.evaluation_temperature,
+            max_output_tokens=settings.evaluation_max_output_tokens,
+            thinking_budget=thinking_budget_for(base_model, settings.thinking_budget),
+            concurrency=settings.evaluation_concurrency,
+            requests_per_minute=settings.evaluation_rpm,
+            request_timeout_s=settings.evaluation_request_timeout_s,
+        )
+
+
+# --- Test examples -----------------------------------------------------------------------------
+
+
+def content_text(content: dict[str, Any]) -> str:
+    """The text parts of a Gemini content, joined; file parts are named, not inlined."""
+    texts: list[str] = []
+    for part in content.get("parts") or []:
+        if not isinstance(part, dict):
+            continue
+        if isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif isinstance(part.get("fileData"), dict):
+            texts.append(f"[file {part['fileData'].get('fileUri', '')}]")
+    return "".join(texts)
+
+
+def parse_test_example(line: bytes | str, index: int) -> TestExample:
+    """A Gemini tuning JSONL line as a test example; PermanentError when it cannot be one.
+
+    Ingest already validated the file, so this only rejects what would make the comparison
+    meaningless: no prompt turn, or a last turn that is not the model's.
+    """
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise PermanentError(
+            f"test line {index + 1} is not JSON: {exc}", code="invalid_test_example"
+        ) from exc
+    contents = record.get("contents") if isinstance(record, dict) else None
+    if not isinstance(contents, list) or len(contents) < 2:
+        raise PermanentError(
+            f"test line {index + 1} needs at least a user turn and a model turn",
+            code="invalid_test_example",
+            field="contents",
+        )
+    *prompt, answer = contents
+    if not isinstance(answer, dict) or answer.get("role") != "model":
+        raise PermanentError(
+            f"test line {index + 1}: the last turn is not the model's, so there is no reference",
+            code="invalid_test_example",
+            field="contents",
+        )
+    system = record.get("systemInstruction")
+    return TestExample(
+        index=index,
+        system_instruction=system if isinstance(system, dict) else None,
+        contents=prompt,
+        reference=content_text(answer),
+    )
+
+
+def parse_test_examples(lines: Iterable[bytes]) -> list[TestExample]:
+    """Every non-blank line, in file order (the index of an example is its position)."""
+    examples: list[TestExample] = []
+    for line in lines:
+        if line.strip():
+            examples.append(parse_test_example(line, len(examples)))
+    return examples
+
+
+def is_thinking_model(model: str) -> bool:
+    """Gemini 2.5 and later think by default; earlier models reject a thinking config."""
+    name = model.rsplit("/", 1)[-1]
+    return name.startswith(("gemini-2.5", "gemini-3"))
+
+
+def thinking_budget_for(base_model: str, budget: int) -> int | None:
+    """The thinking budget to send for models tuned from ``base_model`` (None: send none)."""
+    if not is_thinking_model(base_model):
+        return None
+    if "-pro" in base_model.rsplit("/", 1)[-1]:
+        return max(budget, PRO_MIN_THINKING_BUDGET)
+    return budget
+
+
+def request_config(example: TestExample, options: GenerationOptions) -> types.GenerateContentConfig:
+    from google.genai import types
+
+    system = types.Content.model_validate(example.system_instruction) if example.system_instruction else None
+    return generation_config(
+        system_instruction=system,
+        temperature=options.temperature,
+        max_output_tokens=options.max_output_tokens,
+        thinking_budget=options.thinking_budget,
+    )
+
+
+def request_contents(example: TestExample) -> list[types.Content]:
+    from google.genai import types
+
+    return [types.Content.model_validate(content) for content in example.contents]
+
+
+# --- Chunks and the cursor ---------------------------------------------------------------------
+
+
+def plan_chunk(cursor: int, total: int, chunk_size: int) -> tuple[int, int] | None:
+    """The next chunk ``[start, end)`` after ``cursor``, or None when every example is done."""
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    if cursor < 0 or cursor > total:
+        raise ValueError(f"cursor {cursor} is outside 0..{total}")
+    if cursor == total:
+        return None
+    return cursor, min(cursor + chunk_size, total)
+
+
+def chunk_name(start: int, end: int) -> str:
+    return f"{start:07d}-{end:07d}"
+
+
+def chunk_object_name(reports_prefix: str, job_id: str, start: int, end: int) -> str:
+    return f"{reports_prefix}{job_id}/chunks/{chunk_name(start, end)}.jsonl"
+
+
+def parse_chunk_name(name: str) -> tuple[int, int]:
+    start, _, end = name.partition("-")
+    return int(start), int(end)
+
+
+def chunk_ranges_cover(ranges: Sequence[tuple[int, int]], total: int) -> bool:
+    """Whether the ranges, in order, tile ``[0, total)`` exactly: no gap, no overlap."""
+    expected = 0
+    for start, end in sorted(ranges):
+        if start != expected or end <= start:
+            return False
+        expected = end
+    return expected == total
+
+
+def next_cursor(current: int, expected: int, start: int, end: int) -> int:
+    """The cursor after committing chunk ``[start, end)``; ValueError if it is not the next one.
+
+    A chunk moves the cursor only from exactly its start: a duplicate invocation that computed the
+    same chunk finds the cursor already at its end and commits nothing, so no example is counted
+    twice.
+    """
+    if current != expected or start != expected or end <= start:
+        raise ValueError(f"chunk {start}-{end} does not follow cursor {current} (expected {expected})")
+    return end
+
+
+# --- Generation --------------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """At most ``per_minute`` starts per minute, evenly spaced (a token bucket of capacity one).
+
+    Spacing instead of bursts keeps a fresh invocation from firing a minute's worth of calls at
+    once, which is what earns 429s from a per-minute quota.
+    """
+
+    def __init__(self, per_minute: int) -> None:
+        self._interval = 60.0 / per_minute
+        self._next_slot = 0.0
+
+    async def acquire(self) -> None:
+        # Reserving the slot before awaiting keeps concurrent callers in order without a lock.
+        now = time.monotonic()
+        slot = max(now, self._next_slot)
+        self._next_slot = slot + self._interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+def describe_error(exc: BaseException) -> str:
+    from google.genai import errors
+
+    if isinstance(exc, errors.APIError):
+        text = f"{exc.code} {exc.status or ''}: {exc.message or ''}".strip()
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return text[:ERROR_TEXT_LIMIT]
+
+
+def response_text(response: types.GenerateContentResponse) -> tuple[str | None, str | None]:
+    """(answer, None) or (None, why there is no answer) for a response without text."""
+    text = response.text
+    if text is not None:
+        return text, None
+    feedback = response.prompt_feedback
+    if feedback is not None and feedback.block_reason is not None:
+        return None, f"prompt blocked: {feedback.block_reason}"
+    reason = response.candidates[0].finish_reason if response.candidates else None
+    return None, f"no text in the response (finish reason {reason})"
+
+
+async def _ask(
+    client: genai.Client,
+    model: str,
+    example: TestExample,
+    *,
+    options: GenerationOptions,
+    limiter: RateLimiter,
+    slots: asyncio.Semaphore,
+) -> tuple[str | None, str | None, float]:
+    """(answer, error, seconds) for one example and one model; never raises for a failed call."""
+    async with slots:
+        await limiter.acquire()
+        started = time.monotonic()
+        try:
+            response = await asyncio.wait_for(
+                client.aio.models.generate_content(
+                    model=model, contents=request_contents(example), config=request_config(example, options)
+                ),
+                timeout=options.request_timeout_s,
+            )
+        except TimeoutError:
+            return None, f"timed out after {options.request_timeout_s:g} s", time.monotonic() - started
+        except Exception as exc:  # one failed example must not fail the run
+            return None, describe_error(exc), time.monotonic() - started
+        answer, error = response_text(response)
+        return answer, error, time.monotonic() - started
+
+
+async def generate_predictions(
+    client: genai.Client,
+    examples: Sequence[TestExample],
+    *,
+    base_model: str,
+    tuned_model: str,
+    options: GenerationOptions,
+    limiter: RateLimiter | None = None,
+) -> list[Prediction]:
+    """Ask the base model and the tuned endpoint every example; one Prediction per example, in order."""
+    limiter = limiter or RateLimiter(options.requests_per_minute)
+    slots = asyncio.Semaphore(options.concurrency)
+
+    async def one(example: TestExample) -> Prediction:
+        (base, base_error, base_s), (tuned, tuned_error, tuned_s) = await asyncio.gather(
+            _ask(client, base_model, example, options=options, limiter=limiter, slots=slots),
+            _ask(client, tuned_model, example, options=options, limiter=limiter, slots=slots),
+        )
+        return Prediction(
+            index=example.index,
+            prompt=example.prompt_text,
+            reference=example.reference,
+            base_output=base,
+            tuned_output=tuned,
+            base_error=base_error,
+            tuned_error=tuned_error,
+            base_latency_s=round(base_s, 3),
+            tuned_latency_s=round(tuned_s, 3),
+        )
+
+    return list(await asyncio.gather(*(one(example) for example in examples)))
+
+
+def run_predictions(
+    settings: Settings,
+    examples: Sequence[TestExample],
+    *,
+    base_model: str,
+    tuned_model: str,
+    options: GenerationOptions | None = None,
+) -> list[Prediction]:
+    """Synchronous entry for the function: a fresh client per event loop (its HTTP pool is per loop)."""
+    options = options or GenerationOptions.from_settings(settings, base_model)
+
+    async def run() -> list[Prediction]:
+        client = make_client(settings)
+        try:
+            return await generate_predictions(
+                client, examples, base_model=base_model, tuned_model=tuned_model, options=options
+            )
+        finally:
+            await client.aio.aclose()
+
+    return asyncio.run(run())

@@ -1,0 +1,338 @@
+"""The completion function against the local stack and a model really tuned by the local service.
+
+A tiny model is tuned once per module through the real google-genai client; each test then writes
+the job document the tuner would have written and delivers terminal job events: through the
+stack's job-events topic (push to the completion function), or, for the multi-invocation run,
+in-process with a tiny time budget and chunk size (its continuations go to a topic of the test's
+own, read back with a pull subscription and delivered again by hand, duplicates included).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from google.cloud import pubsub_v1
+from google.genai import types
+
+from local.tuning import sample
+from shared.completion import handle_job_message
+from shared.config import Settings
+from shared.events import PubSubMessage
+from shared.messages import EvaluationContinuationV1, JobEventV1, TuningRequestV1, parse_message
+from shared.runtime import Runtime
+from shared.state.jobs import JobRecord
+from shared.tuning.client import make_client
+from tests.integration.conftest import wait_for
+
+BASE_MODEL = "gemini-2.5-flash"
+TEST_EXAMPLES = 10
+#: Evaluation through the stack: tuning is seconds, generation with the tiny model a few more.
+EVALUATION_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class TunedModel:
+    tuning_job_name: str
+    tuned_model: str
+    tuned_endpoint: str
+
+
+@pytest.fixture(scope="module")
+def tuned_model(stack: dict[str, str]) -> TunedModel:
+    settings = Settings()
+    training_uri = f"gs://{settings.bucket}/completion-tests/train.jsonl"
+    records = sample.sentiment_records(48, seed=11)
+    Runtime(settings).storage.bucket(settings.bucket).blob("completion-tests/train.jsonl").upload_from_string(
+        b"".join(orjson.dumps(r) + b"\n" for r in records)
+    )
+    client = make_client(settings)
+    job = client.tunings.tune(
+        base_model=BASE_MODEL,
+        training_dataset=types.TuningDataset(gcs_uri=training_uri),
+        config=types.CreateTuningJobConfig(epoch_count=2, tuned_model_display_name="completion-tests"),
+    )
+    assert job.name is not None
+
+    def ended() -> types.TuningJob | None:
+        current = client.tunings.get(name=job.name)
+        return current if current.has_ended else None
+
+    finished = wait_for(ended, timeout=120, what="the tiny tuning job to end")
+    assert finished.state == types.JobState.JOB_STATE_SUCCEEDED, finished.error
+    assert finished.tuned_model is not None
+    return TunedModel(
+        tuning_job_name=finished.name or "",
+        tuned_model=finished.tuned_model.model or "",
+        tuned_endpoint=finished.tuned_model.endpoint or "",
+    )
+
+
+def _write_job(
+    runtime: Runtime,
+    tuned: TunedModel,
+    *,
+    status: str,
+    test_examples: int = TEST_EXAMPLES,
+    error: str | None = None,
+) -> JobRecord:
+    """Upload a test split and write jobs/{job_id} as the tuner and poller would have."""
+    settings = runtime.settings
+    job_id = f"job-{uuid.uuid4().hex[:12]}"
+    dataset_id = f"dataset-{uuid.uuid4().hex[:12]}"
+    test_name = f"prepared/{dataset_id}/test.jsonl"
+    records = sample.sentiment_records(test_examples, seed=23)
+    runtime.storage.bucket(settings.bucket).blob(test_name).upload_from_string(
+        b"".join(orjson.dumps(r) + b"\n" for r in records)
+    )
+    request = TuningRequestV1(
+        dataset_id=dataset_id,
+        base_model=BASE_MODEL,
+        training_uri=f"gs://{settings.bucket}/prepared/{dataset_id}/train.jsonl",
+        test_uri=f"gs://{settings.bucket}/{test_name}",
+    )
+    ended = datetime.now(UTC)
+    succeeded = status == "JOB_STATE_SUCCEEDED"
+    record = JobRecord(
+        job_id=job_id,
+        dataset_id=dataset_id,
+        request=request.model_dump(mode="json", by_alias=True, exclude_none=True),
+        base_model=BASE_MODEL,
+        status=status,
+        sequence=3,
+        tuning_job_name=tuned.tuning_job_name,
+        tuned_model=tuned.tuned_model if succeeded else None,
+        tuned_endpoint=tuned.tuned_endpoint if succeeded else None,
+        error=error,
+        created=ended - timedelta(minutes=5),
+        submitted_at=ended - timedelta(minutes=4),
+        ended_at=ended,
+    )
+    runtime.firestore.collection(settings.jobs_collection).document(job_id).set(
+        record.model_dump(mode="python")
+    )
+    return record
+
+
+def _terminal_event(job: JobRecord) -> JobEventV1:
+    return JobEventV1(
+        job_id=job.job_id,
+        dataset_id=job.dataset_id,
+        sequence=job.sequence,
+        state=job.status,
+        previous_state="JOB_STATE_RUNNING",
+        terminal=True,
+        tuning_job_name=job.tuning_job_name,
+        tuned_model=job.tuned_model,
+        tuned_endpoint=job.tuned_endpoint,
+        error=job.error,
+    )
+
+
+def _files_naming(directory: str, pattern: str, job_id: str) -> list[Path]:
+    return [p for p in Path(directory).glob(pattern) if job_id in p.read_text(errors="replace")]
+
+
+def _evaluation(runtime: Runtime, job_id: str) -> dict[str, Any]:
+    return (
+        runtime.firestore.collection(runtime.settings.evaluations_collection).document(job_id).get().to_dict()
+        or {}
+    )
+
+
+def _report_objects(runtime: Runtime, job_id: str) -> dict[str, bytes]:
+    prefix = f"{runtime.settings.reports_prefix}{job_id}/"
+    return {
+        blob.name.removeprefix(prefix): blob.download_as_bytes()
+        for blob in runtime.storage.list_blobs(runtime.settings.bucket, prefix=prefix)
+    }
+
+
+def _check_report(objects: dict[str, bytes], job: JobRecord, test_examples: int) -> dict[str, Any]:
+    predictions = [orjson.loads(line) for line in objects["predictions.jsonl"].splitlines()]
+    assert [p["index"] for p in predictions] == list(range(test_examples))
+    assert all(p["reference"] in sample.LABELS for p in predictions)
+    assert all(p["prompt"] for p in predictions)
+    summary = orjson.loads(objects["summary.json"])
+    assert summary["schema"] == "evaluation-summary/v1"
+    assert summary["job_id"] == job.job_id
+    assert summary["counts"]["test_examples"] == test_examples
+    assert (summary["task"], summary["task_decided_by"]) == ("classification", "inferred")
+    assert summary["primary_metric"] == "macro_f1"
+    assert summary["tuned_endpoint"] == job.tuned_endpoint
+    # The local tuning service exposes the loss series, so the report has the training curve.
+    assert summary["loss_curves"]["training"], summary["notes"]
+    html = objects["report.html"].decode()
+    assert html.startswith("<!DOCTYPE html>")
+    assert job.job_id in html
+    assert "Loss curves" in html
+    assert "<script" not in html
+    return summary
+
+
+def test_duplicated_terminal_event_gives_one_evaluation_and_one_notification_per_channel(
+    runtime: Runtime,
+    stack: dict[str, str],
+    tuned_model: TunedModel,
+    function_log: Callable[[str], list[dict[str, Any]]],
+) -> None:
+    job = _write_job(runtime, tuned_model, status="JOB_STATE_SUCCEEDED")
+    event = _terminal_event(job)
+
+    # Two copies at once: Pub/Sub's at-least-once delivery, and a poller that published twice.
+    for _ in range(2):
+        runtime.publish(runtime.settings.job_events_topic, event.to_json(), **event.attributes())
+
+    wait_for(
+        lambda: _evaluation(runtime, job.job_id).get("status") == "DONE",
+        timeout=EVALUATION_TIMEOUT_S,
+        what="the evaluation to be done and notified",
+    )
+    objects = _report_objects(runtime, job.job_id)
+    summary = _check_report(objects, job, TEST_EXAMPLES)
+    evaluation = _evaluation(runtime, job.job_id)
+    assert evaluation["cursor"] == evaluation["total"] == TEST_EXAMPLES
+    assert sorted(evaluation["notifications_sent"]) == ["evaluated/email", "evaluated/slack"]
+    assert evaluation["verdict"] == summary["verdict"]
+    job_doc = (
+        runtime.firestore.collection(runtime.settings.jobs_collection).document(job.job_id).get().to_dict()
+    )
+    assert job_doc["evaluation_report_uri"].endswith(f"{job.job_id}/report.html")
+
+    [post] = wait_for(
+        lambda: _files_naming(stack["SFTPIPE_SLACK_DIR"], "*.json", job.job_id), what="a Slack post"
+    )
+    [mail] = wait_for(lambda: _files_naming(stack["SFTPIPE_MAIL_DIR"], "*.eml", job.job_id), what="a mail")
+    assert "macro_f1" in post.read_text()
+    assert "ml-team@example.com" in mail.read_text(errors="replace")
+
+    time.sleep(12)  # past the subscription's 10 s maximum backoff: every redelivery has happened
+    assert len(_files_naming(stack["SFTPIPE_SLACK_DIR"], "*.json", job.job_id)) == 1
+    assert len(_files_naming(stack["SFTPIPE_MAIL_DIR"], "*.eml", job.job_id)) == 1
+    started = [
+        line
+        for line in function_log("completion")
+        if line.get("message") == "evaluation started" and line.get("job_id") == job.job_id
+    ]
+    assert len(started) == 1
+    chunk_objects = [name for name in _report_objects(runtime, job.job_id) if name.startswith("chunks/")]
+    assert chunk_objects == [f"chunks/0000000-{TEST_EXAMPLES:07d}.jsonl"]
+
+
+def test_failed_job_is_notified_with_its_reason_once_and_not_evaluated(
+    runtime: Runtime, stack: dict[str, str], tuned_model: TunedModel
+) -> None:
+    reason = "Training data has 3 examples with more than 131072 tokens (code 3)."
+    job = _write_job(runtime, tuned_model, status="JOB_STATE_FAILED", error=reason)
+    event = _terminal_event(job)
+    for _ in range(2):
+        runtime.publish(runtime.settings.job_events_topic, event.to_json(), **event.attributes())
+
+    [post] = wait_for(
+        lambda: _files_naming(stack["SFTPIPE_SLACK_DIR"], "*.json", job.job_id), what="a Slack post"
+    )
+    [mail] = wait_for(lambda: _files_naming(stack["SFTPIPE_MAIL_DIR"], "*.eml", job.job_id), what="a mail")
+    assert "131072 tokens" in post.read_text()
+    assert "failed" in post.read_text()
+    assert "131072 tokens" in mail.read_text(errors="replace")
+
+    time.sleep(5)
+    assert len(_files_naming(stack["SFTPIPE_SLACK_DIR"], "*.json", job.job_id)) == 1
+    assert len(_files_naming(stack["SFTPIPE_MAIL_DIR"], "*.eml", job.job_id)) == 1
+    evaluation = _evaluation(runtime, job.job_id)
+    assert evaluation["status"] == "SKIPPED"
+    assert evaluation["reason"] == reason
+    assert sorted(evaluation["notifications_sent"]) == ["job_ended:failed/email", "job_ended:failed/slack"]
+    assert _report_objects(runtime, job.job_id) == {}
+
+
+@pytest.fixture
+def continuations(runtime: Runtime) -> Iterator[tuple[str, Callable[[], list[PubSubMessage]]]]:
+    """A topic of the test's own for the in-process handler's continuations, and a way to read them."""
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    topic = f"test-continuations-{uuid.uuid4().hex[:8]}"
+    topic_path = runtime.settings.topic_path(topic)
+    subscription = subscriber.subscription_path(runtime.settings.project, topic)
+    publisher.create_topic(name=topic_path)
+    subscriber.create_subscription(name=subscription, topic=topic_path)
+
+    def pull() -> list[PubSubMessage]:
+        response = subscriber.pull(subscription=subscription, max_messages=10, timeout=5)
+        if response.received_messages:
+            subscriber.acknowledge(
+                subscription=subscription, ack_ids=[m.ack_id for m in response.received_messages]
+            )
+        return [
+            PubSubMessage(
+                message_id=m.message.message_id, data=m.message.data, attributes=dict(m.message.attributes)
+            )
+            for m in response.received_messages
+        ]
+
+    yield topic, pull
+    subscriber.delete_subscription(subscription=subscription)
+    publisher.delete_topic(topic=topic_path)
+    subscriber.close()
+
+
+def test_long_evaluation_continues_across_invocations_and_counts_each_example_once(
+    runtime: Runtime,
+    stack: dict[str, str],
+    tuned_model: TunedModel,
+    continuations: tuple[str, Callable[[], list[PubSubMessage]]],
+) -> None:
+    topic, pull = continuations
+    # A budget no invocation can meet: each one evaluates its one mandatory chunk and hands over.
+    settings = Settings(
+        job_events_topic=topic,
+        evaluation_time_budget_s=0.001,
+        evaluation_chunk_size=4,
+        evaluation_max_output_tokens=8,
+    )
+    runtime = Runtime(settings)
+    examples = 11
+    job = _write_job(runtime, tuned_model, status="JOB_STATE_SUCCEEDED", test_examples=examples)
+    event = _terminal_event(job)
+
+    first = handle_job_message(event, runtime)
+    assert first == {"job_id": job.job_id, "status": "RUNNING", "cursor": 4, "total": examples}
+    outcomes: list[dict[str, Any] | None] = [first]
+    delivered: list[EvaluationContinuationV1] = []
+    for _ in range(10):
+        messages = wait_for(pull, timeout=30, what="a continuation message")
+        assert len(messages) == 1
+        continuation = parse_message(messages[0], JobEventV1, EvaluationContinuationV1)
+        assert isinstance(continuation, EvaluationContinuationV1)
+        delivered.append(continuation)
+        outcome = handle_job_message(continuation, runtime)
+        outcomes.append(outcome)
+        # Redeliveries of everything seen so far, the terminal event included: all are stale now.
+        assert handle_job_message(continuation, runtime) is None
+        assert handle_job_message(event, runtime) is None
+        if outcome and outcome["status"] == "DONE":
+            break
+
+    assert [c.cursor for c in delivered] == [4, 8, 11]
+    assert [o["status"] for o in outcomes if o] == ["RUNNING", "RUNNING", "RUNNING", "DONE"]
+    evaluation = _evaluation(runtime, job.job_id)
+    assert evaluation["cursor"] == examples
+    assert sorted(evaluation["chunks"]) == ["0000000-0000004", "0000004-0000008", "0000008-0000011"]
+    assert evaluation["invocations"] == 4
+    assert evaluation["lease_owner"] is None
+    objects = _report_objects(runtime, job.job_id)
+    _check_report(objects, job, examples)
+    assert sorted(name for name in objects if name.startswith("chunks/")) == [
+        "chunks/0000000-0000004.jsonl",
+        "chunks/0000004-0000008.jsonl",
+        "chunks/0000008-0000011.jsonl",
+    ]
+    assert len(_files_naming(stack["SFTPIPE_SLACK_DIR"], "*.json", job.job_id)) == 1
+    assert len(_files_naming(stack["SFTPIPE_MAIL_DIR"], "*.eml", job.job_id)) == 1
+    assert pull() == []
