@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from shared.logging import get_logger, log_context
 from shared.messages import JobEventV1
 from shared.runtime import Runtime
-from shared.state.jobs import ACTIVE, SUBMITTING, Checkpoint, JobRecord
+from shared.state.jobs import ACTIVE, SUBMITTING, Checkpoint, JobRecord, is_forward
 from shared.state.store import JobStore
 from shared.tuning.submit import dispatch, publish_event
 
@@ -72,7 +72,12 @@ def _refresh(job: JobRecord, store: JobStore, client: genai.Client, stall_after_
             return None
         fields = _observed_fields(tuning_job)
         state = tuning_job.state.value if tuning_job.state else job.status
-        event = store.record_transition(job.job_id, state, fields=fields, detail="observed")
+        # The document was read by this tick's query: only a forward change needs a transaction.
+        event = (
+            store.record_transition(job.job_id, state, fields=fields, detail="observed")
+            if is_forward(job.status, state)
+            else None
+        )
         if event is not None:
             log.info("job state changed", extra={"state": state, "previous_state": event.previous_state})
             return event
