@@ -16,9 +16,8 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from werkzeug.serving import make_server
-
-from local.tuning import models
+#: The keys of models.LOCAL_MODELS, repeated here so that `sftpipe --help` need not import torch.
+LOCAL_MODEL_NAMES = ("smollm2", "tiny")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, required=True, help="port to listen on")
     parser.add_argument(
         "--model",
-        choices=sorted(models.LOCAL_MODELS),
+        choices=LOCAL_MODEL_NAMES,
         default="smollm2",
         help="local model that Gemini names map to",
     )
@@ -43,7 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # Heavy imports (torch, transformers) only when the service really starts.
     from transformers.utils import logging as transformers_logging
+    from werkzeug.serving import make_server
 
+    from local.tuning import models
     from local.tuning.generation import Generator
     from local.tuning.jobs import JobStore
     from local.tuning.server import create_app
