@@ -28,6 +28,32 @@ resource "google_firestore_field" "idempotency_expire_at" {
   index_config {}
 }
 
-# Composite indexes: none today. Every query the functions make is an equality or `in` filter
-# on a single field, which Firestore's automatic single-field indexes serve. A query that
-# combines a filter with an order on another field needs a google_firestore_index here.
+# The job-event outbox (shared/state/store.py) keeps each published event 30 days (expire_at).
+resource "google_firestore_field" "job_events_expire_at" {
+  project    = var.project_id
+  database   = google_firestore_database.default.name
+  collection = "job_events"
+  field      = "expire_at"
+
+  ttl_config {}
+
+  index_config {}
+}
+
+# The FIFO queue (shared/state/store.py, JobStore.claim_for_submission): status == QUEUED,
+# ordered by queued_at. The other queries (status in [...], published == false) are served by
+# Firestore's automatic single-field indexes.
+resource "google_firestore_index" "jobs_queue" {
+  project    = var.project_id
+  database   = google_firestore_database.default.name
+  collection = var.jobs_collection
+
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "queued_at"
+    order      = "ASCENDING"
+  }
+}

@@ -32,6 +32,8 @@ SUBMIT_LEASE_S = 300
 #: Seconds an outbox claim holds before another publisher may take it over.
 PUBLISH_LEASE_S = 60
 OUTBOX_COLLECTION = "job_events"
+#: How long published events stay in the outbox before the TTL policy deletes them.
+OUTBOX_RETENTION = timedelta(days=30)
 
 
 def utcnow() -> datetime:
@@ -282,4 +284,6 @@ def _outbox_doc(event: JobEventV1) -> dict[str, Any]:
         "published": False,
         "claimed_until": None,
         "created": utcnow(),
+        # A TTL policy (deploy/firestore.tf) deletes old outbox entries.
+        "expire_at": utcnow() + OUTBOX_RETENTION,
     }

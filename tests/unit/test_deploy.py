@@ -407,6 +407,21 @@ def test_idempotency_ttl_policy_is_on_the_field_the_code_writes(tf: Config) -> N
     assert database["name"] == "(default)"  # firestore.Client(project=...) uses (default)
 
 
+def test_outbox_ttl_and_queue_index_match_the_job_store(tf: Config) -> None:
+    from shared.state import store
+
+    field = tf.resource("google_firestore_field", "job_events_expire_at")
+    assert field["collection"] == store.OUTBOX_COLLECTION
+    assert f'"{field["field"]}"' in inspect.getsource(store)
+    index = tf.resource("google_firestore_index", "jobs_queue")
+    assert index["collection"] == "${var.jobs_collection}"
+    fields = [(f["field_path"], f["order"]) for f in index["fields"]]
+    assert fields == [("status", "ASCENDING"), ("queued_at", "ASCENDING")]
+    source = inspect.getsource(store.JobStore.claim_for_submission)
+    assert '"status", "==", QUEUED' in source
+    assert '.order_by("queued_at")' in source
+
+
 # --- Security ---------------------------------------------------------------------------------
 
 
