@@ -76,6 +76,9 @@ RUNNING = "RUNNING"
 REPORTED = "REPORTED"
 DONE = "DONE"
 SKIPPED = "SKIPPED"
+FAILED = "FAILED"
+#: The state named in the notification when the evaluation itself fails for good.
+EVALUATION_FAILED = "EVALUATION_FAILED"
 PARTIALLY_SUCCEEDED = "JOB_STATE_PARTIALLY_SUCCEEDED"
 CHANNELS = ("slack", "email")
 #: Examples shown side by side in report.html (predictions.jsonl has all of them).
@@ -122,8 +125,14 @@ def handle_job_message(
 
 def _skip(job: JobRecord, event: JobEventV1, runtime: Runtime, reason: str) -> dict[str, Any]:
     """Notify why the job is not evaluated: once per job and state, however often the event comes."""
+    return _notify_not_evaluated(job, runtime, state=event.state, status=SKIPPED, reason=reason)
+
+
+def _notify_not_evaluated(
+    job: JobRecord, runtime: Runtime, *, state: str, status: str, reason: str
+) -> dict[str, Any]:
     settings = runtime.settings
-    short_state = event.state.removeprefix("JOB_STATE_").lower()
+    short_state = state.removeprefix("JOB_STATE_").lower()
     store = IdempotencyStore(runtime.firestore, settings.idempotency_collection, settings.idempotency_lease_s)
 
     def notify_ended() -> dict[str, Any]:
@@ -134,9 +143,11 @@ def _skip(job: JobRecord, event: JobEventV1, runtime: Runtime, reason: str) -> d
             {
                 "job_id": job.job_id,
                 "dataset_id": job.dataset_id,
-                "status": SKIPPED,
-                "state": event.state,
+                "status": status,
+                "state": state,
                 "reason": reason,
+                "lease_owner": None,
+                "lease_expires": None,
                 "updated": datetime.now(UTC),
             },
             merge=True,
@@ -145,15 +156,15 @@ def _skip(job: JobRecord, event: JobEventV1, runtime: Runtime, reason: str) -> d
             job_id=job.job_id,
             dataset_id=job.dataset_id,
             base_model=job.base_model,
-            state=event.state,
+            state=state,
             reason=reason,
             duration_s=_tuning_duration(job),
             tuning_job_name=job.tuning_job_name,
             link=_console_link(runtime, job),
         )
         _notify_once(ref, outcome, _targets(job), runtime)
-        log.info("job ended without evaluation, notified", extra={"state": event.state, "reason": reason})
-        return {"job_id": job.job_id, "status": SKIPPED, "state": event.state}
+        log.info("job not evaluated, notified", extra={"state": state, "reason": reason})
+        return {"job_id": job.job_id, "status": status, "state": state}
 
     return store.run_once(f"completion-{job.job_id}-{short_state}", notify_ended)
 
@@ -164,9 +175,30 @@ def _skip(job: JobRecord, event: JobEventV1, runtime: Runtime, reason: str) -> d
 def _evaluate(
     job: JobRecord, runtime: Runtime, *, started: float, message_cursor: int
 ) -> dict[str, Any] | None:
-    settings = runtime.settings
     ref = _evaluation_ref(runtime, job.job_id)
     owner = uuid.uuid4().hex
+    try:
+        return _evaluate_with_lease(job, runtime, ref, owner, started=started, message_cursor=message_cursor)
+    except PermanentError as exc:
+        if exc.code == "notify_failed":  # the evaluation is done; only a channel refused it
+            raise
+        # Retrying cannot help (a test split that is gone or unreadable): say so once, then the
+        # adapter acknowledges the event.
+        log.error("evaluation failed: %s", exc.message, extra={"error_code": exc.code})
+        _notify_not_evaluated(
+            job,
+            runtime,
+            state=EVALUATION_FAILED,
+            status=FAILED,
+            reason=f"the evaluation failed: {exc.message}",
+        )
+        raise
+
+
+def _evaluate_with_lease(
+    job: JobRecord, runtime: Runtime, ref: Any, owner: str, *, started: float, message_cursor: int
+) -> dict[str, Any] | None:
+    settings = runtime.settings
     doc = _acquire(ref, runtime, job, owner, message_cursor)
     if doc is None:
         return None
