@@ -8,8 +8,12 @@ For an object under ``incoming/`` (not empty, not a folder placeholder):
    then validate and convert with ``shared.datasets.prepare_and_write``: a validate-only pass,
    and only for a valid file a second pass writing ``prepared/<dataset_id>/{train,validation,
    test}.jsonl``. Writers are committed only after that pass succeeded, so a crash leaves no
-   partial object; the generation read is pinned to the event's;
-4. write ``report.json`` and ``report.md`` next to them (for a rejection too);
+   partial object; the generation read is pinned to the event's. A manifest
+   (``*.tuning.json|yaml``) names several files instead and carries the settings itself:
+   ``shared.ingest_manifest`` prepares them, and the writers are committed only when every file
+   is valid;
+4. write ``report.json`` and ``report.md`` next to them (for a rejection too; a manifest's
+   report.json has each file's result and the totals);
 5. READY: publish one ``tuning-request/v1``; REJECTED: notify (once per channel, recorded on the
    dataset document) and acknowledge, never retry.
 A transient failure (GCS, Firestore or Pub/Sub unavailable) raises: the claim is released and
@@ -19,16 +23,19 @@ the redelivered event does the work again, overwriting what an earlier attempt w
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from shared.datasets import (
     PrepareOptions,
     PrepareResult,
+    UploadSettings,
     UploadSettingsError,
     check_size,
+    is_manifest,
     parse_object_metadata,
     prepare_and_write,
     render_report,
@@ -36,9 +43,13 @@ from shared.datasets import (
 from shared.datasets.issues import Issue
 from shared.events import GCS_NOTIFICATION_FINALIZE, StorageObject
 from shared.idempotency import IdempotencyStore
+from shared.ingest_manifest import ManifestReport, prepare_manifest, render_manifest_report
 from shared.logging import bind, get_logger
 from shared.messages import Hyperparameters, NotifyTargets, TuningRequestV1
 from shared.runtime import Runtime
+
+if TYPE_CHECKING:
+    from google.cloud.storage.fileio import BlobWriter
 
 log = get_logger("sftpipe.ingest")
 
@@ -48,6 +59,8 @@ REJECTED = "REJECTED"
 SPLITS = ("train", "validation", "test")
 #: Errors quoted in a rejection notification (the report lists them all, up to its own cap).
 NOTIFIED_ERRORS = 5
+
+Sink = Callable[[str, bytes], None]
 
 
 def skip_reason(obj: StorageObject, event_type: str, incoming_prefix: str) -> str | None:
@@ -95,7 +108,91 @@ def _ingest(obj: StorageObject, runtime: Runtime) -> dict[str, Any]:
     prefix = f"{settings.prepared_prefix}{obj.dataset_id}/"
     bucket = runtime.storage.bucket(settings.bucket)
 
-    upload = None
+    writers = _PreparedWriters(
+        lambda split: bucket.blob(f"{prefix}{split}.jsonl").open("wb", ignore_flush=True)
+    )
+    prepare_upload = _prepare_manifest if is_manifest(obj.name) else _prepare_file
+    try:
+        outcome = prepare_upload(obj, runtime, writers.write)
+    except BaseException:
+        writers.abandon()
+        raise
+    if outcome.ok:
+        writers.commit()
+    else:
+        writers.abandon()
+
+    bucket.blob(f"{prefix}report.json").upload_from_string(
+        outcome.report_json, content_type="application/json"
+    )
+    bucket.blob(f"{prefix}report.md").upload_from_string(outcome.report_md, content_type="text/markdown")
+    report_uri = f"gs://{settings.bucket}/{prefix}report.json"
+    uris = {
+        split: f"gs://{settings.bucket}/{prefix}{split}.jsonl"
+        for split in SPLITS
+        if outcome.split_counts[split]
+    }
+    summary = {
+        "status": READY if outcome.ok else REJECTED,
+        **outcome.facts,
+        "report_uri": report_uri,
+        "prepared_uris": uris,
+        "updated": datetime.now(UTC),
+    }
+    dataset_ref.set(summary, merge=True)
+
+    if not outcome.ok:
+        log.warning(
+            "dataset rejected",
+            extra={"error_counts": outcome.facts["error_counts"], "report_uri": report_uri},
+        )
+        _notify_rejection(obj, outcome, report_uri=report_uri, dataset_ref=dataset_ref, runtime=runtime)
+        return {"dataset_id": obj.dataset_id, "status": REJECTED, "report_uri": report_uri}
+
+    request = TuningRequestV1(
+        dataset_id=obj.dataset_id,
+        base_model=outcome.base_model,
+        training_uri=uris["train"],
+        validation_uri=uris.get("validation"),
+        test_uri=uris.get("test"),
+        hyperparameters=outcome.hyperparameters,
+        task=outcome.task,
+        display_name=obj.name.rsplit("/", 1)[-1][:128],
+        notify=NotifyTargets(emails=outcome.notify_emails),
+    )
+    message_id = runtime.publish(settings.tuning_requests_topic, request.to_json(), **request.attributes())
+    dataset_ref.set({"tuning_request_message_id": message_id, "updated": datetime.now(UTC)}, merge=True)
+    log.info(
+        "dataset ready, tuning request published",
+        extra={"examples": outcome.facts["examples"], "message_id": message_id},
+    )
+    return {"dataset_id": obj.dataset_id, "status": READY, "message_id": message_id, "report_uri": report_uri}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Outcome:
+    """What an upload became, whether one file or a manifest: enough to record, report and publish."""
+
+    ok: bool
+    report_json: bytes
+    report_md: str
+    #: Statistics for the dataset document (format, counts, split, tokens, task...).
+    facts: dict[str, Any]
+    split_counts: dict[str, int]
+    #: The first errors, as a notification quotes them.
+    top_errors: list[str]
+    error_count: int
+    base_model: str
+    hyperparameters: Hyperparameters
+    task: str | None
+    notify_emails: list[str]
+
+
+def _prepare_file(obj: StorageObject, runtime: Runtime, sink: Sink) -> _Outcome:
+    """One data file: settings from its custom metadata, the seeded three-way split."""
+    settings = runtime.settings
+    upload: UploadSettings | None = None
+    options: PrepareOptions | None = None
     try:
         upload = parse_object_metadata(obj.metadata)
         options = PrepareOptions.from_settings(settings, upload)
@@ -110,85 +207,64 @@ def _ingest(obj: StorageObject, runtime: Runtime) -> dict[str, Any]:
                 obj, options.base_model, "", size_issue.code, size_issue.message
             )
         else:
-            source = bucket.blob(obj.name, generation=obj.generation)
-            writers = _PreparedWriters(
-                lambda split: bucket.blob(f"{prefix}{split}.jsonl").open("wb", ignore_flush=True)
+            source = runtime.storage.bucket(obj.bucket).blob(obj.name, generation=obj.generation)
+            result = prepare_and_write(
+                lambda: source.open("rb"), filename=obj.name, size=obj.size, options=options, sink=sink
             )
-            try:
-                result = prepare_and_write(
-                    lambda: source.open("rb"),
-                    filename=obj.name,
-                    size=obj.size,
-                    options=options,
-                    sink=writers.write,
-                )
-            except BaseException:
-                writers.abandon()
-                raise
-            writers.commit()
-
-    report = orjson.dumps(result.model_dump(mode="json"), option=orjson.OPT_INDENT_2)
-    bucket.blob(f"{prefix}report.json").upload_from_string(report, content_type="application/json")
-    bucket.blob(f"{prefix}report.md").upload_from_string(render_report(result), content_type="text/markdown")
-    report_uri = f"gs://{settings.bucket}/{prefix}report.json"
-    uris = {
-        split: f"gs://{settings.bucket}/{prefix}{split}.jsonl" for split in SPLITS if _count(result, split)
-    }
-    summary = {
-        "status": READY if result.ok else REJECTED,
-        "format": result.format,
-        "shape": result.shape,
-        "base_model": result.base_model,
-        "records_in": result.records_in,
-        "examples": result.examples,
-        "rejected": result.rejected,
-        "duplicates": result.duplicates,
-        "error_counts": result.error_counts,
-        "split": result.split.model_dump(),
-        "tokens": result.tokens.model_dump(mode="json"),
-        "task": result.task.model_dump(mode="json") if result.task else None,
-        "report_uri": report_uri,
-        "prepared_uris": uris,
-        "updated": datetime.now(UTC),
-    }
-    dataset_ref.set(summary, merge=True)
-
-    if not result.ok:
-        log.warning(
-            "dataset rejected",
-            extra={"error_counts": result.error_counts, "report_uri": report_uri},
-        )
-        _notify_rejection(
-            obj, result, report_uri=report_uri, upload=upload, dataset_ref=dataset_ref, runtime=runtime
-        )
-        return {"dataset_id": obj.dataset_id, "status": REJECTED, "report_uri": report_uri}
-
-    request = TuningRequestV1(
-        dataset_id=obj.dataset_id,
+    return _Outcome(
+        ok=result.ok,
+        report_json=orjson.dumps(result.model_dump(mode="json"), option=orjson.OPT_INDENT_2),
+        report_md=render_report(result),
+        facts={
+            "format": result.format,
+            "shape": result.shape,
+            "base_model": result.base_model,
+            "records_in": result.records_in,
+            "examples": result.examples,
+            "rejected": result.rejected,
+            "duplicates": result.duplicates,
+            "error_counts": result.error_counts,
+            "split": result.split.model_dump(),
+            "tokens": result.tokens.model_dump(mode="json"),
+            "task": result.task.model_dump(mode="json") if result.task else None,
+        },
+        split_counts={split: _count(result, split) for split in SPLITS},
+        top_errors=[_describe(issue) for issue in result.errors[:NOTIFIED_ERRORS]],
+        error_count=sum(result.error_counts.values()),
         base_model=result.base_model,
-        training_uri=uris["train"],
-        validation_uri=uris.get("validation"),
-        test_uri=uris.get("test"),
-        hyperparameters=_hyperparameters(result, options),
+        hyperparameters=_hyperparameters(result, options) if options else Hyperparameters(),
         task=result.task.value if result.task else None,
-        display_name=obj.name.rsplit("/", 1)[-1][:128],
-        notify=NotifyTargets(emails=list(upload.notify_emails) if upload else []),
+        notify_emails=list(upload.notify_emails) if upload else [],
     )
-    message_id = runtime.publish(settings.tuning_requests_topic, request.to_json(), **request.attributes())
-    dataset_ref.set({"tuning_request_message_id": message_id, "updated": datetime.now(UTC)}, merge=True)
-    log.info(
-        "dataset ready, tuning request published",
-        extra={"examples": result.examples, "message_id": message_id},
+
+
+def _prepare_manifest(obj: StorageObject, runtime: Runtime, sink: Sink) -> _Outcome:
+    """A manifest naming several files: settings from the manifest (shared.ingest_manifest)."""
+    prepared = prepare_manifest(obj, runtime, sink)
+    report, manifest, options = prepared.report, prepared.manifest, prepared.options
+    train = report.train_result()
+    issues = report.all_issues()[:NOTIFIED_ERRORS]
+    return _Outcome(
+        ok=report.ok,
+        report_json=orjson.dumps(report.model_dump(mode="json"), option=orjson.OPT_INDENT_2),
+        report_md=render_manifest_report(report),
+        facts=report.dataset_facts(),
+        split_counts={split: _count(report, split) for split in SPLITS},
+        top_errors=[f"{where}: {_describe(issue)}" for where, issue in issues],
+        error_count=sum(report.error_counts.values()),
+        base_model=report.base_model,
+        hyperparameters=_hyperparameters(train, options) if train and options else Hyperparameters(),
+        task=report.task.value if report.task else None,
+        notify_emails=list(manifest.notify_emails) if manifest else [],
     )
-    return {"dataset_id": obj.dataset_id, "status": READY, "message_id": message_id, "report_uri": report_uri}
 
 
 class _PreparedWriters:
     """One GCS writer per split, opened on first use; objects appear only on commit()."""
 
-    def __init__(self, open_writer: Callable[[str], IO[bytes]]) -> None:
+    def __init__(self, open_writer: Callable[[str], BlobWriter]) -> None:
         self._open = open_writer
-        self._writers: dict[str, IO[bytes]] = {}
+        self._writers: dict[str, BlobWriter] = {}
 
     def write(self, split: str, line: bytes) -> None:
         writer = self._writers.get(split)
@@ -201,11 +277,17 @@ class _PreparedWriters:
             writer.close()
 
     def abandon(self) -> None:
-        # A BlobWriter that is never closed never finalizes its upload: no partial object exists.
+        # Dropping a BlobWriter is not enough: io's finalizer calls close(), which finalizes the
+        # upload. terminate() cancels the resumable upload (if one started) and closes the buffer.
+        for split, writer in self._writers.items():
+            try:
+                writer.terminate()
+            except Exception:  # cancelling is best effort: the dataset document says what is valid
+                log.warning("could not cancel the upload of the %s split", split, exc_info=True)
         self._writers.clear()
 
 
-def _count(result: PrepareResult, split: str) -> int:
+def _count(result: PrepareResult | ManifestReport, split: str) -> int:
     return int(getattr(result.split, split))
 
 
@@ -234,10 +316,9 @@ def _rejected_before_reading(
 
 def _notify_rejection(
     obj: StorageObject,
-    result: PrepareResult,
+    outcome: _Outcome,
     *,
     report_uri: str,
-    upload: Any,
     dataset_ref: Any,
     runtime: Runtime,
 ) -> None:
@@ -248,15 +329,15 @@ def _notify_rejection(
     channels = [c for c in ("slack", "email") if c not in already]
     if not channels:
         return
-    outcome = DatasetRejectedOutcome(
+    rejection = DatasetRejectedOutcome(
         dataset_id=obj.dataset_id,
         source_uri=obj.uri,
-        error_count=sum(result.error_counts.values()),
-        top_errors=[_describe(issue) for issue in result.errors[:NOTIFIED_ERRORS]],
+        error_count=outcome.error_count,
+        top_errors=outcome.top_errors,
         report_url=report_uri,
     )
-    targets = NotifyTargets(emails=list(upload.notify_emails) if upload else [])
-    sent = notify(outcome, runtime.settings, targets, channels=channels)
+    targets = NotifyTargets(emails=outcome.notify_emails)
+    sent = notify(rejection, runtime.settings, targets, channels=channels)
     delivered = sorted({d.channel for d in sent.sent})
     if delivered:
         from google.cloud import firestore

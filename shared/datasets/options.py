@@ -149,13 +149,38 @@ def parse_object_metadata(metadata: dict[str, str]) -> UploadSettings:
 class TuningManifest(UploadSettings):
     """``*.tuning.json`` / ``*.tuning.yaml``: several files and their settings.
 
-    File names are relative to the manifest's folder. With only ``train``, the train file is split
-    into train/validation/test; given ``validation`` / ``test`` files are used as they are.
+    Each of ``train`` / ``validation`` / ``test`` is either an object name in the manifest's own
+    bucket (``datasets/reviews/train.jsonl``, never relative to the manifest's folder) or a
+    ``gs://bucket/object`` URI. The named files must live outside the upload prefix
+    (``incoming/``), or each of them would start a run of its own; ingest rejects a manifest that
+    names an object there. With only ``train``, the train file is split into
+    train/validation/test; given ``validation`` / ``test`` files are used as they are.
     """
 
     train: str = Field(min_length=1)
     validation: str | None = None
     test: str | None = None
+
+    @field_validator("train", "validation", "test")
+    @classmethod
+    def _object_name_or_gs_uri(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        name = value.strip()
+        if name.startswith("gs://"):
+            bucket, _, obj = name.removeprefix("gs://").partition("/")
+            if not bucket or not obj:
+                raise ValueError(f"{name!r} is not gs://BUCKET/OBJECT")
+            name = obj
+        elif "://" in name:
+            raise ValueError(f"{name!r}: give an object name in the bucket or a gs:// URI")
+        # "./x" or "../x" would read as relative to the manifest, which names are not
+        if name.startswith("/") or name.endswith("/") or {".", ".."} & set(name.split("/")):
+            raise ValueError(
+                f"{value!r} is not an object name (no leading or trailing '/', no '.' or '..' parts): "
+                "names are object names in the bucket, or gs:// URIs"
+            )
+        return value.strip()
 
     def files(self) -> dict[SplitName, str]:
         named: dict[SplitName, str | None] = {
