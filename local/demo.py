@@ -1,24 +1,36 @@
 """``sftpipe demo``: the whole pipeline, locally, on the bundled sample dataset.
 
-Starts the local stack, uploads ``local/samples/reviews.jsonl`` under ``incoming/`` as a person
-would, follows what the pipeline records in Firestore, prints it, and stops the stack.
+Starts the local stack with the local tuning service (SmolLM2-135M by default, ``--tiny`` for a
+one-minute run that shows the flow but learns nothing useful), uploads
+``local/samples/reviews.jsonl`` under ``incoming/`` as a person would, follows the run live
+(dataset validated -> job queued -> running with epoch and loss -> succeeded -> evaluation ->
+notifications), prints the metric table base versus tuned and where the report, the Slack post
+and the email are, and stops the stack.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 SAMPLE = Path(__file__).parent / "samples" / "reviews.jsonl"
-#: Seconds the demo waits for the pipeline to record the upload.
-FOLLOW_TIMEOUT_S = 60.0
+#: Upload settings of the demo (custom metadata, as a person would set them).
+DEMO_METADATA = {"epochs": "2", "task": "classification", "learning-rate-multiplier": "5"}
+#: Minutes the demo waits for the whole run before it gives up (and says where the logs are).
+FOLLOW_TIMEOUT_MIN = {"smollm2": 20.0, "tiny": 5.0}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--file", type=Path, default=SAMPLE, help="dataset to upload (default: the bundled sample)"
+    )
+    parser.add_argument(
+        "--tiny", action="store_true", help="use the tiny model: about a minute, no real improvement"
     )
     parser.add_argument(
         "--run-dir", type=Path, default=Path(".sftpipe/demo"), help="where the demo stack lives"
@@ -27,44 +39,190 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from google.cloud import firestore, storage
     from rich.console import Console
 
     from local.stack import Stack, StackError, StackOptions
 
     console = Console(stderr=True)
+    model = "tiny" if args.tiny else "smollm2"
     stack = Stack(args.run_dir)
+    started = time.monotonic()
     try:
-        with console.status("starting the local stack (emulators, fake-gcs-server, functions)"):
-            env = stack.up(StackOptions(tick_interval_s=5.0), log=console.log)
+        with console.status(
+            f"starting the local stack (emulators, fake-gcs-server, functions, tuning service on {model})"
+        ):
+            env = stack.up(StackOptions(tick_interval_s=3.0, model=model), log=console.log)
     except StackError as exc:
         console.print(f"[red]the local stack did not start:[/red] {exc}")
         return 1
     os.environ.update(env)
     try:
-        bucket = storage.Client(project=env["SFTPIPE_PROJECT"]).bucket(env["SFTPIPE_BUCKET"])
-        blob = bucket.blob(f"incoming/{args.file.name}")
-        blob.upload_from_filename(str(args.file))
-        console.log(f"uploaded {args.file} to gs://{bucket.name}/{blob.name} (generation {blob.generation})")
-        db = firestore.Client(project=env["SFTPIPE_PROJECT"])
-        deadline = time.monotonic() + FOLLOW_TIMEOUT_S
-        with console.status("waiting for the ingest function"):
-            while time.monotonic() < deadline:
-                docs = [d.to_dict() for d in db.collection("datasets").stream()]
-                match = [d for d in docs if d.get("source_generation") == blob.generation]
-                if match:
-                    break
-                time.sleep(0.5)
-            else:
-                console.print(
-                    f"[red]no dataset recorded after {FOLLOW_TIMEOUT_S:.0f} s; see {stack.log_dir}[/red]"
-                )
-                return 1
-        dataset = match[0]
-        console.print(f"dataset [bold]{dataset['dataset_id']}[/bold]: status {dataset['status']}")
-        console.print({k: v for k, v in dataset.items() if k not in ("created", "updated")})
-        return 0
+        return _follow(args.file, env, console, model=model, started=started, stack=stack)
     finally:
         if not args.keep:
             stack.down()
             console.log("stack stopped")
+
+
+def _follow(path: Path, env: dict[str, str], console: Any, *, model: str, started: float, stack: Any) -> int:
+    from google.cloud import firestore, storage
+    from rich.live import Live
+
+    project = env["SFTPIPE_PROJECT"]
+    bucket = storage.Client(project=project).bucket(env["SFTPIPE_BUCKET"])
+    db = firestore.Client(project=project)
+    blob = bucket.blob(f"incoming/{path.name}")
+    blob.metadata = DEMO_METADATA
+    blob.upload_from_filename(str(path))
+    console.log(f"uploaded {path} to gs://{bucket.name}/{blob.name} with metadata {DEMO_METADATA}")
+
+    from shared.events import StorageObject
+
+    dataset_id = StorageObject(bucket=bucket.name, name=blob.name, generation=blob.generation).dataset_id
+    follower = _Follower(db, env, dataset_id)
+    deadline = time.monotonic() + FOLLOW_TIMEOUT_MIN[model] * 60
+    with Live(follower.render(started), console=console, refresh_per_second=2) as live:
+        while time.monotonic() < deadline:
+            follower.refresh()
+            live.update(follower.render(started))
+            if follower.finished:
+                break
+            time.sleep(1.0)
+    if not follower.finished:
+        console.print(
+            f"[red]the run did not finish in {FOLLOW_TIMEOUT_MIN[model]:.0f} min; logs: {stack.log_dir}[/red]"
+        )
+        return 1
+    return follower.conclude(bucket, console, Path(env["SFTPIPE_RUN_DIR"]), started)
+
+
+class _Follower:
+    """Reads what the pipeline records (Firestore, the tuning service) and renders it."""
+
+    def __init__(self, db: Any, env: dict[str, str], dataset_id: str) -> None:
+        self.db = db
+        self.env = env
+        self.dataset_id = dataset_id
+        self.dataset: dict[str, Any] = {}
+        self.job: dict[str, Any] = {}
+        self.evaluation: dict[str, Any] = {}
+        self.training: str = ""
+
+    @property
+    def finished(self) -> bool:
+        if self.dataset.get("status") == "REJECTED":
+            return True
+        if self.job.get("status") in ("JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"):
+            return bool(self.job.get("notifications_sent") or self._notified())
+        return bool(self.evaluation.get("report_uri")) and self._notified() >= 2
+
+    def _notified(self) -> int:
+        return len(list(Path(self.env["SFTPIPE_SLACK_DIR"]).glob("*.json"))) + len(
+            list(Path(self.env["SFTPIPE_MAIL_DIR"]).glob("*.eml"))
+        )
+
+    def refresh(self) -> None:
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        snapshot = self.db.collection("datasets").document(self.dataset_id).get()
+        self.dataset = snapshot.to_dict() or {} if snapshot.exists else {}
+        jobs = list(
+            self.db.collection("jobs")
+            .where(filter=FieldFilter("dataset_id", "==", self.dataset_id))
+            .limit(1)
+            .stream()
+        )
+        self.job = jobs[0].to_dict() if jobs else {}
+        if self.job:
+            evaluation = self.db.collection("evaluations").document(self.job["job_id"]).get()
+            self.evaluation = evaluation.to_dict() or {} if evaluation.exists else {}
+            self.training = self._training_progress()
+
+    def _training_progress(self) -> str:
+        name = self.job.get("tuning_job_name")
+        if not name or not self.env.get("SFTPIPE_TUNING_API_URL"):
+            return ""
+        url = f"{self.env['SFTPIPE_TUNING_API_URL'].rstrip('/')}/v1/{name}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                series = json.loads(response.read()).get("series", {})
+        except (OSError, ValueError):
+            return ""
+        train = series.get("/train_total_loss") or []
+        if not train:
+            return ""
+        last = train[-1]
+        evals = series.get("/eval_total_loss") or []
+        text = f"epoch {last.get('epoch')}, step {last.get('step')}, training loss {last.get('value'):.3f}"
+        if evals:
+            text += f", validation loss {evals[-1].get('value'):.3f}"
+        return text
+
+    def render(self, started: float) -> Any:
+        from rich.table import Table
+
+        table = Table(
+            title=f"sftpipe demo: {time.monotonic() - started:.0f} s", show_header=False, expand=False
+        )
+        dataset = self.dataset
+        if not dataset:
+            table.add_row("dataset", "waiting for the ingest function")
+        else:
+            detail = f"{dataset.get('status')}"
+            if dataset.get("status") in ("READY", "REJECTED"):
+                split = dataset.get("split") or {}
+                detail += (
+                    f": {dataset.get('examples')} examples ({dataset.get('format')}, {dataset.get('shape')}); "
+                    f"train {split.get('train')}, validation {split.get('validation')}, test {split.get('test')}"
+                )
+            table.add_row("dataset", detail)
+        if self.job:
+            table.add_row("tuning job", f"{self.job.get('status')} ({self.job.get('job_id')})")
+            if self.training:
+                table.add_row("training", self.training)
+        if self.evaluation:
+            total, cursor = self.evaluation.get("total"), self.evaluation.get("cursor")
+            table.add_row("evaluation", f"{self.evaluation.get('status')}: {cursor}/{total} test examples")
+        if self.evaluation.get("report_uri") or self.job.get("status", "").endswith(("FAILED", "CANCELLED")):
+            table.add_row("notifications", f"{self._notified()} received (Slack + email)")
+        return table
+
+    def conclude(self, bucket: Any, console: Any, run_dir: Path, started: float) -> int:
+        from rich.table import Table
+
+        if self.dataset.get("status") == "REJECTED":
+            console.print(f"[red]the dataset was rejected[/red]: {self.dataset.get('error_counts')}")
+            return 1
+        if not self.evaluation.get("report_uri"):
+            console.print(
+                f"[red]the tuning job ended {self.job.get('status')}[/red]: {self.job.get('error')}"
+            )
+            return 1
+        job_id = self.job["job_id"]
+        out = run_dir / "reports" / job_id
+        out.mkdir(parents=True, exist_ok=True)
+        prefix = f"reports/{job_id}/"
+        summary = json.loads(bucket.blob(f"{prefix}summary.json").download_as_bytes())
+        bucket.blob(f"{prefix}report.html").download_to_filename(str(out / "report.html"))
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        table = Table(
+            title=f"{summary['task']}: base {summary['base_model']} vs tuned ({summary['verdict']})"
+        )
+        for column in ("metric", "base", "tuned", "delta"):
+            table.add_column(column, justify="left" if column == "metric" else "right")
+        for metric in summary["metrics"]:
+            marker = " *" if metric.get("primary") else ""
+            table.add_row(
+                f"{metric['name']}{marker}",
+                f"{metric['base']:.3f}",
+                f"{metric['tuned']:.3f}",
+                f"{metric['delta']:+.3f}",
+            )
+        console.print(table)
+        slack = sorted(Path(self.env["SFTPIPE_SLACK_DIR"]).glob("*.json"))
+        mails = sorted(Path(self.env["SFTPIPE_MAIL_DIR"]).glob("*.eml"))
+        console.print(f"report:      {out / 'report.html'}")
+        console.print(f"Slack post:  {slack[-1] if slack else '(none)'}")
+        console.print(f"email:       {mails[-1] if mails else '(none)'}")
+        console.print(f"done in {time.monotonic() - started:.0f} s")
+        return 0
