@@ -120,3 +120,45 @@ def _env_summary(env: dict[str, str]) -> dict[str, str]:
         "slack_dir": env["SFTPIPE_SLACK_DIR"],
         "env": env,
     }
+
+
+#: Lines of each log `sftpipe logs` prints by default.
+LOG_LINES = 20
+
+
+def add_logs_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "names", nargs="*", help="processes (default: the four functions), e.g. ingest tuning"
+    )
+    parser.add_argument("--run-dir", type=Path, default=None, help="the stack's run dir")
+    parser.add_argument("-n", "--lines", type=int, default=LOG_LINES, help="last lines of each log")
+    parser.add_argument("--raw", action="store_true", help="print the JSON lines as they are")
+
+
+def run_logs(args: argparse.Namespace) -> int:
+    log_dir = (args.run_dir or default_run_dir()) / "logs"
+    names = args.names or ["ingest", "tuner", "poller", "completion"]
+    status = 0
+    for name in names:
+        path = log_dir / f"{name}.log"
+        if not path.exists():
+            print(f"error: no log {path}", file=sys.stderr)
+            status = 1
+            continue
+        lines = path.read_text(errors="replace").splitlines()[-args.lines :]
+        print(f"== {name} ({path})")
+        for line in lines:
+            print(line if args.raw else _pretty(line))
+    return status
+
+
+def _pretty(line: str) -> str:
+    """One JSON log line as `time severity message ids`; other lines as they are."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(entry, dict) or "message" not in entry:
+        return line
+    ids = " ".join(f"{key}={entry[key]}" for key in ("dataset_id", "job_id", "event_id") if key in entry)
+    return f"{entry.get('time', '')[11:19]} {entry.get('severity', ''):7} {entry['message']} {ids}".rstrip()

@@ -18,12 +18,15 @@ from typing import Any
 COMMANDS: dict[str, tuple[str, str]] = {
     "stack": ("local.stack_cli", "start, stop and inspect the local stack of real services"),
     "validate": ("shared.datasets.cli", "validate a dataset file and convert it to Gemini tuning JSONL"),
+    "submit": ("shared.submit_cli", "upload a dataset file (or a manifest and its files) to start a run"),
     "tuning-service": (
         "local.tuning.cli",
         "run the local Vertex-compatible tuning service (LoRA on a small model)",
     ),
     "status": ("shared.tuning.ops_cli:status", "show tuning jobs: state, base model, dataset, age, endpoint"),
     "cancel": ("shared.tuning.ops_cli:cancel", "cancel a tuning job"),
+    "report": ("shared.tuning.ops_cli:report", "show a job's evaluation: metric table, report path"),
+    "logs": ("local.stack_cli:logs", "print the local functions' logs"),
     "demo": ("local.demo", "run the whole pipeline locally on the bundled sample dataset"),
 }
 

@@ -104,3 +104,47 @@ def run_cancel(args: argparse.Namespace) -> int:
     runtime.tuning.tunings.cancel(name=job.tuning_job_name)
     print(f"cancel requested for {job.tuning_job_name}; the poller records CANCELLED", file=sys.stderr)
     return 0
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job_id", help="the job whose evaluation report to show")
+    parser.add_argument("--json", action="store_true", help="print summary.json")
+    parser.add_argument("--out", default=None, help="download report.html and summary.json into this folder")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    runtime, _ = _store()
+    snapshot = (
+        runtime.firestore.collection(runtime.settings.evaluations_collection).document(args.job_id).get()
+    )
+    evaluation = snapshot.to_dict() if snapshot.exists else None
+    if not evaluation or not evaluation.get("summary_uri"):
+        status = (evaluation or {}).get("status", "not started")
+        print(f"error: no report for {args.job_id} yet (evaluation: {status})", file=sys.stderr)
+        return 1
+    bucket = runtime.storage.bucket(runtime.settings.bucket)
+    prefix = f"{runtime.settings.reports_prefix}{args.job_id}/"
+    summary = json.loads(bucket.blob(f"{prefix}summary.json").download_as_bytes())
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        bucket.blob(f"{prefix}report.html").download_to_filename(str(out / "report.html"))
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("metric", "base", "tuned", "delta", title=f"{summary['task']}: {summary['verdict']}")
+    for metric in summary["metrics"]:
+        name = metric["name"] + (" *" if metric.get("primary") else "")
+        table.add_row(name, f"{metric['base']:.3f}", f"{metric['tuned']:.3f}", f"{metric['delta']:+.3f}")
+    console = Console()
+    console.print(table)
+    console.print(f"report: {evaluation['report_uri']}")
+    if args.out:
+        console.print(f"downloaded: {Path(args.out) / 'report.html'}")
+    return 0
