@@ -68,7 +68,7 @@ def configure_logging(level: str = "INFO") -> None:
         root.addHandler(handler)
     root.setLevel(level.upper())
     # The client libraries are chatty at INFO about retries we already log ourselves.
-    for noisy in ("urllib3", "google.auth", "httpx", "httpcore"):
+    for noisy in ("urllib3", "google.auth", "httpx", "httpx2", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
