@@ -41,6 +41,7 @@ from shared.datasets import (
     render_report,
 )
 from shared.datasets.issues import Issue
+from shared.errors import ConfigurationError
 from shared.events import GCS_NOTIFICATION_FINALIZE, StorageObject
 from shared.idempotency import IdempotencyStore
 from shared.ingest_manifest import ManifestReport, prepare_manifest, render_manifest_report
@@ -196,12 +197,12 @@ def _prepare_file(obj: StorageObject, runtime: Runtime, sink: Sink) -> _Outcome:
     try:
         upload = parse_object_metadata(obj.metadata)
         options = PrepareOptions.from_settings(settings, upload)
-    except UploadSettingsError as exc:
+        size_issue = check_size(obj.size, options.base_model)  # an unknown model raises here
+    except (UploadSettingsError, ConfigurationError) as exc:
         result = _rejected_before_reading(
             obj, settings.base_model, exc.field or "metadata", exc.code, exc.message
         )
     else:
-        size_issue = check_size(obj.size, options.base_model)
         if size_issue is not None:
             result = _rejected_before_reading(
                 obj, options.base_model, "", size_issue.code, size_issue.message
