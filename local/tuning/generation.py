@@ -114,6 +114,14 @@ class Generator:
             sampling["temperature"] = temperature
             sampling["top_p"] = float(config.get("topP", 1.0))
             sampling["top_k"] = int(config.get("topK", 0)) or None
+        # The tiny model has only a few hundred positions: asking for more than the context holds
+        # would index past the position table, so answer as Vertex does at its limit.
+        context = _context_length(base.model)
+        if len(prompt) >= context:
+            raise ApiError.invalid_argument(
+                f"the prompt has {len(prompt)} tokens; the local model's context holds {context}"
+            )
+        max_new = min(max_new, context - len(prompt))
         with base.lock, torch.no_grad():
             if "seed" in config:
                 torch.manual_seed(int(config["seed"]))
@@ -168,3 +176,12 @@ class Generator:
         assert isinstance(base.model, PeftModel)
         base.model.set_adapter(name)
         return base.model
+
+
+def _context_length(model: Any) -> int:
+    config = model.config
+    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 1 << 30

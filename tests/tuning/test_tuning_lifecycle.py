@@ -197,6 +197,23 @@ def test_base_model_generate_respects_max_tokens_and_counts_tokens(tiny_service:
     assert same_prompt.total_tokens == response.usage_metadata.prompt_token_count
 
 
+def test_asking_for_more_tokens_than_the_context_holds_stops_at_the_context(
+    tiny_service: TuningService,
+) -> None:
+    client = tiny_service.client()
+    config = types.GenerateContentConfig(temperature=0, max_output_tokens=1024)
+
+    response = client.models.generate_content(
+        model="gemini-2.5-flash", contents="Say something.", config=config
+    )
+
+    usage = response.usage_metadata
+    assert usage is not None
+    assert usage.total_token_count == 256  # the tiny model's context, prompt included
+    assert response.candidates is not None
+    assert response.candidates[0].finish_reason == types.FinishReason.MAX_TOKENS
+
+
 def test_list_pages_and_filters_on_labels(tiny_service: TuningService, datasets: dict[str, str]) -> None:
     names = {
         tune(tiny_service, datasets["training"], epoch_count=1, labels={"suite": "listing", "n": str(n)}).name
