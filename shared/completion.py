@@ -48,6 +48,7 @@ from shared.evaluation.report import (
     render_report_html,
 )
 from shared.evaluation.runner import (
+    GenerationOptions,
     Prediction,
     TestExample,
     chunk_name,
@@ -346,7 +347,11 @@ def _run_chunks(
         start, end = chunk
         chunk_started = time.monotonic()
         predictions = run_predictions(
-            settings, examples[start:end], base_model=job.base_model, tuned_model=job.tuned_endpoint or ""
+            settings,
+            examples[start:end],
+            base_model=job.base_model,
+            tuned_model=job.tuned_endpoint or "",
+            options=GenerationOptions.from_settings(settings, job.base_model, examples),
         )
         _bucket(runtime).blob(
             chunk_object_name(settings.reports_prefix, job.job_id, start, end)

@@ -116,7 +116,9 @@ class Settings(BaseSettings):
         600, ge=1, description="Model calls per minute during evaluation (base and tuned together)."
     )
     evaluation_max_output_tokens: int = Field(
-        1024, ge=1, description="maxOutputTokens of each evaluation call (base and tuned alike)."
+        1024,
+        ge=1,
+        description="Ceiling of maxOutputTokens per evaluation call (base and tuned alike); each run asks for twice its longest reference + 16, at most this.",
     )
     evaluation_temperature: float = Field(
         0.0, ge=0, le=2, description="Temperature of each evaluation call (base and tuned alike)."

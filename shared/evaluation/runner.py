@@ -90,15 +90,34 @@ class GenerationOptions:
     request_timeout_s: float = 120.0
 
     @classmethod
-    def from_settings(cls, settings: Settings, base_model: str) -> GenerationOptions:
+    def from_settings(
+        cls, settings: Settings, base_model: str, examples: Sequence[TestExample] = ()
+    ) -> GenerationOptions:
         return cls(
             temperature=settings.evaluation_temperature,
-            max_output_tokens=settings.evaluation_max_output_tokens,
+            max_output_tokens=output_budget(examples, settings.evaluation_max_output_tokens),
             thinking_budget=thinking_budget_for(base_model, settings.thinking_budget),
             concurrency=settings.evaluation_concurrency,
             requests_per_minute=settings.evaluation_rpm,
             request_timeout_s=settings.evaluation_request_timeout_s,
         )
+
+
+#: Output tokens allowed per answer: twice the longest reference, plus this margin.
+OUTPUT_MARGIN_TOKENS = 16
+
+
+def output_budget(examples: Sequence[TestExample], ceiling: int) -> int:
+    """Output tokens to ask for: enough for the longest reference twice over, at most ``ceiling``.
+
+    Answers are scored against the references, so a far longer answer cannot score better; the
+    bound keeps a rambling base model from costing minutes (and money) per example. The token
+    estimate is the datasets' one (UTF-8 bytes / 4).
+    """
+    if not examples:
+        return ceiling
+    longest = max(-(-len(example.reference.encode()) // 4) for example in examples)
+    return max(1, min(ceiling, 2 * longest + OUTPUT_MARGIN_TOKENS))
 
 
 # --- Test examples -----------------------------------------------------------------------------

@@ -12,13 +12,16 @@ from shared.config import Settings
 from shared.errors import PermanentError
 from shared.evaluation.losses import loss_curves_from_series
 from shared.evaluation.runner import (
+    OUTPUT_MARGIN_TOKENS,
     GenerationOptions,
     Prediction,
     RateLimiter,
+    TestExample,
     chunk_name,
     chunk_object_name,
     chunk_ranges_cover,
     next_cursor,
+    output_budget,
     parse_chunk_name,
     parse_test_example,
     parse_test_examples,
@@ -154,6 +157,21 @@ def test_generation_options_come_from_settings() -> None:
         requests_per_minute=90,
         request_timeout_s=7,
     )
+
+
+def _example(index: int, reference: str) -> TestExample:
+    return TestExample(index=index, system_instruction=None, contents=[], reference=reference)
+
+
+def test_output_tokens_are_bounded_by_twice_the_longest_reference() -> None:
+    labels = [_example(0, "positive"), _example(1, "negative")]  # 8 bytes: 2 estimated tokens
+    essay = [_example(0, "x" * 4000)]  # 1,000 estimated tokens
+
+    assert output_budget(labels, ceiling=1024) == 2 * 2 + OUTPUT_MARGIN_TOKENS
+    assert output_budget(essay, ceiling=1024) == 1024
+    assert output_budget([], ceiling=1024) == 1024
+    settings = Settings(evaluation_max_output_tokens=512)
+    assert GenerationOptions.from_settings(settings, "gemini-2.5-flash", labels).max_output_tokens == 20
 
 
 # --- Chunks and the cursor ---------------------------------------------------------------------
