@@ -225,9 +225,9 @@ def render_manifest_report(report: ManifestReport) -> str:
             lines.append(f"| `{issue.field}` | `{issue.code}` | {message} |")
     for file in report.files:
         if file.result is not None:
-            # Each file's report, one heading level down, under its role.
-            body = render_report(file.result).replace("\n#", "\n##")
-            lines += ["", f"## {file.role}: {file.uri}", "", "#" + body.rstrip("\n")]
+            # Each file's own report, its title replaced by the file's role, one heading level down.
+            _title, body = render_report(file.result).split("\n", 1)
+            lines += ["", f"## {file.role}: {file.uri}", body.replace("\n#", "\n##").rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -244,19 +244,19 @@ def _locate_files(
         files.append(file)
         if bucket_name == obj.bucket and object_name.startswith(incoming):
             message = (
-                f"{role}: {file.uri} is under {incoming}, where every object starts a run of its own; "
+                f"{file.uri} is under {incoming}, where every object starts a run of its own; "
                 "keep the files a manifest names outside it"
             )
             problems.append(_issue(role, "manifest_file_in_incoming", message))
             continue
         blob = runtime.storage.bucket(bucket_name).get_blob(object_name)
         if blob is None:
-            problems.append(_issue(role, "manifest_file_missing", f"{role}: {file.uri} does not exist"))
+            problems.append(_issue(role, "manifest_file_missing", f"{file.uri} does not exist"))
             continue
         file.generation, file.size = blob.generation, blob.size
         size_issue = check_size(blob.size, base_model)
         if size_issue is not None:
-            problems.append(_issue(role, size_issue.code, f"{role}: {file.uri}: {size_issue.message}"))
+            problems.append(_issue(role, size_issue.code, f"{file.uri}: {size_issue.message}"))
     return files, problems
 
 
