@@ -33,7 +33,8 @@ LOWER_IS_BETTER = frozenset({"out_of_label_rate"})
 EXAMPLE_TEXT_LIMIT = 1_500
 # Loss-curve signals from the Vertex AI tuning best-practices guide. The guide names the signs, not
 # numbers: validation loss 5% above its minimum while training loss fell counts as over-fitting,
-# and training loss still falling by 10% over the last quarter of steps counts as not converged.
+# and a last quarter of steps that still brings 10% of the whole fall of training loss counts as
+# not converged.
 INITIAL_LOSS_ALARM = 10.0
 RISE_FROM_MINIMUM = 0.05
 STILL_FALLING = 0.10
@@ -192,7 +193,10 @@ def loss_signals(loss_curves: Mapping[str, Sequence[LossPoint]]) -> list[str]:
             )
     if len(training) >= 4:
         tail = training[len(training) * 3 // 4 - 1 :]
-        still_falling = tail[0].value > 0 and (tail[0].value - tail[-1].value) / tail[0].value > STILL_FALLING
+        # Measured against the whole fall, not the tail's own level: 0.003 -> 0.001 is a large
+        # relative drop of a loss that has long converged.
+        total_fall = training[0].value - training[-1].value
+        still_falling = total_fall > 0 and (tail[0].value - tail[-1].value) / total_fall > STILL_FALLING
         validation_falling = len(validation) < 2 or validation[-1].value < validation[-2].value
         if still_falling and validation_falling and not any("over-fitting" in s for s in signals):
             signals.append(

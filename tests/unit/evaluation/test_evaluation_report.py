@@ -122,6 +122,11 @@ def test_loss_signals_name_the_guide_s_warning_signs() -> None:
     }
     assert loss_signals(converged) == []
 
+    converged_near_zero = {  # large relative changes of a tiny loss are not "still falling"
+        "training": [LossPoint(step=s, value=v) for s, v in [(0, 1.5), (10, 0.1), (20, 0.003), (30, 0.001)]]
+    }
+    assert loss_signals(converged_near_zero) == []
+
 
 def test_formatting_of_durations_and_deltas() -> None:
     assert format_duration(3725) == "1 h 02 min"
