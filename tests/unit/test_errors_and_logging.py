@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import contextvars
+import functools
 import json
 import logging
+from collections.abc import Callable
 
 import pytest
 from google.api_core import exceptions as gexc
@@ -53,6 +56,17 @@ def _format(record_message: str, **extra: object) -> dict:
     return json.loads(CloudLoggingFormatter().format(record))
 
 
+def _in_fresh_context(test: Callable[[], None]) -> Callable[[], None]:
+    """Run a test in an empty context: handlers called directly by other tests bind ids too."""
+
+    @functools.wraps(test)
+    def run() -> None:
+        contextvars.Context().run(test)
+
+    return run
+
+
+@_in_fresh_context
 def test_log_lines_are_cloud_logging_json_with_correlation_ids() -> None:
     with log_context(event_id="e1", dataset_id="d1", job_id=None):
         bind(job_id="j1")
@@ -63,6 +77,7 @@ def test_log_lines_are_cloud_logging_json_with_correlation_ids() -> None:
     assert (line["event_id"], line["dataset_id"], line["job_id"], line["attempt"]) == ("e1", "d1", "j1", 2)
 
 
+@_in_fresh_context
 def test_context_does_not_leak_out_of_its_block() -> None:
     with log_context(dataset_id="inner"):
         pass
