@@ -39,7 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS = ("ingest", "tuner", "poller", "completion")
 #: Seconds `up` waits for every service to answer before it gives up and cleans up.
 READY_TIMEOUT_S = 60.0
-#: Seconds `down` waits after SIGTERM before SIGKILL.
+#: Seconds `down` waits after SIGINT before SIGKILL.
 STOP_GRACE_S = 5.0
 #: Deliveries before a message goes to its subscription's dead-letter topic.
 MAX_DELIVERY_ATTEMPTS = 5
@@ -159,9 +159,12 @@ class Stack:
         """Stop every process this run dir started (and nothing else); returns their names."""
         state = self.read_state()
         records = [r for r in self._records(state) if _alive(r)]
+        # SIGINT, not SIGTERM: gunicorn (functions-framework) takes SIGTERM as "finish gracefully
+        # within 30 s" and SIGINT as "stop now"; the JVMs, fake-gcs-server and our Python
+        # services stop on either.
         for record in records:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(record.pid, signal.SIGTERM)
+                os.killpg(record.pid, signal.SIGINT)
         deadline = time.monotonic() + STOP_GRACE_S
         while any(_alive(r) for r in records) and time.monotonic() < deadline:
             time.sleep(0.05)
