@@ -83,7 +83,7 @@ class Settings(BaseSettings):
         8, ge=1, le=64, description="Tuning jobs the poller reads from Vertex at once."
     )
     stall_after_s: int = Field(
-        7200, ge=60, description="Seconds without progress before the poller raises a stalled alert event."
+        7200, ge=1, description="Seconds without progress before the poller raises a stalled alert event."
     )
     base_model: str = Field("gemini-2.5-flash", description="Default base model for uploads.")
     epochs: int | None = Field(None, ge=1, le=100, description="Default epoch count (empty: recommended).")

@@ -8,10 +8,13 @@ concurrent deliveries.
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -48,10 +51,10 @@ def _examples(tag: str, count: int = 12) -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
-def _request(runtime: Runtime, tag: str, **overrides: Any) -> TuningRequestV1:
+def _request(runtime: Runtime, tag: str, examples: int = 12, **overrides: Any) -> TuningRequestV1:
     """A request for prepared files uploaded outside incoming/ (so ingest ignores them)."""
     bucket = runtime.storage.bucket(runtime.settings.bucket)
-    bucket.blob(f"prepared/{tag}/train.jsonl").upload_from_string(_examples(tag))
+    bucket.blob(f"prepared/{tag}/train.jsonl").upload_from_string(_examples(tag, examples))
     fields: dict[str, Any] = {
         "dataset_id": f"{tag}-0000000000000000",
         "base_model": "gemini-2.5-flash",
@@ -227,3 +230,62 @@ def test_a_request_vertex_rejects_fails_the_job_with_vertex_message(
     assert "400" in job["error"]
     assert "not-a-gemini-model" in job["error"]
     assert find_tuning_job(client, job_id) is None
+
+
+def _trainer_pids(tuning_job_name: str) -> list[int]:
+    """The local tuning service trains each job in a process named after the job's state dir."""
+    job_number = tuning_job_name.rsplit("/", 1)[-1]
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "local.tuning.trainer" in cmdline and job_number in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_a_job_without_progress_raises_one_stalled_event(
+    runtime: Runtime, client: genai.Client, subscribe: Subscribe
+) -> None:
+    events = subscribe(runtime.settings.job_events_topic)
+    request = _request(runtime, "stalled", hyperparameters=Hyperparameters(epochs=100))
+    request_lines = _examples("stalled", count=400)
+    runtime.storage.bucket(runtime.settings.bucket).blob("prepared/stalled/train.jsonl").upload_from_string(
+        request_lines
+    )
+    job_id = derive_job_id(request)
+    handle_tuning_request(request, runtime, client)
+    job = wait_for(
+        lambda: (j := _job(runtime, job_id)) and j["status"] == "JOB_STATE_RUNNING" and j,
+        timeout=JOB_TIMEOUT_S,
+        what="the job to run",
+    )
+    pids = wait_for(lambda: _trainer_pids(job["tuning_job_name"]), what="the trainer process")
+    for pid in pids:  # a real stall: the trainer stops making progress
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        impatient = Runtime(Settings(stall_after_s=2))
+        poll_tick(impatient, client)  # records the (frozen) progress marker
+        time.sleep(3)
+        for _ in range(3):  # past stall_after_s, three ticks in a row
+            poll_tick(impatient, client)
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+        client.tunings.cancel(name=job["tuning_job_name"])
+
+    def stalled() -> list[dict[str, Any]]:
+        return [
+            e["body"] for e in events() if e["body"]["job_id"] == job_id and e["body"]["kind"] == "stalled"
+        ]
+
+    [alert] = wait_for(stalled, what="the stalled event")
+    time.sleep(2)
+    assert len(stalled()) == 1
+    assert alert["state"] == "JOB_STATE_RUNNING"
+    assert alert["error"].startswith("no progress since")
+    assert _job(runtime, job_id)["stalled_alerted_at"] is not None
