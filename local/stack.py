@@ -11,8 +11,10 @@
   under ``run_dir/mail`` and ``run_dir/slack``.
 
 Every process runs in its own process group; its pid and start time are written to
-``run_dir/state.json`` the moment it is spawned, so ``down`` (or the next ``up``, after a crash)
-stops exactly what was started, and never a recycled pid. Logs go to ``run_dir/logs/``.
+``run_dir/state.json`` the moment it is spawned, and its environment carries the run dir
+(``SFTPIPE_STACK_OWNER``), so ``down`` (or the next ``up``, after a crash) stops exactly what was
+started, also a process a killed ``up`` spawned but had no time to record, and never a recycled
+pid. Logs go to ``run_dir/logs/``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ FUNCTIONS = ("ingest", "tuner", "poller", "completion")
 READY_TIMEOUT_S = 60.0
 #: Seconds `down` waits after SIGINT before SIGKILL.
 STOP_GRACE_S = 5.0
+#: Set in every process the stack starts: `down` finds, by it, what a killed `up` had no time to record.
+OWNER_VARIABLE = "SFTPIPE_STACK_OWNER"
 #: Deliveries before a message goes to its subscription's dead-letter topic.
 MAX_DELIVERY_ATTEMPTS = 5
 #: How long a push endpoint may take before Pub/Sub redelivers (the maximum Pub/Sub allows).
@@ -88,6 +92,22 @@ def _start_ticks(pid: int) -> int | None:
 
 def _alive(record: ProcessRecord) -> bool:
     return _start_ticks(record.pid) == record.start_ticks
+
+
+def _marked_processes(owner: str) -> list[int]:
+    """Live processes whose environment says this run dir started them."""
+    marker = f"{OWNER_VARIABLE}={owner}".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            pids.append(int(proc.name))
+    return pids
 
 
 class Stack:
@@ -173,11 +193,19 @@ class Stack:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(record.pid, signal.SIGKILL)
         # Group members that outlived their leader (gunicorn workers) are killed with the group.
-        for record in self._records(state):
+        for record in records:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(record.pid, signal.SIGKILL)
+        # A process spawned by an `up` that was killed before it could record it carries this run
+        # dir's mark in its environment: find it that way.
+        marked = _marked_processes(str(self.run_dir))
+        for pid in marked:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + STOP_GRACE_S
-        while any(_alive(r) for r in records) and time.monotonic() < deadline:
+        while time.monotonic() < deadline and (
+            any(_alive(r) for r in records) or _marked_processes(str(self.run_dir))
+        ):
             time.sleep(0.05)
         with contextlib.suppress(FileNotFoundError):
             self.state_path.unlink()
@@ -257,7 +285,13 @@ class Stack:
             "SFTPIPE_MAIL_TO": "ml-team@example.com",
             "SFTPIPE_SLACK_WEBHOOK_URL": f"http://127.0.0.1:{ports['slack']}/webhook",
         }
-        process_env = {**os.environ, **env, **options.function_env, "PYTHONUNBUFFERED": "1"}
+        process_env = {
+            **os.environ,
+            **env,
+            **options.function_env,
+            "PYTHONUNBUFFERED": "1",
+            OWNER_VARIABLE: str(self.run_dir),
+        }
         deadline = time.monotonic() + READY_TIMEOUT_S
 
         log("starting the Pub/Sub and Firestore emulators and the functions")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 
 from local.services import port_open
-from local.stack import Stack, StackOptions, _start_ticks
+from local.stack import Stack, StackOptions, _marked_processes, _start_ticks
 
 SFTPIPE = [sys.executable, "-m", "shared.cli"]
 REPO = Path(__file__).resolve().parents[2]
@@ -21,9 +22,24 @@ def _alive_pids(state: dict) -> list[int]:
     return [p["pid"] for p in state["processes"] if _start_ticks(p["pid"]) == p["start_ticks"]]
 
 
-def _leftovers(state: dict) -> tuple[list[int], list[int]]:
-    ports = [port for port in state["ports"].values() if port_open(port)]
-    return _alive_pids(state), ports
+def _listening_ports() -> set[int]:
+    """Ports in LISTEN state on this machine (a connect() probe can self-connect on an ephemeral port)."""
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                if fields[3] == "0A":  # TCP_LISTEN
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _leftovers(state: dict, run_dir: Path) -> tuple[list[int], dict[str, int]]:
+    """Live processes of the stack (recorded, or carrying its mark) and its listening ports."""
+    listening = _listening_ports()
+    ports = {name: port for name, port in state["ports"].items() if port in listening}
+    pids = sorted({*_alive_pids(state), *_marked_processes(str(run_dir.resolve()))})
+    return pids, ports
 
 
 def test_up_then_down_leaves_no_process_and_no_listening_port(tmp_path: Path) -> None:
@@ -75,7 +91,7 @@ def test_up_then_down_leaves_no_process_and_no_listening_port(tmp_path: Path) ->
     )
 
     assert down.returncode == 0, down.stderr
-    assert _leftovers(state) == ([], [])
+    assert _leftovers(state, run_dir) == ([], {})
     assert not (run_dir / "state.json").exists()
 
 
@@ -104,7 +120,7 @@ def test_up_after_a_killed_up_starts_a_clean_stack(tmp_path: Path) -> None:
     finally:
         state = stack.read_state()
         stack.down()
-    assert _leftovers(state) == ([], [])
+    assert _leftovers(state, run_dir) == ([], {})
 
 
 def test_up_on_a_healthy_stack_is_a_no_op(tmp_path: Path) -> None:
