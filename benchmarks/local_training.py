@@ -207,7 +207,9 @@ def main() -> int:
     if args.bare:
         print(json.dumps(bare_loop(args.bare)))
         return 0
-    print(f"cores: {os.cpu_count()}, SFTPIPE_TORCH_THREADS: {os.environ.get('SFTPIPE_TORCH_THREADS', 'unset (tiny: 1 thread, smollm2: one per core)')}")
+    print(
+        f"cores: {os.cpu_count()}, SFTPIPE_TORCH_THREADS: {os.environ.get('SFTPIPE_TORCH_THREADS', 'unset (tiny: 1 thread, smollm2: one per core)')}"
+    )
     workdir = Path(tempfile.mkdtemp(prefix="sftpipe-bench-"))
     try:
         for model in args.models:
