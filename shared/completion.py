@@ -69,7 +69,6 @@ from shared.state.jobs import SUCCEEDED, TERMINAL, JobRecord
 if TYPE_CHECKING:
     from google.cloud import firestore
 
-    from shared.notify.content import EvaluatedOutcome, JobEndedOutcome
 
 log = get_logger("sftpipe.completion")
 
@@ -81,7 +80,6 @@ FAILED = "FAILED"
 #: The state named in the notification when the evaluation itself fails for good.
 EVALUATION_FAILED = "EVALUATION_FAILED"
 PARTIALLY_SUCCEEDED = "JOB_STATE_PARTIALLY_SUCCEEDED"
-CHANNELS = ("slack", "email")
 #: Examples shown side by side in report.html (predictions.jsonl has all of them).
 REPORT_EXAMPLES = 12
 
@@ -138,6 +136,7 @@ def _notify_not_evaluated(
 
     def notify_ended() -> dict[str, Any]:
         from shared.notify.content import JobEndedOutcome
+        from shared.notify.notifier import notify_once
 
         ref = _evaluation_ref(runtime, job.job_id)
         ref.set(
@@ -163,7 +162,7 @@ def _notify_not_evaluated(
             tuning_job_name=job.tuning_job_name,
             link=_console_link(runtime, job),
         )
-        _notify_once(ref, outcome, _targets(job), runtime)
+        notify_once(ref, outcome, settings, _targets(job))
         log.info("job not evaluated, notified", extra={"state": state, "reason": reason})
         return {"job_id": job.job_id, "status": status, "state": state}
 
@@ -547,28 +546,11 @@ def _notify_evaluated(
     ref: Any, runtime: Runtime, job: JobRecord, summary: EvaluationSummary, report_uri: str
 ) -> None:
     from shared.notify.content import EvaluatedOutcome
+    from shared.notify.notifier import notify_once
 
-    _notify_once(ref, EvaluatedOutcome(summary=summary, report_url=report_uri), _targets(job), runtime)
-
-
-def _notify_once(
-    ref: Any, outcome: EvaluatedOutcome | JobEndedOutcome, targets: NotifyTargets, runtime: Runtime
-) -> None:
-    """Send to the channels not yet recorded for this outcome, record each success, raise for failures."""
-    from google.cloud import firestore
-
-    from shared.notify.notifier import notify
-
-    already = set((ref.get().to_dict() or {}).get("notifications_sent", []))
-    channels = [c for c in CHANNELS if f"{outcome.event_key}/{c}" not in already]
-    if not channels:
-        log.info("notifications already sent", extra={"event_key": outcome.event_key})
-        return
-    result = notify(outcome, runtime.settings, targets, channels=channels)
-    delivered = sorted({f"{outcome.event_key}/{d.channel}" for d in result.sent})
-    if delivered:
-        ref.set({"notifications_sent": firestore.ArrayUnion(delivered)}, merge=True)
-    result.raise_for_failures()
+    notify_once(
+        ref, EvaluatedOutcome(summary=summary, report_url=report_uri), runtime.settings, _targets(job)
+    )
 
 
 def _targets(job: JobRecord) -> NotifyTargets:

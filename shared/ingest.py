@@ -324,12 +324,8 @@ def _notify_rejection(
     runtime: Runtime,
 ) -> None:
     from shared.notify.content import DatasetRejectedOutcome
-    from shared.notify.notifier import notify
+    from shared.notify.notifier import notify_once
 
-    already = set((dataset_ref.get().to_dict() or {}).get("notifications_sent", []))
-    channels = [c for c in ("slack", "email") if c not in already]
-    if not channels:
-        return
     rejection = DatasetRejectedOutcome(
         dataset_id=obj.dataset_id,
         source_uri=obj.uri,
@@ -337,14 +333,7 @@ def _notify_rejection(
         top_errors=outcome.top_errors,
         report_url=report_uri,
     )
-    targets = NotifyTargets(emails=outcome.notify_emails)
-    sent = notify(rejection, runtime.settings, targets, channels=channels)
-    delivered = sorted({d.channel for d in sent.sent})
-    if delivered:
-        from google.cloud import firestore
-
-        dataset_ref.update({"notifications_sent": firestore.ArrayUnion(delivered)})
-    sent.raise_for_failures()
+    notify_once(dataset_ref, rejection, runtime.settings, NotifyTargets(emails=outcome.notify_emails))
 
 
 def _describe(issue: Issue) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Iterable
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -194,3 +194,31 @@ def notify(
             extra={"channel": delivery.channel, "detail": delivery.detail, "transient": delivery.transient},
         )
     return NotifyResult(event_key=outcome.event_key, deliveries=deliveries)
+
+
+CHANNELS: tuple[Channel, ...] = ("slack", "email")
+#: Field of the Firestore document that records what was sent, as ``<event_key>/<channel>``.
+SENT_FIELD = "notifications_sent"
+
+
+def notify_once(
+    record: Any,
+    outcome: EvaluatedOutcome | JobEndedOutcome | DatasetRejectedOutcome,
+    settings: Settings,
+    targets: NotifyTargets | None = None,
+) -> None:
+    """Send ``outcome`` on each channel not yet recorded in the document ``record``, record each
+    success there at once, then raise for the failures (transient ones make the event redelivered,
+    and the redelivery sends only what is still missing)."""
+    from google.cloud import firestore
+
+    already = set((record.get().to_dict() or {}).get(SENT_FIELD, []))
+    channels = [c for c in CHANNELS if f"{outcome.event_key}/{c}" not in already]
+    if not channels:
+        log.info("notifications already sent", extra={"event_key": outcome.event_key})
+        return
+    result = notify(outcome, settings, targets, channels=channels)
+    delivered = sorted({f"{outcome.event_key}/{d.channel}" for d in result.sent})
+    if delivered:
+        record.set({SENT_FIELD: firestore.ArrayUnion(delivered)}, merge=True)
+    result.raise_for_failures()
