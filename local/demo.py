@@ -113,7 +113,7 @@ class _Follower:
         if self.dataset.get("status") == "REJECTED":
             return True
         if self.job.get("status") in ("JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"):
-            return bool(self.job.get("notifications_sent") or self._notified())
+            return self._notified() >= 2
         return bool(self.evaluation.get("report_uri")) and self._notified() >= 2
 
     def _notified(self) -> int:
@@ -188,7 +188,7 @@ class _Follower:
         return table
 
     def conclude(self, bucket: Any, console: Any, run_dir: Path, started: float) -> int:
-        from rich.table import Table
+        from shared.tuning.ops_cli import metric_table
 
         if self.dataset.get("status") == "REJECTED":
             console.print(f"[red]the dataset was rejected[/red]: {self.dataset.get('error_counts')}")
@@ -205,20 +205,7 @@ class _Follower:
         summary = json.loads(bucket.blob(f"{prefix}summary.json").download_as_bytes())
         bucket.blob(f"{prefix}report.html").download_to_filename(str(out / "report.html"))
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        table = Table(
-            title=f"{summary['task']}: base {summary['base_model']} vs tuned ({summary['verdict']})"
-        )
-        for column in ("metric", "base", "tuned", "delta"):
-            table.add_column(column, justify="left" if column == "metric" else "right")
-        for metric in summary["metrics"]:
-            marker = " *" if metric.get("primary") else ""
-            table.add_row(
-                f"{metric['name']}{marker}",
-                f"{metric['base']:.3f}",
-                f"{metric['tuned']:.3f}",
-                f"{metric['delta']:+.3f}",
-            )
-        console.print(table)
+        console.print(metric_table(summary))
         slack = sorted(Path(self.env["SFTPIPE_SLACK_DIR"]).glob("*.json"))
         mails = sorted(Path(self.env["SFTPIPE_MAIL_DIR"]).glob("*.eml"))
         console.print(f"report:      {out / 'report.html'}")

@@ -112,6 +112,20 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="download report.html and summary.json into this folder")
 
 
+def metric_table(summary: dict[str, Any]) -> Any:
+    """The metric table of a summary.json, base versus tuned (a rich Table; * marks the primary)."""
+    from rich.table import Table
+
+    title = f"{summary['task']}: base {summary['base_model']} vs tuned ({summary['verdict']})"
+    table = Table(title=title)
+    for column in ("metric", "base", "tuned", "delta"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for metric in summary["metrics"]:
+        name = metric["name"] + (" *" if metric.get("primary") else "")
+        table.add_row(name, f"{metric['base']:.3f}", f"{metric['tuned']:.3f}", f"{metric['delta']:+.3f}")
+    return table
+
+
 def run_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -136,14 +150,9 @@ def run_report(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
         return 0
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table("metric", "base", "tuned", "delta", title=f"{summary['task']}: {summary['verdict']}")
-    for metric in summary["metrics"]:
-        name = metric["name"] + (" *" if metric.get("primary") else "")
-        table.add_row(name, f"{metric['base']:.3f}", f"{metric['tuned']:.3f}", f"{metric['delta']:+.3f}")
     console = Console()
-    console.print(table)
+    console.print(metric_table(summary))
     console.print(f"report: {evaluation['report_uri']}")
     if args.out:
         console.print(f"downloaded: {Path(args.out) / 'report.html'}")
