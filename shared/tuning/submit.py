@@ -78,8 +78,7 @@ def handle_tuning_request(request: TuningRequestV1, runtime: Runtime, client: ge
         log.info("job queued")
     else:
         log.info("duplicate request: job already exists")
-    store.publish_pending(lambda event: publish_event(runtime, event))
-    submitted = dispatch(runtime, client, store)
+    submitted = dispatch(runtime, client, store)  # also publishes the QUEUED event from the outbox
     return {"job_id": job_id, "created": created, "submitted": submitted}
 
 
