@@ -42,27 +42,18 @@ def _leftovers(state: dict, run_dir: Path) -> tuple[list[int], dict[str, int]]:
     return pids, ports
 
 
+def _stack(action: str, run_dir: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """`sftpipe stack ACTION --run-dir RUN_DIR`, as a person runs it."""
+    argv = [*SFTPIPE, "stack", action, "--run-dir", str(run_dir), *options]
+    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+
+
 def test_up_then_down_leaves_no_process_and_no_listening_port(tmp_path: Path) -> None:
     run_dir = tmp_path / "stack"
-    up = subprocess.run(
-        [*SFTPIPE, "stack", "up", "--run-dir", str(run_dir)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    up = _stack("up", run_dir)
     assert up.returncode == 0, up.stderr
     state = json.loads((run_dir / "state.json").read_text())
-    env = json.loads(
-        subprocess.run(
-            [*SFTPIPE, "stack", "env", "--json", "--run-dir", str(run_dir)],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    env = json.loads(_stack("env", run_dir, "--json").stdout)
     assert {
         "project",
         "bucket",
@@ -81,14 +72,7 @@ def test_up_then_down_leaves_no_process_and_no_listening_port(tmp_path: Path) ->
     }
     assert len(_alive_pids(state)) == len(names)
 
-    down = subprocess.run(
-        [*SFTPIPE, "stack", "down", "--run-dir", str(run_dir)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    down = _stack("down", run_dir)
 
     assert down.returncode == 0, down.stderr
     assert _leftovers(state, run_dir) == ([], {})

@@ -50,3 +50,21 @@ def gemini(user: str, model: str, system: str | None = None) -> dict[str, Any]:
 def realworld() -> Path:
     assert REALWORLD.is_dir(), f"real-world samples expected at {REALWORLD}"
     return REALWORLD
+
+
+#: The keys `sftpipe validate --json` (and report.json) promise; other tools rely on them.
+CONTRACT_KEYS = {
+    "ok",
+    "format",
+    "records_in",
+    "examples",
+    "rejected",
+    "errors",
+    "error_counts",
+    "warnings",
+    "tokens",
+    "duplicates",
+    "split",
+    "recommended",
+    "estimated_cost",
+}

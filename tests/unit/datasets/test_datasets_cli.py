@@ -6,25 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REALWORLD, gemini, jsonl
+from conftest import CONTRACT_KEYS, REALWORLD, gemini, jsonl
 
 from shared.cli import main
-
-CONTRACT_KEYS = {
-    "ok",
-    "format",
-    "records_in",
-    "examples",
-    "rejected",
-    "errors",
-    "error_counts",
-    "warnings",
-    "tokens",
-    "duplicates",
-    "split",
-    "recommended",
-    "estimated_cost",
-}
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

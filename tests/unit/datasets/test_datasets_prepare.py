@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import gemini, jsonl, run
+from conftest import CONTRACT_KEYS, gemini, jsonl, run
 
 from shared.datasets import (
     MODEL_LIMITS,
@@ -289,22 +289,7 @@ def test_task_given_or_inferred() -> None:
 def test_json_contract_and_readable_report() -> None:
     result, _ = run(many(3) + b"oops\n")
     body = result.model_dump(mode="json")
-    for key in (
-        "ok",
-        "format",
-        "records_in",
-        "examples",
-        "rejected",
-        "errors",
-        "error_counts",
-        "warnings",
-        "tokens",
-        "duplicates",
-        "split",
-        "recommended",
-        "estimated_cost",
-    ):
-        assert key in body
+    assert set(body) >= CONTRACT_KEYS
     assert set(body["tokens"]) >= {"total", "min", "max", "mean", "p50", "p95", "method"}
     assert set(body["split"]) >= {"train", "validation", "test"}
     assert body["errors"] == [
