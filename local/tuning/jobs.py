@@ -199,6 +199,9 @@ class JobStore:
         self._jobs: dict[str, dict[str, Any]] = {}
         self._processes: dict[str, subprocess.Popen[str]] = {}
         self._cancel_requested: set[str] = set()
+        # Set by shutdown(): a trainer stopped because the service stops is a failure, not a
+        # cancellation (nobody asked for it), whichever thread records the end first.
+        self._shutting_down = False
         self._load()
 
     # --- persistence --------------------------------------------------------------------------
@@ -387,22 +390,24 @@ class JobStore:
     def shutdown(self) -> None:
         """Stops every trainer and records why, so that no job is left RUNNING."""
         with self._lock:
-            running = list(self._processes.items())
-            for job_id, _ in running:
-                self._cancel_requested.add(job_id)
-        for _, process in running:
+            self._shutting_down = True
+            running = list(self._processes.values())
+        for process in running:
             _stop(process, grace_s=5.0)
         with self._lock:
             for job_id, job in self._jobs.items():
                 if job["state"] == "JOB_STATE_CANCELLING":
                     self._end(job_id, "JOB_STATE_CANCELLED", CODE_CANCELLED, "CANCELLED")
                 elif job["state"] in ACTIVE_STATES:
-                    self._end(
-                        job_id,
-                        "JOB_STATE_FAILED",
-                        CODE_UNAVAILABLE,
-                        "The local tuning service was stopped while this job was running. Submit it again.",
-                    )
+                    self._end_stopped_by_shutdown(job_id)
+
+    def _end_stopped_by_shutdown(self, job_id: str) -> None:
+        self._end(
+            job_id,
+            "JOB_STATE_FAILED",
+            CODE_UNAVAILABLE,
+            "The local tuning service was stopped while this job was running. Submit it again.",
+        )
 
     # --- the supervisor -----------------------------------------------------------------------
 
@@ -410,7 +415,7 @@ class JobStore:
         directory = self.job_dir(job_id)
         try:
             with open(directory / "trainer.log", "a") as stderr, self._lock:
-                if job_id in self._cancel_requested:
+                if job_id in self._cancel_requested or self._shutting_down:
                     return
                 process = subprocess.Popen(
                     [sys.executable, "-m", "local.tuning.trainer", str(directory)],
@@ -439,6 +444,8 @@ class JobStore:
                 self._end(job_id, "JOB_STATE_CANCELLED", CODE_CANCELLED, "CANCELLED")
             elif outcome.get("event") == "finished" and process is not None and process.returncode == 0:
                 self._succeed(job_id)
+            elif self._shutting_down:
+                self._end_stopped_by_shutdown(job_id)
             else:
                 self._end(
                     job_id, "JOB_STATE_FAILED", CODE_INTERNAL, _failure_message(outcome, process, directory)
