@@ -130,10 +130,28 @@ def fake_gcs_argv(
     return argv
 
 
+#: The LISTEN state in /proc/net/tcp (include/net/tcp_states.h).
+TCP_LISTEN = "0A"
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def listening_ports() -> set[int]:
+    """Local TCP ports in LISTEN state, read from /proc/net (Linux, as the stack is). Not a bind
+    probe, which a connection left in TIME_WAIT can fail, nor a connect probe, which can connect
+    to itself on a free ephemeral port."""
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                if fields[3] == TCP_LISTEN:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

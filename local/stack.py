@@ -202,9 +202,14 @@ class Stack:
         for pid in marked:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+        # A process leaves /proc's view (environ unreadable) before its sockets are closed: wait for
+        # the ports as well, so that what `down` returns to finds them free.
+        ports = [int(port) for port in (state or {}).get("ports", {}).values()]
         deadline = time.monotonic() + STOP_GRACE_S
         while time.monotonic() < deadline and (
-            any(_alive(r) for r in records) or _marked_processes(str(self.run_dir))
+            any(_alive(r) for r in records)
+            or _marked_processes(str(self.run_dir))
+            or not services.listening_ports().isdisjoint(ports)
         ):
             time.sleep(0.05)
         with contextlib.suppress(FileNotFoundError):

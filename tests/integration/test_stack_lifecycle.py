@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -11,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from local.services import port_open
+from local.services import listening_ports, port_open
 from local.stack import Stack, StackOptions, _marked_processes, _start_ticks
 
 SFTPIPE = [sys.executable, "-m", "shared.cli"]
@@ -22,21 +21,9 @@ def _alive_pids(state: dict) -> list[int]:
     return [p["pid"] for p in state["processes"] if _start_ticks(p["pid"]) == p["start_ticks"]]
 
 
-def _listening_ports() -> set[int]:
-    """Ports in LISTEN state on this machine (a connect() probe can self-connect on an ephemeral port)."""
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError), open(table) as rows:
-            for row in list(rows)[1:]:
-                fields = row.split()
-                if fields[3] == "0A":  # TCP_LISTEN
-                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
 def _leftovers(state: dict, run_dir: Path) -> tuple[list[int], dict[str, int]]:
     """Live processes of the stack (recorded, or carrying its mark) and its listening ports."""
-    listening = _listening_ports()
+    listening = listening_ports()
     ports = {name: port for name, port in state["ports"].items() if port in listening}
     pids = sorted({*_alive_pids(state), *_marked_processes(str(run_dir.resolve()))})
     return pids, ports
