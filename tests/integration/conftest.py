@@ -22,8 +22,9 @@ from shared.config import Settings, get_settings
 from shared.runtime import Runtime
 
 T = TypeVar("T")
-#: Seconds a test waits for the pipeline to react to an upload or a message.
-PIPELINE_TIMEOUT_S = 30.0
+#: Seconds a test waits for the pipeline to react to an upload or a message (a few seconds here;
+#: generous because a shared CI machine can be several times slower).
+PIPELINE_TIMEOUT_S = 60.0
 
 
 def wait_for(probe: Callable[[], T], timeout: float = PIPELINE_TIMEOUT_S, what: str = "condition") -> T:

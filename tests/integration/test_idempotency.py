@@ -78,12 +78,13 @@ def test_permanent_failure_is_stored_and_replayed_without_running_again(runtime:
 def test_expired_claim_of_a_crashed_holder_is_taken_over(runtime: Runtime) -> None:
     store = _store(runtime, lease_s=1)
     ref = runtime.firestore.collection(runtime.settings.idempotency_collection).document("key-crashed")
-    now = datetime.now(UTC)
-    ref.create({"status": "IN_PROGRESS", "owner": "dead", "lease_expires": now + timedelta(seconds=1)})
+    # Long enough that a slow machine still makes the first attempt inside the lease.
+    expires = datetime.now(UTC) + timedelta(seconds=5)
+    ref.create({"status": "IN_PROGRESS", "owner": "dead", "lease_expires": expires})
 
     with pytest.raises(AlreadyInProgressError):
         store.run_once("key-crashed", lambda: {"ran": True})
-    time.sleep(1.2)
+    time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.2)
 
     assert store.run_once("key-crashed", lambda: {"ran": True}) == {"ran": True}
     assert ref.get().to_dict()["status"] == "COMPLETED"
