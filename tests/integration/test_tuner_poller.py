@@ -268,6 +268,7 @@ def test_a_job_without_progress_raises_one_stalled_event(
     for pid in pids:  # a real stall: the trainer stops making progress
         os.kill(pid, signal.SIGSTOP)
     try:
+        time.sleep(1)  # the service applies what the trainer wrote before it froze
         impatient = Runtime(Settings(stall_after_s=2))
         poll_tick(impatient, client)  # records the (frozen) progress marker
         time.sleep(3)
