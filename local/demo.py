@@ -88,6 +88,8 @@ def _follow(path: Path, env: dict[str, str], console: Any, *, model: str, starte
             if follower.finished:
                 break
             time.sleep(1.0)
+    if not console.is_terminal:  # off a terminal, Live prints its last frame without a newline
+        console.line()
     if not follower.finished:
         console.print(
             f"[red]the run did not finish in {FOLLOW_TIMEOUT_MIN[model]:.0f} min; logs: {stack.log_dir}[/red]"
@@ -116,10 +118,19 @@ class _Follower:
             return self._notified() >= 2
         return bool(self.evaluation.get("report_uri")) and self._notified() >= 2
 
+    def notifications(self) -> tuple[list[Path], list[Path]]:
+        """This run's Slack posts and mails, oldest first. The sinks' folders outlive a run (the
+        demo's run dir is reused), so a file counts only if it names this run's dataset."""
+
+        def naming_this_run(folder: str, pattern: str) -> list[Path]:
+            paths = sorted(Path(self.env[folder]).glob(pattern))
+            return [path for path in paths if self.dataset_id in path.read_text(errors="replace")]
+
+        return naming_this_run("SFTPIPE_SLACK_DIR", "*.json"), naming_this_run("SFTPIPE_MAIL_DIR", "*.eml")
+
     def _notified(self) -> int:
-        return len(list(Path(self.env["SFTPIPE_SLACK_DIR"]).glob("*.json"))) + len(
-            list(Path(self.env["SFTPIPE_MAIL_DIR"]).glob("*.eml"))
-        )
+        slack, mails = self.notifications()
+        return len(slack) + len(mails)
 
     def refresh(self) -> None:
         from google.cloud.firestore_v1.base_query import FieldFilter
@@ -206,10 +217,9 @@ class _Follower:
         bucket.blob(f"{prefix}report.html").download_to_filename(str(out / "report.html"))
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         console.print(metric_table(summary))
-        slack = sorted(Path(self.env["SFTPIPE_SLACK_DIR"]).glob("*.json"))
-        mails = sorted(Path(self.env["SFTPIPE_MAIL_DIR"]).glob("*.eml"))
-        console.print(f"report:      {out / 'report.html'}")
-        console.print(f"Slack post:  {slack[-1] if slack else '(none)'}")
-        console.print(f"email:       {mails[-1] if mails else '(none)'}")
+        slack, mails = self.notifications()
+        console.print(f"report:      {out / 'report.html'}", soft_wrap=True)
+        console.print(f"Slack post:  {slack[-1] if slack else '(none)'}", soft_wrap=True)
+        console.print(f"email:       {mails[-1] if mails else '(none)'}", soft_wrap=True)
         console.print(f"done in {time.monotonic() - started:.0f} s")
         return 0

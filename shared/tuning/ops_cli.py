@@ -117,7 +117,7 @@ def metric_table(summary: dict[str, Any]) -> Any:
     from rich.table import Table
 
     title = f"{summary['task']}: base {summary['base_model']} vs tuned ({summary['verdict']})"
-    table = Table(title=title)
+    table = Table(title=title, min_width=len(title) + 4)  # the title on one line, not wrapped
     for column in ("metric", "base", "tuned", "delta"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for metric in summary["metrics"]:
@@ -153,7 +153,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     console = Console()
     console.print(metric_table(summary))
-    console.print(f"report: {evaluation['report_uri']}")
+    console.print(f"report: {evaluation['report_uri']}", soft_wrap=True)
     if args.out:
-        console.print(f"downloaded: {Path(args.out) / 'report.html'}")
+        console.print(f"downloaded: {Path(args.out) / 'report.html'}", soft_wrap=True)
     return 0
