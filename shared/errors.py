@@ -70,12 +70,25 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, TransientError):
         return True
-    # google-genai: 4xx except 408/429 are the caller's fault.
+    # google-genai: 4xx except 401 (a token refresh race), 408 and 429 are the caller's fault.
     status = getattr(exc, "code", None)
     if type(exc).__module__.startswith("google.genai") and isinstance(status, int):
-        return status in (408, 429) or status >= 500
-    # google-api-core: 4xx except 408/409 (ABORTED)/429 are permanent.
-    http_status = getattr(exc, "code", None)
-    if type(exc).__module__.startswith("google.api_core") and isinstance(http_status, int):
-        return http_status in (408, 409, 429) or http_status >= 500
+        return status in (401, 408, 429) or status >= 500
+    if type(exc).__module__.startswith("google.api_core"):
+        return _api_core_transient(exc)
+    return True
+
+
+def _api_core_transient(exc: BaseException) -> bool:
+    """google-api-core errors, by class: HTTP 409 is both ABORTED (contention, retry) and
+    ALREADY_EXISTS (final), and 499 CANCELLED is the client giving up, not a bad request."""
+    from google.api_core import exceptions as api
+
+    if isinstance(exc, (api.ServerError, api.RetryError)):
+        return True
+    retryable = (api.Aborted, api.TooManyRequests, api.Cancelled, api.Unauthorized)
+    if isinstance(exc, retryable):
+        return True
+    if isinstance(exc, api.ClientError):
+        return getattr(exc, "code", None) == 408
     return True

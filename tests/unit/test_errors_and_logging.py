@@ -24,6 +24,14 @@ from shared.logging import CloudLoggingFormatter, bind, log_context
         (gexc.Aborted("contention"), True),
         (gexc.NotFound("x"), False),
         (gexc.BadRequest("x"), False),
+        (gexc.AlreadyExists("created by another delivery"), False),
+        (gexc.PermissionDenied("x"), False),
+        (gexc.FailedPrecondition("x"), False),
+        (gexc.Cancelled("client gave up"), True),
+        (gexc.Unauthenticated("token expired"), True),
+        (gexc.DeadlineExceeded("slow"), True),
+        (gexc.InternalServerError("x"), True),
+        (gexc.RetryError("gave up", cause=None), True),
         (
             genai_errors.ClientError(
                 429, {"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}}
