@@ -176,6 +176,14 @@ def _evaluate(
     job: JobRecord, runtime: Runtime, *, started: float, message_cursor: int
 ) -> dict[str, Any] | None:
     ref = _evaluation_ref(runtime, job.job_id)
+    recorded = ref.get()
+    failure = recorded.to_dict() if recorded.exists else None
+    if failure and failure.get("status") == FAILED and failure.get("state") == EVALUATION_FAILED:
+        # The failure is recorded before it is notified: a redelivery after a channel failed
+        # finishes the notice (each channel at most once) instead of finding FAILED and dropping it.
+        return _notify_not_evaluated(
+            job, runtime, state=EVALUATION_FAILED, status=FAILED, reason=failure.get("reason", "")
+        )
     owner = uuid.uuid4().hex
     try:
         return _evaluate_with_lease(job, runtime, ref, owner, started=started, message_cursor=message_cursor)

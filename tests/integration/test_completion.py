@@ -22,10 +22,11 @@ import pytest
 from google.cloud import pubsub_v1
 from google.genai import types
 
+from local.services import free_port
 from local.tuning import sample
 from shared.completion import handle_job_message
 from shared.config import Settings
-from shared.errors import PermanentError
+from shared.errors import PermanentError, TransientError
 from shared.events import PubSubMessage
 from shared.messages import EvaluationContinuationV1, JobEventV1, TuningRequestV1, parse_message
 from shared.runtime import Runtime
@@ -357,7 +358,8 @@ def test_a_missing_test_split_fails_the_evaluation_once_with_a_notification(
 
     with pytest.raises(PermanentError, match="does not exist"):
         handle_job_message(event, runtime)
-    assert handle_job_message(event, runtime) is None  # the duplicate finds the failure recorded
+    duplicate = handle_job_message(event, runtime)  # finds the failure recorded and notified
+    assert duplicate == {"job_id": job.job_id, "state": "EVALUATION_FAILED", "status": "FAILED"}
 
     evaluation = _evaluation(runtime, job.job_id)
     assert evaluation["status"] == "FAILED"
@@ -368,3 +370,32 @@ def test_a_missing_test_split_fails_the_evaluation_once_with_a_notification(
     assert "does not exist" in post.read_text()
     assert len(_files_naming(stack["SFTPIPE_MAIL_DIR"], "*.eml", job.job_id)) == 1
     assert _report_objects(runtime, job.job_id) == {}
+
+
+def test_an_evaluation_failure_whose_notice_failed_is_notified_by_the_redelivery(
+    runtime: Runtime, stack: dict[str, str], tuned_model: TunedModel
+) -> None:
+    job = _write_job(runtime, tuned_model, status="JOB_STATE_SUCCEEDED")
+    runtime.storage.bucket(runtime.settings.bucket).blob(
+        job.request["test_uri"].removeprefix(f"gs://{runtime.settings.bucket}/")
+    ).delete()
+    event = _terminal_event(job)
+    closed_port = free_port()  # nothing listens: the Slack post fails, the mail goes through
+    slack_down = Runtime(
+        runtime.settings.model_copy(update={"slack_webhook_url": f"http://127.0.0.1:{closed_port}/"})
+    )
+
+    with pytest.raises(TransientError):
+        handle_job_message(event, slack_down)
+    assert _evaluation(runtime, job.job_id)["status"] == "FAILED"
+    assert _files_naming(stack["SFTPIPE_SLACK_DIR"], "*.json", job.job_id) == []
+
+    handle_job_message(event, runtime)  # the redelivery, Slack back up
+
+    [post] = wait_for(
+        lambda: _files_naming(stack["SFTPIPE_SLACK_DIR"], "*.json", job.job_id), what="the Slack post"
+    )
+    assert "does not exist" in post.read_text()
+    assert len(_files_naming(stack["SFTPIPE_MAIL_DIR"], "*.eml", job.job_id)) == 1  # not sent twice
+    handle_job_message(event, runtime)
+    assert len(_files_naming(stack["SFTPIPE_SLACK_DIR"], "*.json", job.job_id)) == 1
