@@ -87,7 +87,11 @@ def _unique(values: Iterable[str | None]) -> list[str]:
     return list(seen)
 
 
-def _attempt(channel: Channel, destination: str, send: Callable[[], str | None]) -> Delivery:
+def _attempt(
+    channel: Channel, destination: str, send: Callable[[], str | None], already_sent: Collection[str]
+) -> Delivery:
+    if f"{channel}/{destination}" in already_sent:
+        return Delivery(channel=channel, destination=destination, status="skipped", detail="already sent")
     try:
         detail = send() or ""
     except PipelineError as exc:
@@ -102,7 +106,7 @@ def _attempt(channel: Channel, destination: str, send: Callable[[], str | None])
 
 
 def _slack_deliveries(
-    notification: Notification, settings: Settings, targets: NotifyTargets
+    notification: Notification, settings: Settings, targets: NotifyTargets, already_sent: Collection[str]
 ) -> list[Delivery]:
     payload = slack.build_slack_payload(notification)
     if settings.slack_bot_token:
@@ -121,12 +125,16 @@ def _slack_deliveries(
                 "slack",
                 f"slack channel {channel}",
                 lambda channel=channel: slack.post_bot_message(settings.slack_bot_token, channel, payload),
+                already_sent,
             )
             for channel in channels
         ]
     if settings.slack_webhook_url:
         delivery = _attempt(
-            "slack", "slack webhook", lambda: slack.post_webhook(settings.slack_webhook_url, payload)
+            "slack",
+            "slack webhook",
+            lambda: slack.post_webhook(settings.slack_webhook_url, payload),
+            already_sent,
         )
         if targets.slack_channel:
             note = f"channel {targets.slack_channel} not honoured: a webhook posts to its own channel (set a bot token)"
@@ -139,7 +147,9 @@ def _slack_deliveries(
     ]
 
 
-def _email_delivery(notification: Notification, settings: Settings, targets: NotifyTargets) -> Delivery:
+def _email_delivery(
+    notification: Notification, settings: Settings, targets: NotifyTargets, already_sent: Collection[str]
+) -> Delivery:
     recipients = _unique([*settings.mail_to, *targets.emails])
     if not settings.smtp_host:
         return Delivery(
@@ -160,9 +170,8 @@ def _email_delivery(notification: Notification, settings: Settings, targets: Not
         )
         return f"refused: {', '.join(refused)}" if refused else ""
 
-    return _attempt(
-        "email", f"email to {', '.join(recipients)} via {settings.smtp_host}:{settings.smtp_port}", send
-    )
+    destination = f"email to {', '.join(recipients)} via {settings.smtp_host}:{settings.smtp_port}"
+    return _attempt("email", destination, send, already_sent)
 
 
 def notify(
@@ -171,19 +180,20 @@ def notify(
     targets: NotifyTargets | None = None,
     *,
     channels: Collection[Channel] = ("slack", "email"),
+    already_sent: Collection[str] = (),
 ) -> NotifyResult:
     """Send the outcome to every configured destination of the given channels.
 
-    Never raises for a delivery failure: see :class:`NotifyResult`. Pass ``channels`` to retry
-    only the channels that have not succeeded yet.
+    Never raises for a delivery failure: see :class:`NotifyResult`. ``already_sent`` holds
+    ``<channel>/<destination>`` keys to skip, so a retry sends only what has not succeeded yet.
     """
     targets = targets or NotifyTargets()
     notification = build_notification(outcome)
     deliveries: list[Delivery] = []
     if "slack" in channels:
-        deliveries += _slack_deliveries(notification, settings, targets)
+        deliveries += _slack_deliveries(notification, settings, targets, already_sent)
     if "email" in channels:
-        deliveries.append(_email_delivery(notification, settings, targets))
+        deliveries.append(_email_delivery(notification, settings, targets, already_sent))
     for delivery in deliveries:
         log.log(
             logging.WARNING if delivery.status == "failed" else logging.INFO,
@@ -197,7 +207,10 @@ def notify(
 
 
 CHANNELS: tuple[Channel, ...] = ("slack", "email")
-#: Field of the Firestore document that records what was sent, as ``<event_key>/<channel>``.
+#: Field of the Firestore document that records what was sent, as
+#: ``<event_key>/<channel>/<destination>``: per destination, so that a retry after one of two
+#: Slack channels failed posts to that channel only (``<event_key>/<channel>``, written before
+#: destinations were recorded, still counts for the whole channel).
 SENT_FIELD = "notifications_sent"
 
 
@@ -207,18 +220,20 @@ def notify_once(
     settings: Settings,
     targets: NotifyTargets | None = None,
 ) -> None:
-    """Send ``outcome`` on each channel not yet recorded in the document ``record``, record each
-    success there at once, then raise for the failures (transient ones make the event redelivered,
-    and the redelivery sends only what is still missing)."""
+    """Send ``outcome`` to each destination not yet recorded in the document ``record``, record
+    each success there at once, then raise for the failures (transient ones make the event
+    redelivered, and the redelivery sends only what is still missing)."""
     from google.cloud import firestore
 
-    already = set((record.get().to_dict() or {}).get(SENT_FIELD, []))
-    channels = [c for c in CHANNELS if f"{outcome.event_key}/{c}" not in already]
+    prefix = f"{outcome.event_key}/"
+    recorded = (record.get().to_dict() or {}).get(SENT_FIELD, [])
+    already_sent = {key.removeprefix(prefix) for key in recorded if key.startswith(prefix)}
+    channels = [c for c in CHANNELS if c not in already_sent]
     if not channels:
         log.info("notifications already sent", extra={"event_key": outcome.event_key})
         return
-    result = notify(outcome, settings, targets, channels=channels)
-    delivered = sorted({f"{outcome.event_key}/{d.channel}" for d in result.sent})
+    result = notify(outcome, settings, targets, channels=channels, already_sent=already_sent)
+    delivered = sorted({f"{prefix}{d.channel}/{d.destination}" for d in result.sent})
     if delivered:
         record.set({SENT_FIELD: firestore.ArrayUnion(delivered)}, merge=True)
     result.raise_for_failures()

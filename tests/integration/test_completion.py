@@ -208,7 +208,9 @@ def test_duplicated_terminal_event_gives_one_evaluation_and_one_notification_per
     summary = _check_report(objects, job, TEST_EXAMPLES)
     evaluation = _evaluation(runtime, job.job_id)
     assert evaluation["cursor"] == evaluation["total"] == TEST_EXAMPLES
-    assert sorted(evaluation["notifications_sent"]) == ["evaluated/email", "evaluated/slack"]
+    sent = sorted(evaluation["notifications_sent"])  # <event>/<channel>/<destination>
+    assert [key.split("/")[:2] for key in sent] == [["evaluated", "email"], ["evaluated", "slack"]]
+    assert sent[1] == "evaluated/slack/slack webhook"
     assert evaluation["verdict"] == summary["verdict"]
     job_doc = (
         runtime.firestore.collection(runtime.settings.jobs_collection).document(job.job_id).get().to_dict()
@@ -258,7 +260,8 @@ def test_failed_job_is_notified_with_its_reason_once_and_not_evaluated(
     evaluation = _evaluation(runtime, job.job_id)
     assert evaluation["status"] == "SKIPPED"
     assert evaluation["reason"] == reason
-    assert sorted(evaluation["notifications_sent"]) == ["job_ended:failed/email", "job_ended:failed/slack"]
+    sent = sorted(evaluation["notifications_sent"])
+    assert [key.split("/")[:2] for key in sent] == [["job_ended:failed", "email"], ["job_ended:failed", "slack"]]
     assert _report_objects(runtime, job.job_id) == {}
 
 

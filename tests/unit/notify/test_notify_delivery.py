@@ -88,6 +88,26 @@ def test_bot_token_is_not_logged_and_posts_to_each_channel(
     assert BOT_TOKEN not in caplog.text + result.model_dump_json()
 
 
+def test_a_retry_skips_the_destinations_already_sent(
+    job_failed: JobEndedOutcome, closed_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shared.notify.slack.SLACK_API_URL", f"http://127.0.0.1:{closed_port}/api/")
+    settings = Settings(slack_bot_token=BOT_TOKEN, slack_channel="#ml-runs")
+
+    result = notify(
+        job_failed,
+        settings,
+        NotifyTargets(slack_channel="#team-x"),
+        channels=("slack",),
+        already_sent={"slack/slack channel #ml-runs"},
+    )
+
+    assert [(d.destination, d.status, d.detail) for d in result.deliveries] == [
+        ("slack channel #ml-runs", "skipped", "already sent"),
+        ("slack channel #team-x", "failed", result.deliveries[1].detail),
+    ]
+
+
 def test_webhook_cannot_honour_a_requested_channel(job_failed: JobEndedOutcome, closed_port: int) -> None:
     settings = Settings(slack_webhook_url=f"http://127.0.0.1:{closed_port}/hook")
     result = notify(job_failed, settings, NotifyTargets(slack_channel="#team-x"), channels=("slack",))
