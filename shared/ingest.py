@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from google.api_core import exceptions as gexc
 
 from shared.datasets import (
     PrepareOptions,
@@ -115,6 +116,12 @@ def _ingest(obj: StorageObject, runtime: Runtime) -> dict[str, Any]:
     prepare_upload = _prepare_manifest if is_manifest(obj.name) else _prepare_file
     try:
         outcome = prepare_upload(obj, runtime, writers.write)
+    except (gexc.NotFound, gexc.Forbidden) as exc:
+        # The event's generation was deleted or replaced before it was read (a replacement has its
+        # own event), or the bucket refuses this function: retrying cannot help, and a dataset
+        # left VALIDATING would never be explained.
+        writers.abandon()
+        outcome = _file_outcome(_unreadable(obj, settings.base_model, exc), None, None)
     except BaseException:
         writers.abandon()
         raise
@@ -212,6 +219,12 @@ def _prepare_file(obj: StorageObject, runtime: Runtime, sink: Sink) -> _Outcome:
             result = prepare_and_write(
                 lambda: source.open("rb"), filename=obj.name, size=obj.size, options=options, sink=sink
             )
+    return _file_outcome(result, upload, options)
+
+
+def _file_outcome(
+    result: PrepareResult, upload: UploadSettings | None, options: PrepareOptions | None
+) -> _Outcome:
     return _Outcome(
         ok=result.ok,
         report_json=orjson.dumps(result.model_dump(mode="json"), option=orjson.OPT_INDENT_2),
@@ -299,6 +312,17 @@ def _hyperparameters(result: PrepareResult, options: PrepareOptions) -> Hyperpar
         epochs=chosen.epochs or recommended.epochs,
         learning_rate_multiplier=chosen.learning_rate_multiplier or recommended.learning_rate_multiplier,
         adapter_size=chosen.adapter_size or recommended.adapter_size,
+    )
+
+
+def _unreadable(obj: StorageObject, base_model: str, exc: gexc.GoogleAPICallError) -> PrepareResult:
+    what = "does not exist any more" if isinstance(exc, gexc.NotFound) else "cannot be read by ingest"
+    return _rejected_before_reading(
+        obj,
+        base_model,
+        "",
+        "source_unreadable",
+        f"{obj.uri} (generation {obj.generation}) {what}: {exc.message}",
     )
 
 

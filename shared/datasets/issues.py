@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 ERROR_CODES: dict[str, str] = {
     # file level
     "file_too_large": "the file is larger than the model's training-file limit (1 GB)",
+    "source_unreadable": "the uploaded generation was deleted or replaced before ingest read it, or ingest may not read it",
     "empty_file": "the file has no records",
     "unsupported_format": "the file is not JSONL, JSON, CSV or TSV",
     "invalid_encoding": "the file is not UTF-8",

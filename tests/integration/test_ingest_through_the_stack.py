@@ -12,6 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
+from shared.events import GCS_NOTIFICATION_FINALIZE, StorageObject
+from shared.ingest import ingest_upload
 from shared.runtime import Runtime
 from tests.integration.conftest import wait_for
 
@@ -154,3 +156,28 @@ def test_a_re_upload_is_a_new_dataset(runtime: Runtime) -> None:
     docs = wait_for(lambda: _settled(runtime, 2), what="the second dataset")
 
     assert sorted(d["source_generation"] for d in docs) == sorted([first_generation, blob.generation])
+
+
+def test_an_event_whose_generation_is_gone_rejects_the_dataset_with_the_reason(runtime: Runtime) -> None:
+    gone = StorageObject(
+        bucket=runtime.settings.bucket, name="incoming/deleted-before-read.jsonl", generation=1234, size=512
+    )
+
+    result = ingest_upload(gone, GCS_NOTIFICATION_FINALIZE, runtime)
+
+    assert result is not None
+    assert result["status"] == "REJECTED"
+    dataset = runtime.firestore.collection("datasets").document(gone.dataset_id).get().to_dict()
+    assert dataset["status"] == "REJECTED"
+    assert dataset["error_counts"] == {"source_unreadable": 1}
+    bucket = runtime.storage.bucket(runtime.settings.bucket)
+    prefix = f"{runtime.settings.prepared_prefix}{gone.dataset_id}/"
+    assert sorted(blob.name.removeprefix(prefix) for blob in bucket.list_blobs(prefix=prefix)) == [
+        "report.json",
+        "report.md",
+    ]
+    [error] = orjson.loads(bucket.blob(f"{prefix}report.json").download_as_bytes())["errors"]
+    assert error["code"] == "source_unreadable"
+    assert "gs://" in error["message"]
+    assert "does not exist any more" in error["message"]
+    assert ingest_upload(gone, GCS_NOTIFICATION_FINALIZE, runtime) == result  # a redelivery: same answer
