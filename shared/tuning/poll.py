@@ -10,13 +10,22 @@ A tick:
    ``stalled`` alert event;
 4. publishes the outbox (one job-event/v1 per transition, also those a crashed tick left);
 5. submits queued jobs into the slots that freed up, oldest first.
+
+Each job is read, validated and refreshed on its own: a malformed document or a failed write
+for one job is logged (at ERROR, with its job_id) and counted in the tick's ``failed``, and
+steps 4 and 5 still run for everyone else.
 """
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import TYPE_CHECKING, Any
+
+from google.cloud.firestore_v1.base_query import FieldFilter
+from pydantic import ValidationError
 
 from shared.logging import get_logger, log_context
 from shared.messages import JobEventV1
@@ -34,23 +43,72 @@ log = get_logger("sftpipe.poller")
 VANISHED = "the tuning job no longer exists at Vertex AI (404 NOT_FOUND)"
 
 
+class Outcome(Enum):
+    """What refreshing one job came to in this tick."""
+
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    FAILED = "failed"
+
+
 def poll_tick(runtime: Runtime, client: genai.Client) -> dict[str, Any]:
+    """Refresh every active job, publish the outbox, submit queued jobs; returns counts.
+
+    A job that could not be refreshed is counted in ``failed`` rather than raised: the next
+    Cloud Scheduler tick (a minute later) is its retry anyway, while raising would only make
+    Pub/Sub redeliver this tick on top of the scheduled ones and, for a job that fails every
+    time (a malformed document), send every tick to the dead-letter topic. The ERROR lines
+    carry each job_id for alerting. Failures of publishing or dispatching themselves still
+    raise: they concern every job, and a redelivered tick is the quickest retry.
+    """
     settings = runtime.settings
     store = JobStore(runtime.firestore, settings)
-    jobs = [job for job in store.with_status(ACTIVE) if job.status != SUBMITTING and job.tuning_job_name]
+    jobs, malformed = _active_jobs(store)
+    polled = [job for job in jobs if job.status != SUBMITTING and job.tuning_job_name]
     with ThreadPoolExecutor(max_workers=settings.poll_concurrency) as pool:
-        changes = list(pool.map(lambda job: _refresh(job, store, client, settings.stall_after_s), jobs))
+        outcomes = list(
+            pool.map(lambda job: _refresh_isolated(job, store, client, settings.stall_after_s), polled)
+        )
     published = store.publish_pending(lambda event: publish_event(runtime, event))
     submitted = dispatch(runtime, client, store)
     summary = {
-        "active": len(jobs),
-        "transitions": sum(1 for change in changes if change),
+        "active": len(polled),
+        "transitions": outcomes.count(Outcome.CHANGED),
+        "failed": malformed + outcomes.count(Outcome.FAILED),
         "published": published,
         "submitted": len(submitted),
         "firestore_reads": store.reads,
     }
-    log.info("poll tick", extra=summary)
+    log.log(logging.WARNING if summary["failed"] else logging.INFO, "poll tick", extra=summary)
     return summary
+
+
+def _active_jobs(store: JobStore) -> tuple[list[JobRecord], int]:
+    """The active jobs that are valid JobRecords, and how many documents were not.
+
+    Validated one by one (not ``JobStore.with_status``, which fails the whole query on one bad
+    document), so a malformed document costs only itself.
+    """
+    query = store.jobs.where(filter=FieldFilter("status", "in", sorted(ACTIVE)))
+    snapshots = list(query.stream())
+    store.reads += max(1, len(snapshots))  # what Firestore bills: an empty result is one read
+    jobs = []
+    for snapshot in snapshots:
+        try:
+            jobs.append(JobRecord.model_validate(snapshot.to_dict()))
+        except ValidationError as exc:
+            log.error("malformed job document skipped: %s", exc, extra={"job_id": snapshot.id})
+    return jobs, len(snapshots) - len(jobs)
+
+
+def _refresh_isolated(job: JobRecord, store: JobStore, client: genai.Client, stall_after_s: int) -> Outcome:
+    """Refresh one job; whatever goes wrong is logged with its job_id and stays with that job."""
+    try:
+        event = _refresh(job, store, client, stall_after_s)
+    except Exception:  # one job's failed write must not cost the others their refresh
+        log.exception("could not refresh the job", extra={"job_id": job.job_id, "dataset_id": job.dataset_id})
+        return Outcome.FAILED
+    return Outcome.UNCHANGED if event is None else Outcome.CHANGED
 
 
 def _refresh(job: JobRecord, store: JobStore, client: genai.Client, stall_after_s: int) -> JobEventV1 | None:

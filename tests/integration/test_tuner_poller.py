@@ -290,3 +290,76 @@ def test_a_job_without_progress_raises_one_stalled_event(
     assert alert["state"] == "JOB_STATE_RUNNING"
     assert alert["error"].startswith("no progress since")
     assert _job(runtime, job_id)["stalled_alerted_at"] is not None
+
+
+# --- One bad job never stops the others -------------------------------------------------------
+#: A jobs collection of the tests' own: the stack's poller and tuner (which tick and dispatch on
+#: ``jobs`` concurrently) never touch it, so every claim and tick on it is the test's own call.
+ISOLATED_JOBS = "jobs-isolated"
+
+
+def _isolated(**overrides: Any) -> Runtime:
+    return Runtime(Settings(jobs_collection=ISOLATED_JOBS, **overrides))
+
+
+def _queue(store: JobStore, request: TuningRequestV1, job_id: str | None = None) -> str:
+    job_id = job_id or derive_job_id(request)
+    store.create_queued(job_id, orjson.loads(request.to_json()), request.dataset_id, request.base_model)
+    time.sleep(0.01)  # a clear arrival order: claims take the oldest first
+    return job_id
+
+
+def _wait_until_the_tuning_service_is_idle(client: genai.Client) -> None:
+    """A job an earlier test left running holds the service's one slot (a 429 for ours)."""
+    wait_for(
+        lambda: not any(not job.has_ended for job in client.tunings.list()),
+        timeout=JOB_TIMEOUT_S,
+        what="the tuning service to finish earlier jobs",
+    )
+
+
+def _add_unrecordable_job(store: JobStore, tuning_job_name: str, request: TuningRequestV1) -> str:
+    """A job whose next transition cannot be committed: its next outbox entry already exists."""
+    job_id = "unrecordable"
+    _queue(store, request, job_id)
+    store.touch(job_id, {"status": "JOB_STATE_QUEUED", "tuning_job_name": tuning_job_name})
+    store.outbox.document(f"{job_id}-000001").set({"job_id": job_id, "sequence": 1, "published": True})
+    return job_id
+
+
+def test_a_malformed_or_unrecordable_job_does_not_stop_the_tick_for_the_others(
+    runtime: Runtime, client: genai.Client, subscribe: Subscribe
+) -> None:
+    events = subscribe(runtime.settings.job_events_topic)
+    isolated = _isolated(max_concurrent_jobs=10)
+    store = JobStore(isolated.firestore, isolated.settings)
+    job_ids = [_queue(store, _request(runtime, f"isolated{i}")) for i in range(2)]
+    # Active, but not a JobRecord: no job_id, dataset_id, request or base_model.
+    store.jobs.document("malformed").set({"status": "JOB_STATE_RUNNING", "tuning_job_name": "tuningJobs/1"})
+    _wait_until_the_tuning_service_is_idle(client)
+
+    summaries = [poll_tick(isolated, client)]  # submits the first job; the second waits for the slot
+    first = _job(isolated, job_ids[0])
+    assert first["status"] not in ("QUEUED", SUBMITTING), first
+    _add_unrecordable_job(store, first["tuning_job_name"], _request(runtime, "unrecordable"))
+    deadline = time.monotonic() + 3 * JOB_TIMEOUT_S
+    while not all(_finished(isolated, job_id) for job_id in job_ids):
+        assert time.monotonic() < deadline, "timed out waiting for both jobs to finish"
+        time.sleep(1)
+        summaries.append(poll_tick(isolated, client))
+
+    assert [_job(isolated, job_id)["status"] for job_id in job_ids] == [SUCCEEDED] * 2
+    assert summaries[0]["failed"] == 1
+    assert {summary["failed"] for summary in summaries[1:]} == {2}
+    assert _job(isolated, "unrecordable")["status"] == "JOB_STATE_QUEUED"
+
+    def every_transition_published() -> bool:
+        seen = {
+            (e["body"]["job_id"], e["body"]["sequence"])
+            for e in events()
+            if e["body"]["kind"] == "transition"
+        }
+        expected = {(j, s) for j in job_ids for s in range(_job(isolated, j)["sequence"] + 1)}
+        return expected <= seen
+
+    wait_for(every_transition_published, what="every transition of both jobs to be published")
