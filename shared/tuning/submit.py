@@ -11,6 +11,9 @@
 4. Vertex answers 429 RESOURCE_EXHAUSTED: the job goes back to the head of the queue. 4xx: the job
    is FAILED with Vertex's message (and the completion function notifies). 5xx or network
    errors: back to the queue, and the error is raised so that the message is redelivered.
+   This holds for every step of a submission (the lookup, the request, the tuning call, the
+   record), and each claimed job settles on its own: one job's failure never leaves the others
+   in SUBMITTING, holding a quota slot until their lease expires.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from pydantic import ValidationError
 
-from shared.errors import TransientError
-from shared.logging import bind, get_logger
+from shared.errors import TransientError, is_transient
+from shared.logging import bind, get_logger, log_context
 from shared.messages import JobEventV1, TuningRequestV1
 from shared.runtime import Runtime
 from shared.state.jobs import SUBMITTING, JobRecord
@@ -83,35 +87,59 @@ def handle_tuning_request(request: TuningRequestV1, runtime: Runtime, client: ge
 
 
 def dispatch(runtime: Runtime, client: genai.Client, store: JobStore | None = None) -> list[str]:
-    """Submit queued jobs while quota slots are free, oldest first; returns the jobs submitted."""
+    """Submit queued jobs while quota slots are free, oldest first; returns the jobs submitted.
+
+    Every claimed job is tried, whatever happened to the ones before it; if any failed
+    transiently (and went back to the queue), TransientError is raised once all are settled and
+    the outbox is published, so that the message is redelivered.
+    """
     store = store or JobStore(runtime.firestore, runtime.settings)
     limit = runtime.settings.max_concurrent_jobs
     # An expired SUBMITTING claim is counted as active and re-claimed: its slot is its own.
     claimed = store.claim_for_submission(lambda active: limit - active)
     submitted = []
-    transient: Exception | None = None
+    failures: list[Exception] = []
     for job in claimed:
         try:
             if submit(job, runtime, client, store):
                 submitted.append(job.job_id)
-        except TransientError as exc:
-            transient = exc
+        except TransientError as exc:  # already back in the queue: go on with the others
+            failures.append(exc)
+        except Exception as exc:  # Firestore could not record the outcome either
+            log.exception(
+                "could not settle a failed submission: the job is re-claimed when its lease expires",
+                extra={"job_id": job.job_id},
+            )
+            failures.append(exc)
     store.publish_pending(lambda event: publish_event(runtime, event))
-    if transient is not None:
-        raise transient
+    if failures:
+        raise TransientError(
+            f"{len(failures)} of {len(claimed)} claimed jobs could not be submitted: {failures[0]}"
+        ) from failures[0]
     return submitted
 
 
 def submit(job: JobRecord, runtime: Runtime, client: genai.Client, store: JobStore) -> bool:
-    """Submit one claimed job (or record the one Vertex already has); True if it is now on Vertex."""
+    """Submit one claimed job (or record the one Vertex already has); True if it is now on Vertex.
+
+    A failure never leaves the job in SUBMITTING: it goes back to the queue (429: Vertex's quota
+    is full, no retry needed; other transient errors: TransientError is raised) or is FAILED
+    with the error (a 4xx or a request that cannot be valid, so that the user is notified).
+    Only if Firestore itself fails to record that does the job wait for its lease to expire.
+    """
+    with log_context(job_id=job.job_id, dataset_id=job.dataset_id):
+        try:
+            return _submit(job, client, store)
+        except Exception as exc:
+            return _settle_failure(job, store, exc)
+
+
+def _submit(job: JobRecord, client: genai.Client, store: JobStore) -> bool:
     from google.genai import errors
 
-    with_log = {"job_id": job.job_id}
     existing = find_tuning_job(client, job.job_id)
     if existing is not None:
-        log.warning(
-            "job was already submitted: recording it", extra={**with_log, "tuning_job": existing.name}
-        )
+        log.warning("job was already submitted: recording it", extra={"tuning_job": existing.name})
         record_submitted(store, job, existing)
         return True
     request = TuningRequestV1.model_validate(job.request)
@@ -122,30 +150,57 @@ def submit(job: JobRecord, runtime: Runtime, client: genai.Client, store: JobSto
             config=_config(job, request),
         )
     except errors.ClientError as exc:
-        if exc.code == 429:
-            log.info("quota full at Vertex: job back in the queue", extra=with_log)
-            store.release_to_queue(job.job_id, f"429 {exc.status}: {exc.message}")
-            return False
-        if exc.code in (408, 409):
-            store.release_to_queue(job.job_id, f"{exc.code} {exc.status}")
-            raise TransientError(f"tuning job submission failed: {exc.code} {exc.message}") from exc
-        log.error(
-            "Vertex rejected the tuning job", extra={**with_log, "status": exc.status, "error": exc.message}
-        )
+        if exc.code == 409:  # a concurrent change at Vertex: worth another try, unlike other 4xx
+            raise TransientError(f"{exc.code} {exc.status}: {exc.message}") from exc
+        raise
+    log.info("tuning job submitted", extra={"tuning_job": tuning_job.name})
+    record_submitted(store, job, tuning_job)
+    return True
+
+
+def _settle_failure(job: JobRecord, store: JobStore, exc: Exception) -> bool:
+    """Take a failed job out of SUBMITTING; returns False or raises TransientError."""
+    reason = _describe(exc)
+    if _is_quota_full(exc):
+        log.info("quota full at Vertex: job back in the queue")
+        store.release_to_queue(job.job_id, reason)
+        return False
+    if _is_permanent(exc):
+        log.error("could not submit the tuning job: job failed", extra={"error": reason})
         store.record_transition(
             job.job_id,
             "JOB_STATE_FAILED",
-            fields={"error": f"{exc.code} {exc.status}: {exc.message}"},
+            fields={"error": reason},
             detail="rejected at submission",
             allow_from=[SUBMITTING],
         )
         return False
-    except Exception as exc:  # 5xx after the SDK's retries, network errors
-        store.release_to_queue(job.job_id, f"transient: {exc}")
-        raise TransientError(f"tuning job submission failed: {exc}") from exc
-    log.info("tuning job submitted", extra={**with_log, "tuning_job": tuning_job.name})
-    record_submitted(store, job, tuning_job)
-    return True
+    log.warning("transient failure: job back in the queue", extra={"error": reason})
+    store.release_to_queue(job.job_id, f"transient: {reason}")
+    raise TransientError(f"tuning job submission failed: {reason}") from exc
+
+
+def _is_quota_full(exc: Exception) -> bool:
+    """429 RESOURCE_EXHAUSTED: the job waits in the queue; the poller submits it when a slot frees."""
+    from google.genai import errors
+
+    return isinstance(exc, errors.ClientError) and exc.code == 429
+
+
+def _is_permanent(exc: Exception) -> bool:
+    """Whether submitting this job again cannot succeed (4xx other than 401, 408, 429; a stored
+    request that is not a valid tuning-request/v1); anything unknown is retried."""
+    if isinstance(exc, ValidationError):
+        return True
+    return not is_transient(exc)
+
+
+def _describe(exc: Exception) -> str:
+    from google.genai import errors
+
+    if isinstance(exc, errors.APIError):
+        return f"{exc.code} {exc.status}: {exc.message}"
+    return str(exc) or type(exc).__name__
 
 
 def record_submitted(store: JobStore, job: JobRecord, tuning_job: types.TuningJob) -> JobEventV1 | None:

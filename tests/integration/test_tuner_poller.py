@@ -7,9 +7,11 @@ concurrent deliveries.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -20,16 +22,24 @@ from typing import Any
 import orjson
 import pytest
 from google import genai
+from google.genai import errors as genai_errors
 from google.genai import types
 
 from shared.config import Settings
+from shared.errors import TransientError
 from shared.messages import Hyperparameters, TuningRequestV1
 from shared.runtime import Runtime
 from shared.state.jobs import SUBMITTING, SUCCEEDED, TERMINAL, is_forward
 from shared.state.store import JobStore
 from shared.tuning.client import make_client
 from shared.tuning.poll import VANISHED, poll_tick
-from shared.tuning.submit import JOB_ID_LABEL, derive_job_id, find_tuning_job, handle_tuning_request
+from shared.tuning.submit import (
+    JOB_ID_LABEL,
+    derive_job_id,
+    dispatch,
+    find_tuning_job,
+    handle_tuning_request,
+)
 from tests.integration.conftest import wait_for
 
 Subscribe = Callable[[str], Callable[[], list[dict[str, Any]]]]
@@ -363,3 +373,61 @@ def test_a_malformed_or_unrecordable_job_does_not_stop_the_tick_for_the_others(
         return expected <= seen
 
     wait_for(every_transition_published, what="every transition of both jobs to be published")
+
+
+#: Ways the first of two claimed jobs can fail for good: (job id, changes to its request body,
+#: text its error must hold).
+#: A quote in the id breaks the label filter, so tunings.list answers 400 INVALID_ARGUMENT (as
+#: Vertex answers any lookup it refuses); a stored body can fail validation; Vertex can reject
+#: the tuning call itself.
+PERMANENT_FAILURES = {
+    "lookup": ('unlisted"job', {}, "unsupported filter"),
+    "request": ("invalid-request", {"hyperparameters": {"epochs": 0}}, "validation error"),
+    "tune": ("rejected-model", {"base_model": "not-a-gemini-model"}, "not-a-gemini-model"),
+}
+
+
+@pytest.mark.parametrize("failure", PERMANENT_FAILURES)
+def test_a_claimed_job_that_fails_for_good_is_failed_and_the_next_one_still_submitted(
+    runtime: Runtime, client: genai.Client, failure: str
+) -> None:
+    job_id, body_changes, message = PERMANENT_FAILURES[failure]
+    isolated = _isolated(max_concurrent_jobs=2)
+    store = JobStore(isolated.firestore, isolated.settings)
+    request = _request(runtime, "doomed")
+    body = {**orjson.loads(request.to_json()), **body_changes}
+    store.create_queued(job_id, body, request.dataset_id, request.base_model)
+    time.sleep(0.01)  # claimed first
+    accepted = _queue(store, _request(runtime, f"accepted-{failure}"))  # a job id of its own
+    _wait_until_the_tuning_service_is_idle(client)
+
+    submitted = dispatch(isolated, client)
+
+    assert submitted == [accepted]
+    failed = _job(isolated, job_id)
+    assert failed["status"] == "JOB_STATE_FAILED"
+    assert message in failed["error"]
+    job = _job(isolated, accepted)
+    assert job["status"] not in ("QUEUED", SUBMITTING)
+    with contextlib.suppress(genai_errors.ClientError):  # 400 if it has already finished
+        client.tunings.cancel(name=job["tuning_job_name"])  # give the service's slot back
+
+
+def test_an_unreachable_tuning_service_puts_every_claimed_job_back_in_the_queue(runtime: Runtime) -> None:
+    with socket.socket() as probe:  # a port nothing listens on: every call is a connection error
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    isolated = _isolated(max_concurrent_jobs=2, tuning_api_url=f"http://127.0.0.1:{port}")
+    unreachable = make_client(isolated.settings, retry_quota_errors=False)
+    store = JobStore(isolated.firestore, isolated.settings)
+    job_ids = [_queue(store, _request(runtime, f"unreachable{i}")) for i in range(2)]
+
+    with pytest.raises(TransientError):
+        dispatch(isolated, unreachable)
+
+    for job_id in job_ids:
+        job = _job(isolated, job_id)
+        assert job["status"] == "QUEUED"
+        assert job["submit_lease"] is None
+        assert job["requeue_reason"].startswith("transient")
+        assert store.outbox.document(f"{job_id}-000000").get().get("published") is True
