@@ -57,3 +57,15 @@ resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {
   role    = "roles/pubsub.publisher"
   member  = local.pubsub_agent
 }
+
+# A function publishes a message it refuses as invalid to its own dead-letter topic at once, with
+# the reason (shared/dead_letter.py), instead of nacking it until Pub/Sub gives up. Only the
+# Pub/Sub-triggered functions: ingest's events come from Cloud Storage.
+resource "google_pubsub_topic_iam_member" "function_dead_letter_publisher" {
+  for_each = { for name, function in local.functions : name => function if function.topic != null }
+
+  project = var.project_id
+  topic   = google_pubsub_topic.dead_letter[each.key].name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.function[each.key].email}"
+}

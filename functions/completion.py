@@ -9,6 +9,7 @@ from cloudevents.http import CloudEvent
 
 from shared.adapter import deliver
 from shared.completion import handle_job_message
+from shared.dead_letter import dead_letter_for
 from shared.events import parse_pubsub_event
 from shared.messages import EvaluationContinuationV1, JobEventV1, parse_message
 from shared.runtime import get_runtime
@@ -22,4 +23,4 @@ def completion(cloud_event: CloudEvent) -> None:
         message = parse_message(parse_pubsub_event(cloud_event), JobEventV1, EvaluationContinuationV1)
         return handle_job_message(message, get_runtime(), started=started)
 
-    deliver(cloud_event, "completion", work)
+    deliver(cloud_event, "completion", work, dead_letter=dead_letter_for("completion", get_runtime))

@@ -6,6 +6,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from shared.adapter import deliver
+from shared.dead_letter import dead_letter_for
 from shared.events import parse_pubsub_event
 from shared.messages import PollTickV1, parse_message
 from shared.runtime import get_runtime
@@ -19,4 +20,4 @@ def poller(cloud_event: CloudEvent) -> None:
         runtime = get_runtime()
         return poll_tick(runtime, runtime.tuning)
 
-    deliver(cloud_event, "poller", work)
+    deliver(cloud_event, "poller", work, dead_letter=dead_letter_for("poller", get_runtime))

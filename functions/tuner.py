@@ -6,6 +6,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from shared.adapter import deliver
+from shared.dead_letter import dead_letter_for
 from shared.events import parse_pubsub_event
 from shared.messages import TuningRequestV1, parse_message
 from shared.runtime import get_runtime
@@ -19,4 +20,4 @@ def tuner(cloud_event: CloudEvent) -> None:
         runtime = get_runtime()
         return handle_tuning_request(request, runtime, runtime.tuning)
 
-    deliver(cloud_event, "tuner", work)
+    deliver(cloud_event, "tuner", work, dead_letter=dead_letter_for("tuner", get_runtime))

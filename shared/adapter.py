@@ -2,7 +2,9 @@
 
 *Raise to retry, return to drop*: a transient failure is re-raised (functions-framework answers
 500, Pub/Sub or Eventarc delivers again, bounded by the subscription's retry policy and
-dead-letter topic); a permanent failure is logged with its code and field and acknowledged.
+dead-letter topic); a permanent failure is logged with its code and field and acknowledged. A
+Pub/Sub message that is not a known, valid schema is also handed to ``dead_letter`` (see
+``shared.dead_letter``), so that it is kept, with the reason, instead of dropped.
 Events older than ``max_event_age_s`` are dropped with a warning, so a poisoned event cannot
 retry for days.
 """
@@ -14,8 +16,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from shared.config import Settings, get_settings
-from shared.errors import PermanentError, is_transient
-from shared.events import CloudEventLike, envelope
+from shared.errors import InvalidMessageError, PermanentError, is_transient
+from shared.events import PUBSUB_PUBLISHED, CloudEventLike, PubSubMessage, envelope, parse_pubsub_event
 from shared.logging import configure_logging, get_logger, log_context
 
 T = TypeVar("T")
@@ -28,8 +30,13 @@ def deliver(
     work: Callable[[], T],
     *,
     settings: Settings | None = None,
+    dead_letter: Callable[[PubSubMessage, InvalidMessageError], str] | None = None,
 ) -> T | None:
-    """Run ``work`` for ``event`` under the delivery rules; return its result or None if dropped."""
+    """Run ``work`` for ``event`` under the delivery rules; return its result or None if dropped.
+
+    ``dead_letter(message, error)`` publishes an invalid Pub/Sub message elsewhere and returns the
+    new message id; if it raises, the event is redelivered.
+    """
     settings = settings or get_settings()
     configure_logging(settings.log_level)
     head = envelope(event)
@@ -44,12 +51,33 @@ def deliver(
         started = time.monotonic()
         try:
             result = work()
-        except PermanentError as exc:
+        except InvalidMessageError as exc:
+            if dead_letter is None or head.type != PUBSUB_PUBLISHED:
+                _log_permanent(exc)
+                return None
+            message = parse_pubsub_event(event)  # it parsed once already: only the body is invalid
+            try:
+                dead_letter_id = dead_letter(message, exc)
+            except Exception:
+                log.warning(
+                    "invalid message could not be dead-lettered, event will be redelivered: %s",
+                    exc.message,
+                    exc_info=True,
+                )
+                raise
             log.error(
-                "permanent failure, event acknowledged: %s",
+                "invalid message dead-lettered: %s",
                 exc.message,
-                extra={"error_code": exc.code, "error_field": exc.field},
+                extra={
+                    "error_code": exc.code,
+                    "error_field": exc.field,
+                    "message_id": message.message_id,
+                    "dead_letter_message_id": dead_letter_id,
+                },
             )
+            return None
+        except PermanentError as exc:
+            _log_permanent(exc)
             return None
         except Exception as exc:
             if is_transient(exc):
@@ -59,3 +87,11 @@ def deliver(
             return None
         log.info("handled", extra={"duration_ms": round((time.monotonic() - started) * 1000, 1)})
         return result
+
+
+def _log_permanent(exc: PermanentError) -> None:
+    log.error(
+        "permanent failure, event acknowledged: %s",
+        exc.message,
+        extra={"error_code": exc.code, "error_field": exc.field},
+    )

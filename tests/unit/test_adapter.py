@@ -12,7 +12,9 @@ from google.api_core import exceptions as gexc
 
 from shared.adapter import deliver
 from shared.config import Settings
-from shared.errors import InvalidMessageError, TransientError
+from shared.dead_letter import dead_letter_topic
+from shared.errors import ConfigurationError, InvalidMessageError, TransientError
+from shared.events import PubSubMessage
 from tests.conftest import pubsub_cloudevent
 
 SETTINGS = Settings(max_event_age_s=3600)
@@ -37,6 +39,49 @@ def test_permanent_error_is_logged_and_acknowledged(caplog: pytest.LogCaptureFix
     record = caplog.records[-1]
     assert record.error_code == "invalid_message"
     assert record.error_field == "base_model"
+
+
+def _invalid_request() -> None:
+    raise InvalidMessageError("tuning-request/v1: base_model: Field required", field="base_model")
+
+
+def test_an_invalid_message_is_handed_to_dead_letter_as_it_arrived_then_acknowledged() -> None:
+    event = pubsub_cloudevent(
+        {"message": {"data": "eyJzY2hlbWEiOiAieCJ9", "messageId": "m-7", "attributes": {"job_id": "j1"}}},
+        event_id="e-43",
+        time=datetime.now(UTC).isoformat(),
+    )
+    handed: list[tuple[PubSubMessage, InvalidMessageError]] = []
+
+    def dead_letter(message: PubSubMessage, error: InvalidMessageError) -> str:
+        handed.append((message, error))
+        return "dead-1"
+
+    assert deliver(event, "tuner", _invalid_request, settings=SETTINGS, dead_letter=dead_letter) is None
+
+    [(message, error)] = handed
+    assert (message.message_id, message.data, message.attributes) == (
+        "m-7",
+        b'{"schema": "x"}',
+        {"job_id": "j1"},
+    )
+    assert (error.code, error.field) == ("invalid_message", "base_model")
+
+
+def test_an_invalid_message_that_cannot_be_dead_lettered_is_redelivered() -> None:
+    def dead_letter(message: PubSubMessage, error: InvalidMessageError) -> str:
+        raise gexc.ServiceUnavailable("pubsub down")
+
+    with pytest.raises(gexc.ServiceUnavailable):
+        deliver(_event(), "tuner", _invalid_request, settings=SETTINGS, dead_letter=dead_letter)
+
+
+def test_dead_letter_topics_are_named_like_the_stack_and_deploy_name_them() -> None:
+    settings = Settings(tuning_requests_topic="requests", dead_letter_suffix="-dlq")
+    assert dead_letter_topic("tuner", settings) == "tuner-requests-dlq"
+    assert dead_letter_topic("completion", settings) == "completion-job-events-dlq"
+    with pytest.raises(ConfigurationError):
+        dead_letter_topic("ingest", settings)  # Eventarc's storage trigger: no Pub/Sub message to keep
 
 
 @pytest.mark.parametrize(

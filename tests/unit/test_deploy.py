@@ -23,6 +23,7 @@ import pytest
 import main
 import shared.idempotency
 from shared.config import Settings
+from shared.dead_letter import dead_letter_topic
 from shared.events import PubSubMessage
 from shared.messages import PollTickV1, parse_message
 
@@ -347,6 +348,25 @@ def test_dead_letter_names_follow_the_code(tf: Config) -> None:
     for function, source in sources.items():
         expected = f"{function}-{source}{settings.dead_letter_suffix}"
         assert tf.render(functions[function]["dead_letter"]) == expected
+
+
+def test_pubsub_triggered_functions_may_publish_to_their_own_dead_letter_topic(tf: Config) -> None:
+    """shared/dead_letter.py publishes an invalid message there: the grant must exist, for
+    exactly the functions the code can dead-letter from."""
+    grant = tf.resource("google_pubsub_topic_iam_member", "function_dead_letter_publisher")
+    assert grant["for_each"] == (
+        "${{for name, function in local.functions : name => function if function.topic != null}}"
+    )
+    assert grant["topic"] == "${google_pubsub_topic.dead_letter[each.key].name}"
+    assert grant["role"] == "roles/pubsub.publisher"
+    assert grant["member"] == "serviceAccount:${google_service_account.function[each.key].email}"
+    functions = unquote(tf.locals["functions"])
+    with_topic = {name for name, function in functions.items() if function["topic"] is not None}
+    settings = Settings()
+    for name in ("tuner", "poller", "completion"):
+        assert name in with_topic
+        assert tf.render(functions[name]["dead_letter"]) == dead_letter_topic(name, settings)
+    assert "ingest" not in with_topic
 
 
 def test_every_trigger_gets_a_dead_letter_policy_and_a_kept_dead_letter(tf: Config) -> None:
