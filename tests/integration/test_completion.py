@@ -261,7 +261,10 @@ def test_failed_job_is_notified_with_its_reason_once_and_not_evaluated(
     assert evaluation["status"] == "SKIPPED"
     assert evaluation["reason"] == reason
     sent = sorted(evaluation["notifications_sent"])
-    assert [key.split("/")[:2] for key in sent] == [["job_ended:failed", "email"], ["job_ended:failed", "slack"]]
+    assert [key.split("/")[:2] for key in sent] == [
+        ["job_ended:failed", "email"],
+        ["job_ended:failed", "slack"],
+    ]
     assert _report_objects(runtime, job.job_id) == {}
 
 
