@@ -44,10 +44,11 @@ class Runtime:
 
     @cached_property
     def tuning(self) -> genai.Client:
-        """google-genai client for tuning calls: a 429 is seen at once (the job is queued)."""
-        from shared.tuning.client import make_client
+        """google-genai client for tuning calls: a 429 is seen at once (the job is queued), and
+        every call ends within the submission lease."""
+        from shared.tuning.client import TUNING_CALL_TIMEOUT_S, make_client
 
-        return make_client(self.settings, retry_quota_errors=False)
+        return make_client(self.settings, retry_quota_errors=False, timeout_s=TUNING_CALL_TIMEOUT_S)
 
     def publish(self, topic: str, data: bytes, **attributes: str) -> str:
         """Publish and wait for the server's message id (so a failure raises in the handler)."""

@@ -86,6 +86,8 @@ class JobRecord(BaseModel):
     #: What last changed at Vertex (update time, checkpoint count): a new value is progress.
     progress_marker: str | None = None
     stalled_alerted_at: datetime | None = None
+    #: Who holds the SUBMITTING claim (a fresh id per claim): only that holder may give it back.
+    submit_owner: str | None = None
 
 
 class OutboxEntry(BaseModel):

@@ -129,36 +129,45 @@ class JobStore:
                 queued = self._count_reads(list(query.stream(transaction=transaction)))
             claimed = []
             for doc in [*expired, *queued]:
+                owner = uuid.uuid4().hex
                 transaction.update(
                     doc.reference,
-                    {
-                        "status": SUBMITTING,
-                        "submit_lease": lease,
-                        "submit_owner": uuid.uuid4().hex,
-                        "updated": now,
-                    },
+                    {"status": SUBMITTING, "submit_lease": lease, "submit_owner": owner, "updated": now},
                 )
-                claimed.append(JobRecord.model_validate({**doc.to_dict(), "status": SUBMITTING}))
+                claimed.append(
+                    JobRecord.model_validate({**doc.to_dict(), "status": SUBMITTING, "submit_owner": owner})
+                )
             return claimed
 
         return claim(self.db.transaction())
 
-    def release_to_queue(self, job_id: str, reason: str) -> None:
+    def release_to_queue(self, job_id: str, reason: str, *, owner: str | None) -> None:
         """Give a SUBMITTING job back to the queue (quota full at Vertex, or a transient error).
 
         Not a transition (no event): the job never left QUEUED as far as anyone outside knows.
-        It keeps its ``queued_at``, so it stays at the head of the line.
+        It keeps its ``queued_at``, so it stays at the head of the line. Only the claim's
+        ``owner`` may: a holder whose lease expired must not undo the claim of the one after it.
         """
 
         @firestore.transactional
         def release(transaction: firestore.Transaction) -> None:
             ref = self.jobs.document(job_id)
             snapshot = ref.get(transaction=transaction)
-            if snapshot.exists and snapshot.get("status") == SUBMITTING:
-                transaction.update(
-                    ref,
-                    {"status": QUEUED, "submit_lease": None, "requeue_reason": reason, "updated": utcnow()},
-                )
+            if not snapshot.exists or snapshot.get("status") != SUBMITTING:
+                return
+            if snapshot.to_dict().get("submit_owner") != owner:
+                log.warning("claim taken over by another submission: not released", extra={"job_id": job_id})
+                return
+            transaction.update(
+                ref,
+                {
+                    "status": QUEUED,
+                    "submit_lease": None,
+                    "submit_owner": None,
+                    "requeue_reason": reason,
+                    "updated": utcnow(),
+                },
+            )
 
         release(self.db.transaction())
 
@@ -170,9 +179,11 @@ class JobStore:
         fields: dict[str, Any] | None = None,
         detail: str | None = None,
         allow_from: Iterable[str] | None = None,
+        submit_owner: str | None = None,
     ) -> JobEventV1 | None:
         """Record a forward change (with its outbox event) and return the event, or None if the
-        job is already there or further (a stale or duplicate observation)."""
+        job is already there or further (a stale or duplicate observation), or, with
+        ``submit_owner``, if that submission's claim was taken over since."""
         fields = fields or {}
 
         @firestore.transactional
@@ -185,6 +196,8 @@ class JobStore:
             current = snapshot.to_dict()
             status = current["status"]
             if allow_from is not None and status not in allow_from:
+                return None
+            if submit_owner is not None and current.get("submit_owner") != submit_owner:
                 return None
             if not is_forward(status, new_state):
                 return None

@@ -163,7 +163,7 @@ def _settle_failure(job: JobRecord, store: JobStore, exc: Exception) -> bool:
     reason = _describe(exc)
     if _is_quota_full(exc):
         log.info("quota full at Vertex: job back in the queue")
-        store.release_to_queue(job.job_id, reason)
+        store.release_to_queue(job.job_id, reason, owner=job.submit_owner)
         return False
     if _is_permanent(exc):
         log.error("could not submit the tuning job: job failed", extra={"error": reason})
@@ -173,10 +173,11 @@ def _settle_failure(job: JobRecord, store: JobStore, exc: Exception) -> bool:
             fields={"error": reason},
             detail="rejected at submission",
             allow_from=[SUBMITTING],
+            submit_owner=job.submit_owner,  # not the claim of a later submission
         )
         return False
     log.warning("transient failure: job back in the queue", extra={"error": reason})
-    store.release_to_queue(job.job_id, f"transient: {reason}")
+    store.release_to_queue(job.job_id, f"transient: {reason}", owner=job.submit_owner)
     raise TransientError(f"tuning job submission failed: {reason}") from exc
 
 

@@ -29,7 +29,7 @@ from shared.config import Settings
 from shared.errors import TransientError
 from shared.messages import Hyperparameters, TuningRequestV1
 from shared.runtime import Runtime
-from shared.state.jobs import SUBMITTING, SUCCEEDED, TERMINAL, is_forward
+from shared.state.jobs import QUEUED, SUBMITTING, SUCCEEDED, TERMINAL, is_forward
 from shared.state.store import JobStore
 from shared.tuning.client import make_client
 from shared.tuning.poll import VANISHED, poll_tick
@@ -431,3 +431,31 @@ def test_an_unreachable_tuning_service_puts_every_claimed_job_back_in_the_queue(
         assert job["submit_lease"] is None
         assert job["requeue_reason"].startswith("transient")
         assert store.outbox.document(f"{job_id}-000000").get().get("published") is True
+
+
+def test_a_holder_whose_lease_expired_cannot_undo_the_next_claim(runtime: Runtime) -> None:
+    isolated = _isolated()
+    store = JobStore(isolated.firestore, isolated.settings)
+    job_id = _queue(store, _request(runtime, "owner"))
+    [first] = store.claim_for_submission(lambda active: 1)
+    # The first holder hangs past its lease; the next dispatch takes the claim over.
+    store.jobs.document(job_id).update({"submit_lease": datetime.now(UTC) - timedelta(seconds=1)})
+    [second] = store.claim_for_submission(lambda active: 1)
+    assert second.job_id == job_id
+    assert second.submit_owner not in (None, first.submit_owner)
+
+    # The first holder comes back with a 429, then with a 400: neither touches the new claim.
+    store.release_to_queue(job_id, "late 429", owner=first.submit_owner)
+    late_failure = store.record_transition(
+        job_id,
+        "JOB_STATE_FAILED",
+        fields={"error": "late 400"},
+        allow_from=[SUBMITTING],
+        submit_owner=first.submit_owner,
+    )
+    assert late_failure is None
+    document = store.jobs.document(job_id).get().to_dict()
+    assert (document["status"], document["submit_owner"]) == (SUBMITTING, second.submit_owner)
+
+    store.release_to_queue(job_id, "429", owner=second.submit_owner)
+    assert store.jobs.document(job_id).get().to_dict()["status"] == QUEUED

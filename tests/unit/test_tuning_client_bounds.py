@@ -1,0 +1,21 @@
+"""A submission must end inside its claim's lease, or a second tuner could submit the job again."""
+
+from __future__ import annotations
+
+from shared.config import Settings
+from shared.runtime import Runtime
+from shared.state.store import SUBMIT_LEASE_S
+from shared.tuning.client import TUNING_CALL_TIMEOUT_S, worst_case_call_s
+
+
+def test_a_submission_with_every_retry_ends_inside_the_submission_lease() -> None:
+    # A submission makes two calls (the label lookup, then tune) before it records the job.
+    assert 2 * worst_case_call_s() < SUBMIT_LEASE_S
+
+
+def test_the_runtimes_tuning_client_has_the_bounded_timeout() -> None:
+    client = Runtime(Settings(tuning_api_url="http://127.0.0.1:9")).tuning
+    options = client._api_client._http_options  # the SDK keeps no public accessor
+    assert options.timeout == int(TUNING_CALL_TIMEOUT_S * 1000)
+    assert options.retry_options is not None
+    assert options.retry_options.max_delay is not None
