@@ -353,14 +353,21 @@ def test_long_evaluation_continues_across_invocations_and_counts_each_example_on
     assert pull() == []
 
 
-def test_a_missing_test_split_fails_the_evaluation_once_with_a_notification(
-    runtime: Runtime, stack: dict[str, str], tuned_model: TunedModel
-) -> None:
+def _succeeded_job_without_its_test_split(
+    runtime: Runtime, tuned_model: TunedModel
+) -> tuple[JobRecord, JobEventV1]:
+    """A SUCCEEDED job whose held-out split was deleted: its evaluation fails permanently."""
     job = _write_job(runtime, tuned_model, status="JOB_STATE_SUCCEEDED")
     runtime.storage.bucket(runtime.settings.bucket).blob(
         job.request["test_uri"].removeprefix(f"gs://{runtime.settings.bucket}/")
     ).delete()
-    event = _terminal_event(job)
+    return job, _terminal_event(job)
+
+
+def test_a_missing_test_split_fails_the_evaluation_once_with_a_notification(
+    runtime: Runtime, stack: dict[str, str], tuned_model: TunedModel
+) -> None:
+    job, event = _succeeded_job_without_its_test_split(runtime, tuned_model)
 
     with pytest.raises(PermanentError, match="does not exist"):
         handle_job_message(event, runtime)
@@ -381,11 +388,7 @@ def test_a_missing_test_split_fails_the_evaluation_once_with_a_notification(
 def test_an_evaluation_failure_whose_notice_failed_is_notified_by_the_redelivery(
     runtime: Runtime, stack: dict[str, str], tuned_model: TunedModel
 ) -> None:
-    job = _write_job(runtime, tuned_model, status="JOB_STATE_SUCCEEDED")
-    runtime.storage.bucket(runtime.settings.bucket).blob(
-        job.request["test_uri"].removeprefix(f"gs://{runtime.settings.bucket}/")
-    ).delete()
-    event = _terminal_event(job)
+    job, event = _succeeded_job_without_its_test_split(runtime, tuned_model)
     closed_port = free_port()  # nothing listens: the Slack post fails, the mail goes through
     slack_down = Runtime(
         runtime.settings.model_copy(update={"slack_webhook_url": f"http://127.0.0.1:{closed_port}/"})
