@@ -38,6 +38,7 @@ TERMINAL = frozenset(state for state, rank in _RANK.items() if rank == 9)
 #: Statuses that hold (or are about to hold) one of the project's concurrent tuning-job slots.
 ACTIVE = frozenset(state for state, rank in _RANK.items() if 1 <= rank < 9)
 SUCCEEDED = types.JobState.JOB_STATE_SUCCEEDED.value
+FAILED = types.JobState.JOB_STATE_FAILED.value
 
 
 def is_forward(current: str, new: str) -> bool:

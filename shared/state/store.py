@@ -19,11 +19,12 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
+from pydantic import ValidationError
 
 from shared.config import Settings
 from shared.logging import get_logger
 from shared.messages import JobEventV1
-from shared.state.jobs import ACTIVE, QUEUED, SUBMITTING, TERMINAL, JobRecord, is_forward
+from shared.state.jobs import ACTIVE, FAILED, QUEUED, SUBMITTING, TERMINAL, JobRecord, is_forward
 
 log = get_logger("sftpipe.state")
 
@@ -129,6 +130,11 @@ class JobStore:
                 queued = self._count_reads(list(query.stream(transaction=transaction)))
             claimed = []
             for doc in [*expired, *queued]:
+                try:
+                    JobRecord.model_validate(doc.to_dict())
+                except ValidationError as exc:
+                    _fail_malformed(transaction, doc, exc, now)
+                    continue
                 owner = uuid.uuid4().hex
                 transaction.update(
                     doc.reference,
@@ -300,3 +306,20 @@ def _outbox_doc(event: JobEventV1) -> dict[str, Any]:
         # A TTL policy (deploy/firestore.tf) deletes old outbox entries.
         "expire_at": utcnow() + OUTBOX_RETENTION,
     }
+
+
+def _fail_malformed(
+    transaction: firestore.Transaction, doc: Any, exc: ValidationError, now: datetime
+) -> None:
+    """A queued document that is not a JobRecord (edited by hand, or from an incompatible
+    version) can never be submitted; left QUEUED it would head the queue and fail every dispatch.
+    It is ended FAILED with the reason; without a valid record there is no event to publish, so
+    the ERROR line (with its job_id) is what tells an operator."""
+    reason = f"malformed job document, not submitted: {exc.error_count()} invalid field(s): " + "; ".join(
+        f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()[:5]
+    )
+    log.error(reason, extra={"job_id": doc.id})
+    transaction.update(
+        doc.reference,
+        {"status": FAILED, "error": reason, "ended_at": now, "updated": now},
+    )

@@ -459,3 +459,20 @@ def test_a_holder_whose_lease_expired_cannot_undo_the_next_claim(runtime: Runtim
 
     store.release_to_queue(job_id, "429", owner=second.submit_owner)
     assert store.jobs.document(job_id).get().to_dict()["status"] == QUEUED
+
+
+def test_a_malformed_queued_document_is_failed_and_the_queue_moves_on(runtime: Runtime) -> None:
+    isolated = _isolated()
+    store = JobStore(isolated.firestore, isolated.settings)
+    store.jobs.document("hand-edited").set(
+        {"status": QUEUED, "queued_at": datetime.now(UTC) - timedelta(hours=1), "request": "not a dict"}
+    )
+    job_id = _queue(store, _request(runtime, "after-malformed"))
+
+    claimed = store.claim_for_submission(lambda active: 1)  # one slot, taken by the malformed head
+
+    assert claimed == []  # the head was failed instead of claimed (before: the claim raised, every time)
+    malformed = store.jobs.document("hand-edited").get().to_dict()
+    assert malformed["status"] == "JOB_STATE_FAILED"
+    assert malformed["error"].startswith("malformed job document, not submitted:")
+    assert [job.job_id for job in store.claim_for_submission(lambda active: 1)] == [job_id]
