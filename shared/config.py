@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     incoming_prefix: str = Field("incoming/", description="Uploads under this prefix start a run.")
     prepared_prefix: str = Field("prepared/", description="Where ingest writes prepared datasets.")
     reports_prefix: str = Field("reports/", description="Where completion writes reports.")
+    upload_prefixes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["datasets/"],
+        description="Comma-separated prefixes of the bucket under which a manifest may name files.",
+    )
+    allowed_buckets: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated other buckets whose objects a manifest may name (empty: none).",
+    )
 
     # --- Pub/Sub ------------------------------------------------------------------------------
     uploads_topic: str = Field(
@@ -152,6 +160,14 @@ class Settings(BaseSettings):
     mail_to: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated recipients of notification mails."
     )
+    notify_email_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated mail domains an upload may send its result to (empty: none).",
+    )
+    notify_slack_channels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated Slack channels an upload may post its result to (empty: none).",
+    )
 
     # --- Emulators (read by the Google client libraries themselves) ---------------------------
     pubsub_emulator_host: str = Field(
@@ -171,7 +187,14 @@ class Settings(BaseSettings):
     # --- Logging ------------------------------------------------------------------------------
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
-    @field_validator("mail_to", mode="before")
+    @field_validator(
+        "mail_to",
+        "upload_prefixes",
+        "allowed_buckets",
+        "notify_email_domains",
+        "notify_slack_channels",
+        mode="before",
+    )
     @classmethod
     def _split_recipients(cls, value: object) -> object:
         if isinstance(value, str):
