@@ -70,6 +70,10 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, TransientError):
         return True
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):  # data that cannot be valid stays invalid on every retry
+        return False
     # google-genai: 4xx except 401 (a token refresh race), 408 and 429 are the caller's fault.
     status = getattr(exc, "code", None)
     if type(exc).__module__.startswith("google.genai") and isinstance(status, int):

@@ -82,9 +82,20 @@ class StorageObject(BaseModel):
         prefix for people, hash suffix for uniqueness (Firestore ids cannot contain '/').
         """
         digest = hashlib.sha256(f"{self.bucket}/{self.name}#{self.generation}".encode()).hexdigest()
-        stem = self.name.rsplit("/", 1)[-1].split(".", 1)[0]
-        readable = "".join(c if c.isalnum() or c in "-_" else "-" for c in stem)[:40].strip("-_")
-        return f"{readable or 'dataset'}-{digest[:16]}"
+        return f"{readable_stem(self.name) or 'dataset'}-{digest[:16]}"
+
+
+#: Characters of an object's base name kept in its dataset id, before the hash.
+READABLE_ID_CHARS = 40
+
+
+def readable_stem(object_name: str) -> str:
+    """The ASCII letters, digits, '-' and '_' of the base name (up to the first '.'), others as
+    '-': any name a bucket accepts (any Unicode, spaces, ``<>|&``, 1,024 bytes) gives a prefix
+    that every id rule downstream accepts (Firestore ids, tuning-request/v1, Vertex labels)."""
+    stem = object_name.rsplit("/", 1)[-1].split(".", 1)[0]
+    kept = "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "-" for c in stem)
+    return kept[:READABLE_ID_CHARS].strip("-_")
 
 
 class PubSubMessage(BaseModel):

@@ -23,12 +23,13 @@ the redelivered event does the work again, overwriting what an earlier attempt w
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from google.api_core import exceptions as gexc
+from pydantic import ValidationError
 
 from shared.datasets import (
     PrepareOptions,
@@ -59,6 +60,8 @@ VALIDATING = "VALIDATING"
 READY = "READY"
 REJECTED = "REJECTED"
 SPLITS = ("train", "validation", "test")
+#: Error code of an accepted upload whose tuning-request/v1 cannot be valid.
+INVALID_REQUEST = "invalid_tuning_request"
 #: Errors quoted in a rejection notification (the report lists them all, up to its own cap).
 NOTIFIED_ERRORS = 5
 
@@ -125,6 +128,18 @@ def _ingest(obj: StorageObject, runtime: Runtime) -> dict[str, Any]:
     except BaseException:
         writers.abandon()
         raise
+    uris = {
+        split: f"gs://{settings.bucket}/{prefix}{split}.jsonl"
+        for split in SPLITS
+        if outcome.split_counts[split]
+    }
+    request: TuningRequestV1 | None = None
+    if outcome.ok:
+        try:
+            request = _tuning_request(obj, outcome, uris)
+        except ValidationError as exc:
+            # Permanent: every redelivery would build the same request. Rejected and told once.
+            outcome = _request_invalid(outcome, exc)
     if outcome.ok:
         writers.commit()
     else:
@@ -135,11 +150,6 @@ def _ingest(obj: StorageObject, runtime: Runtime) -> dict[str, Any]:
     )
     bucket.blob(f"{prefix}report.md").upload_from_string(outcome.report_md, content_type="text/markdown")
     report_uri = f"gs://{settings.bucket}/{prefix}report.json"
-    uris = {
-        split: f"gs://{settings.bucket}/{prefix}{split}.jsonl"
-        for split in SPLITS
-        if outcome.split_counts[split]
-    }
     summary = {
         "status": READY if outcome.ok else REJECTED,
         **outcome.facts,
@@ -147,6 +157,9 @@ def _ingest(obj: StorageObject, runtime: Runtime) -> dict[str, Any]:
         "prepared_uris": uris,
         "updated": datetime.now(UTC),
     }
+    if request is not None:
+        # Kept with the dataset: the reconciler re-publishes it if no job ever came of it.
+        summary["tuning_request"] = orjson.loads(request.to_json())
     dataset_ref.set(summary, merge=True)
 
     if not outcome.ok:
@@ -157,7 +170,19 @@ def _ingest(obj: StorageObject, runtime: Runtime) -> dict[str, Any]:
         _notify_rejection(obj, outcome, report_uri=report_uri, dataset_ref=dataset_ref, runtime=runtime)
         return {"dataset_id": obj.dataset_id, "status": REJECTED, "report_uri": report_uri}
 
-    request = TuningRequestV1(
+    assert request is not None  # built above for every accepted upload
+    message_id = runtime.publish(settings.tuning_requests_topic, request.to_json(), **request.attributes())
+    dataset_ref.set({"tuning_request_message_id": message_id, "updated": datetime.now(UTC)}, merge=True)
+    log.info(
+        "dataset ready, tuning request published",
+        extra={"examples": outcome.facts["examples"], "message_id": message_id},
+    )
+    return {"dataset_id": obj.dataset_id, "status": READY, "message_id": message_id, "report_uri": report_uri}
+
+
+def _tuning_request(obj: StorageObject, outcome: _Outcome, uris: dict[str, str]) -> TuningRequestV1:
+    """The tuning-request/v1 an accepted upload publishes; ValidationError if it cannot be one."""
+    return TuningRequestV1(
         dataset_id=obj.dataset_id,
         base_model=outcome.base_model,
         training_uri=uris["train"],
@@ -168,13 +193,28 @@ def _ingest(obj: StorageObject, runtime: Runtime) -> dict[str, Any]:
         display_name=obj.name.rsplit("/", 1)[-1][:128],
         notify=NotifyTargets(emails=outcome.notify_emails),
     )
-    message_id = runtime.publish(settings.tuning_requests_topic, request.to_json(), **request.attributes())
-    dataset_ref.set({"tuning_request_message_id": message_id, "updated": datetime.now(UTC)}, merge=True)
-    log.info(
-        "dataset ready, tuning request published",
-        extra={"examples": outcome.facts["examples"], "message_id": message_id},
+
+
+def _request_invalid(outcome: _Outcome, exc: ValidationError) -> _Outcome:
+    """The accepted upload's outcome turned into a rejection: its request cannot be valid."""
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "request"
+    message = f"the tuning request built from this upload is invalid: {field}: {first['msg']}"
+    issue = Issue(line=0, field=field, code=INVALID_REQUEST, message=message)
+    report = orjson.loads(outcome.report_json)
+    report["ok"] = False
+    report["errors"] = [*report.get("errors", []), issue.model_dump(mode="json")]
+    report["error_counts"] = {**report.get("error_counts", {}), INVALID_REQUEST: 1}
+    facts = {**outcome.facts, "error_counts": report["error_counts"]}
+    return replace(
+        outcome,
+        ok=False,
+        report_json=orjson.dumps(report, option=orjson.OPT_INDENT_2),
+        report_md=f"**REJECTED**: {message}\n\n{outcome.report_md}",
+        facts=facts,
+        top_errors=[_describe(issue), *outcome.top_errors][:NOTIFIED_ERRORS],
+        error_count=outcome.error_count + 1,
     )
-    return {"dataset_id": obj.dataset_id, "status": READY, "message_id": message_id, "report_uri": report_uri}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

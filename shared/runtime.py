@@ -46,7 +46,8 @@ class Runtime:
     def tuning(self) -> genai.Client:
         """google-genai client for tuning calls: a 429 is seen at once (the job is queued), and
         every call ends within the submission lease."""
-        from shared.tuning.client import TUNING_CALL_TIMEOUT_S, make_client
+        from shared.budgets import TUNING_CALL_TIMEOUT_S
+        from shared.tuning.client import make_client
 
         return make_client(self.settings, retry_quota_errors=False, timeout_s=TUNING_CALL_TIMEOUT_S)
 

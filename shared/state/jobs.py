@@ -89,6 +89,9 @@ class JobRecord(BaseModel):
     stalled_alerted_at: datetime | None = None
     #: Who holds the SUBMITTING claim (a fresh id per claim): only that holder may give it back.
     submit_owner: str | None = None
+    #: When a create ended without a clear answer (timeout, connection error, 5xx): Vertex may
+    #: hold a job no lookup has found yet, so no second create until that has settled.
+    create_unclear_at: datetime | None = None
 
 
 class OutboxEntry(BaseModel):

@@ -21,6 +21,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from pydantic import ValidationError
 
+from shared.budgets import CLAIM_LEASE_S
 from shared.config import Settings
 from shared.logging import get_logger
 from shared.messages import JobEventV1
@@ -28,8 +29,9 @@ from shared.state.jobs import ACTIVE, FAILED, QUEUED, SUBMITTING, TERMINAL, JobR
 
 log = get_logger("sftpipe.state")
 
-#: Seconds a SUBMITTING claim holds before another tuner or poller may repair the submission.
-SUBMIT_LEASE_S = 300
+#: Seconds a SUBMITTING claim holds without its heartbeat before another tuner or poller may
+#: repair the submission (the holder renews it while it works: ``renew_submission``).
+SUBMIT_LEASE_S = CLAIM_LEASE_S
 #: Seconds an outbox claim holds before another publisher may take it over.
 PUBLISH_LEASE_S = 60
 OUTBOX_COLLECTION = "job_events"
@@ -96,13 +98,17 @@ class JobStore:
             return False
         return True
 
-    def claim_for_submission(self, free_slots_of: Callable[[int], int]) -> list[JobRecord]:
-        """Move the oldest QUEUED jobs (and SUBMITTING ones whose claim expired) to SUBMITTING.
+    def claim_for_submission(
+        self, free_slots_of: Callable[[int], int], *, max_claims: int = 1
+    ) -> list[JobRecord]:
+        """Move at most ``max_claims`` jobs to SUBMITTING: SUBMITTING ones whose claim expired
+        first (their slot is their own), then the oldest QUEUED ones for the free slots.
 
         One transaction counts the active jobs (an aggregation: one read per 1,000 jobs), reads
         the SUBMITTING ones and the head of the queue, so concurrent tuners and pollers never
         hand out more slots than ``free_slots_of(active_count)``, and jobs leave the queue in
-        arrival order.
+        arrival order. Callers claim one job at a time (the default) and submit it before the
+        next claim, so that every claim's lease starts with its own submission.
         """
         now = utcnow()
         lease = now + timedelta(seconds=SUBMIT_LEASE_S)
@@ -118,10 +124,10 @@ class JobStore:
                 doc
                 for doc in active
                 if doc.get("status") == SUBMITTING and (doc.to_dict().get("submit_lease") or now) <= now
-            ]
-            free = max(0, free_slots_of(len(active)))
+            ][:max_claims]
+            free = min(max(0, free_slots_of(len(active))), max_claims - len(expired))
             queued = []
-            if free:
+            if free > 0:
                 query = (
                     self.jobs.where(filter=FieldFilter("status", "==", QUEUED))
                     .order_by("queued_at")
@@ -146,6 +152,37 @@ class JobStore:
             return claimed
 
         return claim(self.db.transaction())
+
+    def renew_submission(self, job_id: str, owner: str | None) -> bool:
+        """Extend ``owner``'s SUBMITTING claim by a lease; False when the claim is not theirs any
+        more (taken over after it expired, or already settled)."""
+
+        @firestore.transactional
+        def renew(transaction: firestore.Transaction) -> bool:
+            ref = self.jobs.document(job_id)
+            snapshot = ref.get(transaction=transaction)
+            if not snapshot.exists:
+                return False
+            current = snapshot.to_dict()
+            if current.get("status") != SUBMITTING or current.get("submit_owner") != owner:
+                return False
+            transaction.update(ref, {"submit_lease": utcnow() + timedelta(seconds=SUBMIT_LEASE_S)})
+            return True
+
+        return renew(self.db.transaction())
+
+    def mark_unclear_create(self, job_id: str, owner: str | None, at: datetime) -> None:
+        """Remember that a create by ``owner`` may have made a job that no lookup found yet: no
+        other create is allowed until a lookup ``CREATE_SETTLE_S`` later still finds nothing."""
+
+        @firestore.transactional
+        def mark(transaction: firestore.Transaction) -> None:
+            ref = self.jobs.document(job_id)
+            snapshot = ref.get(transaction=transaction)
+            if snapshot.exists and snapshot.to_dict().get("submit_owner") == owner:
+                transaction.update(ref, {"create_unclear_at": at})
+
+        mark(self.db.transaction())
 
     def release_to_queue(self, job_id: str, reason: str, *, owner: str | None) -> None:
         """Give a SUBMITTING job back to the queue (quota full at Vertex, or a transient error).

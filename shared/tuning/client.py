@@ -4,39 +4,35 @@
 - ``SFTPIPE_TUNING_API_URL`` set: the same client talks to a Vertex-compatible server (the local
   tuning service) with a static bearer token (google-genai rejects anonymous credentials).
 - Retries: the SDK retries nothing unless asked; we ask for 408, 5xx and, except where a 429
-  must be seen at once (a submission over quota is queued, not retried), 429.
+  must be seen at once (a submission over quota is queued, not retried), 429. A create opts out
+  per request: it is never retried blindly (``shared.tuning.submit``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from shared.budgets import (
+    READ_RETRY_ATTEMPTS,
+    RETRY_INITIAL_DELAY_S,
+    RETRY_MAX_DELAY_S,
+    read_call_worst_case_s,
+)
 from shared.config import Settings
 
 if TYPE_CHECKING:
     from google import genai
     from google.genai import types
 
-#: Attempts (first call included) for retryable HTTP statuses, with the SDK's exponential backoff.
-RETRY_ATTEMPTS = 5
+#: Retryable HTTP statuses of tuning reads; the create opts out of every retry per request
+#: (``shared.tuning.submit``). The numbers live in ``shared.budgets``.
 RETRYABLE = (408, 500, 502, 503, 504)
-#: Backoff between attempts: the SDK's exponential delays 1, 2, 4, 8 s (each with up to 1 s of
-#: jitter), set here so that the bound below does not move with the SDK's defaults.
-RETRY_INITIAL_DELAY_S = 1.0
-RETRY_MAX_DELAY_S = 8.0
-#: Seconds one tuning call (create, get, list, cancel) may take. With the retries, a submission
-#: ends inside its claim's lease (``shared.state.store.SUBMIT_LEASE_S``): a call still
-#: hanging when the lease expires would let another tuner claim the job and submit it twice.
-TUNING_CALL_TIMEOUT_S = 20.0
+RETRY_ATTEMPTS = READ_RETRY_ATTEMPTS
 
 
 def worst_case_call_s() -> float:
-    """Longest a tuning call can take with every retry: attempts, timeouts and backoff."""
-    backoff = sum(
-        min(RETRY_INITIAL_DELAY_S * 2**attempt, RETRY_MAX_DELAY_S) + 1.0
-        for attempt in range(RETRY_ATTEMPTS - 1)
-    )
-    return RETRY_ATTEMPTS * TUNING_CALL_TIMEOUT_S + backoff
+    """Longest a tuning read can take with every retry (``shared.budgets``)."""
+    return read_call_worst_case_s()
 
 
 def make_client(

@@ -19,6 +19,7 @@ steps 4 and 5 still run for everyone else.
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -30,13 +31,13 @@ from pydantic import ValidationError
 from shared.logging import get_logger, log_context
 from shared.messages import JobEventV1
 from shared.runtime import Runtime
-from shared.state.jobs import ACTIVE, SUBMITTING, Checkpoint, JobRecord, is_forward
+from shared.state.jobs import ACTIVE, SUBMITTING, JobRecord, is_forward
 from shared.state.store import JobStore
+from shared.tuning.observe import observed_fields, progress_marker
 from shared.tuning.submit import dispatch, publish_event
 
 if TYPE_CHECKING:
     from google import genai
-    from google.genai import types
 
 log = get_logger("sftpipe.poller")
 
@@ -61,6 +62,7 @@ def poll_tick(runtime: Runtime, client: genai.Client) -> dict[str, Any]:
     carry each job_id for alerting. Failures of publishing or dispatching themselves still
     raise: they concern every job, and a redelivered tick is the quickest retry.
     """
+    started = time.monotonic()
     settings = runtime.settings
     store = JobStore(runtime.firestore, settings)
     jobs, malformed = _active_jobs(store)
@@ -70,7 +72,7 @@ def poll_tick(runtime: Runtime, client: genai.Client) -> dict[str, Any]:
             pool.map(lambda job: _refresh_isolated(job, store, client, settings.stall_after_s), polled)
         )
     published = store.publish_pending(lambda event: publish_event(runtime, event))
-    submitted = dispatch(runtime, client, store)
+    submitted = dispatch(runtime, client, store, function="poller", started=started)
     summary = {
         "active": len(polled),
         "transitions": outcomes.count(Outcome.CHANGED),
@@ -128,7 +130,7 @@ def _refresh(job: JobRecord, store: JobStore, client: genai.Client, stall_after_
         except Exception as exc:  # one unreachable job must not stop the tick for the others
             log.warning("could not read the tuning job: %s", exc)
             return None
-        fields = _observed_fields(tuning_job)
+        fields = observed_fields(tuning_job)
         state = tuning_job.state.value if tuning_job.state else job.status
         # The document was read by this tick's query: only a forward change needs a transaction.
         event = (
@@ -139,7 +141,7 @@ def _refresh(job: JobRecord, store: JobStore, client: genai.Client, stall_after_
         if event is not None:
             log.info("job state changed", extra={"state": state, "previous_state": event.previous_state})
             return event
-        progress = _progress_marker(tuning_job)
+        progress = progress_marker(tuning_job)
         if progress != job.progress_marker:
             store.touch(
                 job.job_id, {**fields, "progress_marker": progress, "last_progress_at": datetime.now(UTC)}
@@ -149,31 +151,6 @@ def _refresh(job: JobRecord, store: JobStore, client: genai.Client, stall_after_
         ):
             _alert_stalled(store, job)
         return None
-
-
-def _observed_fields(tuning_job: types.TuningJob) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    tuned = tuning_job.tuned_model
-    if tuned is not None:
-        fields["tuned_model"] = tuned.model
-        fields["tuned_endpoint"] = tuned.endpoint
-        fields["checkpoints"] = [
-            Checkpoint(
-                checkpoint_id=c.checkpoint_id, epoch=c.epoch, step=c.step, endpoint=c.endpoint
-            ).model_dump()
-            for c in tuned.checkpoints or []
-        ]
-    if tuning_job.error is not None and tuning_job.error.message:
-        fields["error"] = f"{tuning_job.error.code}: {tuning_job.error.message}"
-    if tuning_job.experiment:
-        fields["experiment"] = tuning_job.experiment
-    return {k: v for k, v in fields.items() if v is not None}
-
-
-def _progress_marker(tuning_job: types.TuningJob) -> str:
-    checkpoints = len(tuning_job.tuned_model.checkpoints or []) if tuning_job.tuned_model else 0
-    updated = tuning_job.update_time.isoformat() if tuning_job.update_time else ""
-    return f"{updated}|{checkpoints}"
 
 
 def _alert_stalled(store: JobStore, job: JobRecord) -> None:
