@@ -8,10 +8,11 @@ render the same way, so both channels always say the same thing.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.evaluation.report import EvaluationSummary, format_delta, format_duration, format_score
 
@@ -99,8 +100,37 @@ def text_table(table: Table) -> str:
     )
 
 
+#: Bidirectional embeddings, overrides and isolates: invisible, yet they reorder what a reader
+#: sees (``report\u202egpj.exe`` shows as ``reportexe.jpg``), so a file name could pose as another.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: str) -> str:
+    """``text`` without the characters that no channel should pass on as they are.
+
+    Line breaks become ``\\n`` (a lone CR would start a new header line in a mail); other control
+    characters, U+2028/U+2029 and bidi controls become U+FFFD, so what was there stays visible.
+    Every script's letters are kept as they are.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return "".join(
+        "\ufffd"
+        if char in _BIDI_CONTROLS or (char not in "\n\t" and unicodedata.category(char) in ("Cc", "Zl", "Zp"))
+        else char
+        for char in text
+    )
+
+
+def one_line(text: str) -> str:
+    """:func:`printable`, and every run of whitespace (line breaks included) one space."""
+    return " ".join(printable(text).split())
+
+
 class Notification(BaseModel):
-    """Channel-neutral content. All strings are plain text; each channel escapes for itself."""
+    """Channel-neutral content, each string plain text that may quote an uploader (object names,
+    metadata, file content). Control characters are neutralised here, once for every channel
+    (:func:`printable`); each channel then escapes for its own syntax (mrkdwn, HTML, headers).
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -114,6 +144,34 @@ class Notification(BaseModel):
     items: list[str] = Field(default_factory=list)
     link: str | None = None
     link_label: str = "Open the report"
+    #: Remarks about the delivery itself, such as a requested target that was not notified.
+    notes: list[str] = Field(default_factory=list)
+
+    @field_validator("subject")
+    @classmethod
+    def _subject_on_one_line(cls, value: str) -> str:
+        return one_line(value)
+
+    @field_validator("link")
+    @classmethod
+    def _link_on_one_line(cls, value: str | None) -> str | None:
+        return one_line(value) if value is not None else None
+
+    @field_validator("summary", "items_title", "link_label")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        return printable(value)
+
+    # Facts, items and notes are one line each in every layout (a field, a bullet, a table row).
+    @field_validator("facts")
+    @classmethod
+    def _facts_on_one_line(cls, value: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [(one_line(label), one_line(text)) for label, text in value]
+
+    @field_validator("items", "notes")
+    @classmethod
+    def _items_on_one_line(cls, value: list[str]) -> list[str]:
+        return [one_line(item) for item in value]
 
 
 def browser_url(uri: str) -> str:

@@ -18,17 +18,29 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from shared.errors import PermanentError, TransientError
-from shared.notify.content import Notification, text_table
+from shared.notify.content import Notification, one_line, text_table
 
 TIMEOUT_S = 30
 IMPLICIT_TLS_PORT = 465
+#: Characters of a Subject: a dataset id can be 1,000 bytes, and mail clients show about 80.
+SUBJECT_LIMIT = 200
 
 _STATUS_COLOURS = {"improved": "#188038", "regressed": "#d93025", "unchanged": "#5f6368"}
 
 
-def _single_line(text: str) -> str:
-    # A CR or LF in a header value would start a new header; dataset ids come from users.
-    return " ".join(text.split())
+def header_text(text: str, limit: int = SUBJECT_LIMIT) -> str:
+    """A header value built from text an uploader chose: one line, no control characters, clipped.
+
+    A CR or LF would start a new header (``Bcc: ...``); the email package refuses them, which
+    would lose the notice instead of sending it. Non-ASCII stays: the default policy encodes
+    it (RFC 2047) and folds long values.
+    """
+    line = one_line(text)
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _is_web_url(url: str) -> bool:
+    return url.startswith(("https://", "http://"))
 
 
 def render_text(notification: Notification) -> str:
@@ -39,13 +51,19 @@ def render_text(notification: Notification) -> str:
         lines += ["", text_table(notification.table)]
     if notification.items:
         lines += ["", f"{notification.items_title}:", *(f"- {item}" for item in notification.items)]
+    if notification.notes:
+        lines += ["", *(f"Note: {note}" for note in notification.notes)]
     if notification.link:
         lines += ["", f"{notification.link_label}: {notification.link}"]
     return "\n".join(lines) + "\n"
 
 
 def render_html(notification: Notification) -> str:
-    """Inline styles only: many mail clients drop <style> blocks."""
+    """Inline styles only: many mail clients drop <style> blocks.
+
+    Every interpolated value but the template's own styles goes through ``html.escape`` (quotes
+    too), so no value can open a tag or leave an attribute.
+    """
     e = html.escape
     cell = "padding:4px 10px;border-bottom:1px solid #e8eaed;text-align:left"
     number = cell.replace("text-align:left", "text-align:right;font-family:monospace")
@@ -80,15 +98,24 @@ def render_html(notification: Notification) -> str:
     if notification.items:
         items = "".join(f"<li><code>{e(item)}</code></li>" for item in notification.items)
         parts.append(f"<h3>{e(notification.items_title)}</h3><ul>{items}</ul>")
+    if notification.notes:
+        notes = "".join(f"<li>{e(note)}</li>" for note in notification.notes)
+        parts.append(f"<ul style='color:#5f6368;font-size:12px'>{notes}</ul>")
     if notification.link:
-        parts.append(f"<p><a href='{e(notification.link, quote=True)}'>{e(notification.link_label)}</a></p>")
+        # Only web links become anchors: a javascript: or data: URI must never be clickable.
+        if _is_web_url(notification.link):
+            parts.append(
+                f"<p><a href='{e(notification.link, quote=True)}'>{e(notification.link_label)}</a></p>"
+            )
+        else:
+            parts.append(f"<p>{e(notification.link_label)}: <code>{e(notification.link)}</code></p>")
     parts.append("</body></html>")
     return "".join(parts)
 
 
 def build_email(notification: Notification, *, sender: str, recipients: Sequence[str]) -> EmailMessage:
     message = EmailMessage()
-    message["Subject"] = _single_line(notification.subject)
+    message["Subject"] = header_text(notification.subject)
     message["From"] = sender
     message["To"] = ", ".join(recipients)
     message["Date"] = formatdate(localtime=False)

@@ -24,6 +24,7 @@ HEADER_LIMIT = 150
 SECTION_LIMIT = 3000
 FIELD_LIMIT = 2000
 MAX_FIELDS = 10
+BUTTON_LIMIT = 75
 
 STATUS_EMOJI = {
     "improved": ":white_check_mark:",
@@ -45,7 +46,12 @@ _TRANSIENT_API_ERRORS = frozenset(
 
 
 def escape_mrkdwn(text: str) -> str:
-    """Slack's three control characters. Without this, a dataset named ``<!channel>`` pings everyone."""
+    """Slack's three control characters. Without this, a dataset named ``<!channel>`` pings everyone.
+
+    Every special sequence (``<!here>``, ``<@U123>``, ``<#C123>``, ``<https://host|label>``,
+    ``<!date^...>``) starts with ``<``, so escaping these three is enough: a bare ``@here`` is
+    not a mention in text we post (we never ask for ``link_names``).
+    """
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
@@ -53,8 +59,21 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _clip_escaped(text: str, limit: int) -> str:
+    """:func:`_clip` for escaped text: never cuts an entity in half (``&am…`` would show as is)."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    # In escaped text every "&" opens an entity, so one after the last ";" is a cut one.
+    amp = cut.rfind("&")
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + "…"
+
+
 def _table_text(table: Table) -> str:
-    # mrkdwn has no tables: a code block keeps the columns aligned.
+    # mrkdwn has no tables: a code block keeps the columns aligned. Slack still parses "<...>"
+    # inside code blocks, so the cells are escaped like any other text.
     return "```\n" + escape_mrkdwn(text_table(table)) + "\n```"
 
 
@@ -63,7 +82,12 @@ def _is_web_url(url: str) -> bool:
 
 
 def build_slack_payload(notification: Notification) -> dict[str, Any]:
-    """Block Kit blocks plus the plain ``text`` Slack shows in notifications and old clients."""
+    """Block Kit blocks plus the ``text`` Slack shows in notifications and old clients.
+
+    Every mrkdwn string is escaped, the top-level ``text`` too: Slack parses it for mentions and
+    links like any section, and it is what a phone's notification shows. ``plain_text`` objects
+    (header, button) are never parsed, so they carry the text as it is.
+    """
     emoji = STATUS_EMOJI.get(notification.status, ":information_source:")
     blocks: list[dict[str, Any]] = [
         {
@@ -77,7 +101,7 @@ def build_slack_payload(notification: Notification) -> dict[str, Any]:
             "type": "section",
             "text": {
                 "type": "mrkdwn",
-                "text": _clip(f"{emoji} {escape_mrkdwn(notification.summary)}", SECTION_LIMIT),
+                "text": _clip_escaped(f"{emoji} {escape_mrkdwn(notification.summary)}", SECTION_LIMIT),
             },
         },
         {
@@ -85,7 +109,7 @@ def build_slack_payload(notification: Notification) -> dict[str, Any]:
             "fields": [
                 {
                     "type": "mrkdwn",
-                    "text": _clip(f"*{escape_mrkdwn(label)}*\n{escape_mrkdwn(value)}", FIELD_LIMIT),
+                    "text": _clip_escaped(f"*{escape_mrkdwn(label)}*\n{escape_mrkdwn(value)}", FIELD_LIMIT),
                 }
                 for label, value in notification.facts[:MAX_FIELDS]
             ],
@@ -95,7 +119,10 @@ def build_slack_payload(notification: Notification) -> dict[str, Any]:
         blocks.append(
             {
                 "type": "section",
-                "text": {"type": "mrkdwn", "text": _clip(_table_text(notification.table), SECTION_LIMIT)},
+                "text": {
+                    "type": "mrkdwn",
+                    "text": _clip_escaped(_table_text(notification.table), SECTION_LIMIT),
+                },
             }
         )
     if notification.items:
@@ -105,8 +132,24 @@ def build_slack_payload(notification: Notification) -> dict[str, Any]:
                 "type": "section",
                 "text": {
                     "type": "mrkdwn",
-                    "text": _clip(f"*{escape_mrkdwn(notification.items_title)}*\n{listing}", SECTION_LIMIT),
+                    "text": _clip_escaped(
+                        f"*{escape_mrkdwn(notification.items_title)}*\n{listing}", SECTION_LIMIT
+                    ),
                 },
+            }
+        )
+    if notification.notes:
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [
+                    {
+                        "type": "mrkdwn",
+                        "text": _clip_escaped(
+                            "\n".join(escape_mrkdwn(note) for note in notification.notes), SECTION_LIMIT
+                        ),
+                    }
+                ],
             }
         )
     if notification.link:
@@ -118,7 +161,10 @@ def build_slack_payload(notification: Notification) -> dict[str, Any]:
                     "elements": [
                         {
                             "type": "button",
-                            "text": {"type": "plain_text", "text": notification.link_label},
+                            "text": {
+                                "type": "plain_text",
+                                "text": _clip(notification.link_label, BUTTON_LIMIT),
+                            },
                             "url": notification.link,
                         }
                     ],
@@ -131,12 +177,16 @@ def build_slack_payload(notification: Notification) -> dict[str, Any]:
                     "elements": [
                         {
                             "type": "mrkdwn",
-                            "text": f"{notification.link_label}: `{escape_mrkdwn(notification.link)}`",
+                            "text": _clip_escaped(
+                                f"{escape_mrkdwn(notification.link_label)}: `{escape_mrkdwn(notification.link)}`",
+                                SECTION_LIMIT,
+                            ),
                         }
                     ],
                 }
             )
-    return {"text": _clip(f"{notification.subject}: {notification.summary}", SECTION_LIMIT), "blocks": blocks}
+    text = f"{escape_mrkdwn(notification.subject)}: {escape_mrkdwn(notification.summary)}"
+    return {"text": _clip_escaped(text, SECTION_LIMIT), "blocks": blocks}
 
 
 def slack_failure(status: int | None, reason: str, destination: str) -> TransientError | PermanentError:

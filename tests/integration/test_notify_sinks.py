@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import select
 import smtplib
 import socket
@@ -22,6 +23,7 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -247,6 +249,63 @@ def test_rejection_reaches_slack_through_the_bot_api(slacksink: Sink) -> None:
     texts = [block["text"]["text"] for block in post["blocks"] if "text" in block]
     assert "*First errors*\n• line 3: missing_contents_list\n• line 9: consecutive_turns" in texts
     assert "xoxb-local-token" not in stored
+
+
+def _mrkdwn_texts(post: dict[str, Any]) -> list[str]:
+    texts = [post["text"]]
+    for block in post["blocks"]:
+        if block.get("text", {}).get("type") == "mrkdwn":
+            texts.append(block["text"]["text"])
+        texts += [field["text"] for field in block.get("fields", [])]
+        if block["type"] == "context":
+            texts += [element["text"] for element in block["elements"] if element["type"] == "mrkdwn"]
+    return texts
+
+
+def test_a_dataset_named_with_control_sequences_reaches_the_sinks_escaped(
+    settings: Settings, mailsink: Sink, slacksink: Sink
+) -> None:
+    name = "<!here> <!channel> <@U123> <https://evil.example|click> a & b Übersicht 名前\r\nBcc: attacker@evil.example"
+    outcome = DatasetRejectedOutcome(
+        dataset_id=name,
+        source_uri=f"gs://sftpipe-local/incoming/{name}.jsonl",
+        error_count=1,
+        top_errors=[f"line 1: messages[0].content: <script>alert(1)</script> {name}"],
+        report_url="gs://sftpipe-local/prepared/ds-hostile/report.json",
+    )
+    mails_before, posts_before = mailsink.files(".eml"), slacksink.files(".json")
+
+    result = notify(outcome, settings)
+
+    assert [d.status for d in result.deliveries] == ["sent", "sent"]
+    (post_file,) = _new_files(slacksink, ".json", posts_before)
+    post = json.loads(post_file.read_text(encoding="utf-8"))
+    escaped = (
+        "&lt;!here&gt; &lt;!channel&gt; &lt;@U123&gt; &lt;https://evil.example|click&gt; a &amp; b "
+        "Übersicht 名前 Bcc: attacker@evil.example"
+    )
+    assert post["text"].startswith(f"[sftpipe] dataset rejected: {escaped}: gs://sftpipe-local/incoming/")
+    texts = _mrkdwn_texts(post)
+    assert f"*Dataset*\n{escaped}" in texts
+    for text in texts:
+        assert "<" not in text, text
+        assert ">" not in text, text
+        assert re.search(r"&(?!(?:amp|lt|gt);)", text) is None, text
+    assert post["blocks"][0]["text"]["type"] == "plain_text"  # never parsed by Slack
+
+    (mail_file,) = _new_files(mailsink, ".eml", mails_before)
+    raw = mail_file.read_bytes()
+    mail = BytesParser(policy=policy.default).parsebytes(raw)
+    assert mail.get_all("Subject") == [
+        "[sftpipe] dataset rejected: <!here> <!channel> <@U123> <https://evil.example|click> a & b "
+        "Übersicht 名前 Bcc: attacker@evil.example"
+    ]
+    assert mail["Bcc"] is None
+    assert mail["X-Mailsink-Rcpt-To"] == "ml-team@example.com"  # the envelope: nobody was added
+    page = mail.get_body(preferencelist=("html",)).get_content()
+    assert "<script>" not in page
+    assert "&lt;!here&gt;" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
 @pytest.mark.parametrize(
