@@ -2,8 +2,12 @@
 
 The manifest names its files as object names in its own bucket or as ``gs://`` URIs, all outside
 ``incoming/`` (see :class:`~shared.datasets.TuningManifest`), so a data file never starts a run of
-its own. :func:`prepare_manifest` reads the manifest (at most :data:`MAX_MANIFEST_BYTES`), checks
-that every named file exists and is small enough, then validates the files with one shared
+its own. A manifest may only make ingest read what its uploader could have put there
+(architecture.md, "Who may read and notify what"): objects of its own bucket under the uploads
+prefixes (``SFTPIPE_UPLOAD_PREFIXES``), or any object of a bucket on ``SFTPIPE_ALLOWED_BUCKETS``;
+:class:`ReadPolicy` decides, before anything is read. :func:`prepare_manifest` reads the manifest
+(at most :data:`MAX_MANIFEST_BYTES`), checks that every named file is allowed, exists and is small
+enough, then validates the files with one shared
 :class:`~shared.datasets.SeenExamples` (an example in two files is ``example_in_multiple_splits``):
 
 - only ``train``: the file is split three ways, as for a single upload;
@@ -21,13 +25,15 @@ claim lets the redelivered event start over.
 from __future__ import annotations
 
 import contextlib
+import unicodedata
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from shared.config import Settings
 from shared.datasets import (
     PrepareOptions,
     PrepareResult,
@@ -59,10 +65,120 @@ MANIFEST_ERROR_CODES: dict[str, str] = {
     "manifest_too_large": f"the manifest is larger than {MAX_MANIFEST_BYTES:,} bytes",
     "manifest_file_missing": "a file the manifest names does not exist",
     "manifest_file_in_incoming": "a file the manifest names is under the upload prefix",
+    "manifest_file_not_allowed": (
+        "a file the manifest names is neither under an uploads prefix of the manifest's bucket "
+        "(SFTPIPE_UPLOAD_PREFIXES) nor in an allowed bucket (SFTPIPE_ALLOWED_BUCKETS)"
+    ),
     "file_too_large": "a file the manifest names is larger than the model's training-file limit",
 }
 
 Sink = Callable[[str, bytes], None]
+
+
+def normalise_prefixes(prefixes: Iterable[str]) -> tuple[str, ...]:
+    """Each prefix once, without a leading '/', ending in '/'; empty ones dropped.
+
+    Without the trailing slash ``datasets`` would also match ``datasets-private/...``, and an
+    empty prefix would open the whole bucket.
+    """
+    found: list[str] = []
+    for prefix in prefixes:
+        cleaned = prefix.strip().lstrip("/")
+        if not cleaned.rstrip("/"):
+            continue
+        cleaned = cleaned if cleaned.endswith("/") else cleaned + "/"
+        if cleaned not in found:
+            found.append(cleaned)
+    return tuple(found)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPolicy:
+    """Which objects a manifest uploaded to ``bucket`` may make ingest read.
+
+    ``deploy/iam.tf`` grants ingest read on exactly these prefixes and buckets;
+    ``tests/unit/test_deploy.py`` keeps the two together.
+    """
+
+    bucket: str
+    upload_prefixes: tuple[str, ...]
+    allowed_buckets: frozenset[str]
+    incoming_prefix: str
+    #: Where the pipeline writes other people's results: never readable through a manifest, even
+    #: when an operator's prefix (or allowed bucket) would include it.
+    reserved_prefixes: tuple[str, ...]
+
+    @classmethod
+    def from_settings(cls, settings: Settings, bucket: str) -> ReadPolicy:
+        return cls(
+            bucket=bucket,
+            upload_prefixes=normalise_prefixes(settings.upload_prefixes),
+            allowed_buckets=frozenset(b.strip() for b in settings.allowed_buckets if b.strip()),
+            incoming_prefix=settings.incoming_prefix,
+            reserved_prefixes=normalise_prefixes([settings.prepared_prefix, settings.reports_prefix]),
+        )
+
+    def allowed(self) -> str:
+        """What may be named, in words, for error messages."""
+        prefixes = ", ".join(self.upload_prefixes) or "(none)"
+        others = ", ".join(sorted(self.allowed_buckets - {self.bucket}))
+        buckets = f"any object of the buckets {others}" if others else "no other bucket"
+        return (
+            f"a manifest may name objects of gs://{self.bucket} under {prefixes} "
+            f"(SFTPIPE_UPLOAD_PREFIXES) and {buckets} (SFTPIPE_ALLOWED_BUCKETS)"
+        )
+
+    def refusal(self, name: str) -> tuple[str, str] | None:
+        """(code, message) when the manifest may not name ``name``, None when it may.
+
+        Pure: decides from the name alone, so nothing of a refused object is ever read.
+        """
+        bucket, object_name = _location(name, self.bucket)
+        uri = f"gs://{bucket}/{object_name}"
+        malformed = _malformed(bucket, object_name)
+        if malformed:
+            return (
+                "manifest_file_not_allowed",
+                f"{name!r} is not a plain object name ({malformed}); {self.allowed()}",
+            )
+        if bucket == self.bucket:
+            if object_name.startswith(self.incoming_prefix):
+                return "manifest_file_in_incoming", (
+                    f"{uri} is under {self.incoming_prefix}, where every object starts a run of its own; "
+                    "keep the files a manifest names outside it"
+                )
+            # The manifest's own bucket follows the prefixes even when it is on the allowlist,
+            # or listing it would open prepared/ and reports/.
+            under_upload = any(object_name.startswith(p) for p in self.upload_prefixes)
+            reserved = any(object_name.startswith(p) for p in self.reserved_prefixes)
+            if under_upload and not reserved:
+                return None
+            return "manifest_file_not_allowed", f"{uri} may not be read: {self.allowed()}"
+        if bucket in self.allowed_buckets:
+            return None
+        return "manifest_file_not_allowed", f"{uri} is in another bucket: {self.allowed()}"
+
+
+def _malformed(bucket: str, object_name: str) -> str | None:
+    """Why a bucket / object name is not one plain object, or None.
+
+    '.', '..' and empty segments read as paths to tools that normalise them, so the object a
+    person sees (or another client reads) could differ from the one checked here.
+    """
+    if not bucket:
+        return "no bucket"
+    if not object_name:
+        return "empty object name"
+    if object_name.startswith("/"):
+        return "leading '/'"
+    segments = object_name.split("/")
+    if any(segment in (".", "..") for segment in segments):
+        return "'.' or '..' segment"
+    if "" in segments:
+        return "empty segment ('//' or a trailing '/')"
+    if any(unicodedata.category(char) in ("Cc", "Cf") for char in bucket + object_name):
+        return "control or invisible formatting character"
+    return None
 
 
 class ManifestFile(BaseModel):
@@ -142,6 +258,11 @@ class ManifestReport(BaseModel):
             "tokens": tokens,
             "task": self.task.model_dump(mode="json") if self.task else None,
             "manifest_files": {f.role: f.uri for f in self.files},
+            # The manifest's own errors name the field at fault (train, test, epochs...), which
+            # error_counts alone cannot; each file's errors stay in its report.
+            "manifest_errors": [
+                {"field": issue.field, "code": issue.code, "message": issue.message} for issue in self.errors
+            ],
         }
 
 
@@ -170,7 +291,8 @@ def prepare_manifest(obj: StorageObject, runtime: Runtime, sink: Sink) -> Manife
         issue = _issue(exc.field or "manifest", "invalid_upload_setting", exc.message)
         return ManifestOutcome(_rejected(obj, settings.base_model, [issue], []), None, None)
 
-    files, problems = _locate_files(manifest, obj, runtime, options.base_model)
+    policy = ReadPolicy.from_settings(settings, obj.bucket)
+    files, problems = _locate_files(manifest, obj, runtime, options.base_model, policy)
     if problems:
         return ManifestOutcome(_rejected(obj, options.base_model, problems, files), manifest, options)
 
@@ -232,22 +354,22 @@ def render_manifest_report(report: ManifestReport) -> str:
 
 
 def _locate_files(
-    manifest: TuningManifest, obj: StorageObject, runtime: Runtime, base_model: str
+    manifest: TuningManifest, obj: StorageObject, runtime: Runtime, base_model: str, policy: ReadPolicy
 ) -> tuple[list[ManifestFile], list[Issue]]:
-    """Each named file with its current generation and size, and what makes any unusable."""
-    incoming = runtime.settings.incoming_prefix
+    """Each named file with its current generation and size, and what makes any unusable.
+
+    A file the policy refuses is not even looked up: whether it exists is not the uploader's
+    business either.
+    """
     files: list[ManifestFile] = []
     problems: list[Issue] = []
     for role, name in manifest.files().items():
         bucket_name, object_name = _location(name, obj.bucket)
         file = ManifestFile(role=role, uri=f"gs://{bucket_name}/{object_name}")
         files.append(file)
-        if bucket_name == obj.bucket and object_name.startswith(incoming):
-            message = (
-                f"{file.uri} is under {incoming}, where every object starts a run of its own; "
-                "keep the files a manifest names outside it"
-            )
-            problems.append(_issue(role, "manifest_file_in_incoming", message))
+        refusal = policy.refusal(name)
+        if refusal is not None:
+            problems.append(_issue(role, *refusal))
             continue
         blob = runtime.storage.bucket(bucket_name).get_blob(object_name)
         if blob is None:

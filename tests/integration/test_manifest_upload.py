@@ -197,3 +197,69 @@ def test_an_example_in_train_and_test_rejects_the_whole_manifest_and_writes_noth
         f"{prefix}report.md",
     ]
     assert requests_seen() == []
+
+
+def _other_bucket(runtime: Runtime, name: str) -> Any:
+    """A second bucket of the stack's fake-gcs-server, emptied: ingest may not read it."""
+    bucket = runtime.storage.lookup_bucket(name) or runtime.storage.create_bucket(name)
+    for blob in runtime.storage.list_blobs(name):
+        blob.delete()
+    return bucket
+
+
+def test_a_manifest_may_name_only_files_under_the_uploads_prefixes_of_its_bucket(
+    runtime: Runtime, requests_seen: Callable[[], list[dict[str, Any]]]
+) -> None:
+    """Someone else's prepared data, reports and another bucket are refused (each file exists, so
+    the refusal cannot be a missing file); the allowed datasets/ upload is READY."""
+    _upload(runtime, "datasets/victim/train.jsonl", b"".join(TRAIN))
+    _upload(runtime, "incoming/victim.tuning.json", b'{"train": "datasets/victim/train.jsonl"}')
+    [victim] = wait_for(lambda: _settled(runtime), what="the allowed manifest's dataset to settle")
+    assert victim["status"] == "READY", victim.get("error_counts")
+    victim_train = f"prepared/{victim['dataset_id']}/train.jsonl"
+    assert _exists(runtime, victim_train)
+    _upload(runtime, "reports/some-job/results.jsonl", b"".join(TEST))
+    other = _other_bucket(runtime, f"{runtime.settings.bucket}-other")
+    other.blob("datasets/test.jsonl").upload_from_string(b"".join(TEST))
+
+    attempts = {
+        "incoming/steal-prepared.tuning.json": ({"train": victim_train}, "train"),
+        "incoming/steal-reports.tuning.json": (
+            {"train": "datasets/victim/train.jsonl", "validation": "reports/some-job/results.jsonl"},
+            "validation",
+        ),
+        "incoming/steal-bucket.tuning.json": (
+            {"train": "datasets/victim/train.jsonl", "test": f"gs://{other.name}/datasets/test.jsonl"},
+            "test",
+        ),
+    }
+    for name, (manifest, _field) in attempts.items():
+        _upload(runtime, name, orjson.dumps(manifest))
+
+    def all_settled() -> list[dict[str, Any]]:
+        docs = _settled(runtime)
+        return docs if len(docs) == 1 + len(attempts) else []
+
+    settled = wait_for(all_settled, what="every manifest's dataset to settle")
+
+    by_source = {doc["source_uri"].split("/", 3)[3]: doc for doc in settled}
+    assert sorted(doc["status"] for doc in settled) == ["READY", "REJECTED", "REJECTED", "REJECTED"]
+    for name, (_manifest, field) in attempts.items():
+        dataset = by_source[name]
+        assert dataset["status"] == "REJECTED", name
+        assert dataset["error_counts"] == {"manifest_file_not_allowed": 1}, name
+        assert [(e["field"], e["code"]) for e in dataset["manifest_errors"]] == [
+            (field, "manifest_file_not_allowed")
+        ]
+        assert "datasets/" in dataset["manifest_errors"][0]["message"]
+        prefix = f"prepared/{dataset['dataset_id']}/"
+        report = orjson.loads(_read(runtime, f"{prefix}report.json"))
+        assert report["ok"] is False
+        assert report["error_counts"] == {"manifest_file_not_allowed": 1}
+        assert [(e["field"], e["code"]) for e in report["errors"]] == [(field, "manifest_file_not_allowed")]
+        # Nothing of any file was read: no file has a result, the refused one not even a size.
+        assert all(f["result"] is None for f in report["files"])
+        [refused] = [f for f in report["files"] if f["role"] == field]
+        assert (refused["generation"], refused["size"]) == (None, None)
+        assert not _exists(runtime, f"{prefix}train.jsonl")
+    assert len(requests_seen()) == 1
