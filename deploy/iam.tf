@@ -6,12 +6,20 @@
 locals {
   object_prefix = "projects/_/buckets/${google_storage_bucket.data.name}/objects/"
 
+  # What ingest reads in the data bucket: the uploads under incoming/, and the files a manifest
+  # may name (shared/ingest_manifest.py, ReadPolicy: SFTPIPE_UPLOAD_PREFIXES). One grant with one
+  # condition, so that what ingest may read is one expression to review.
+  ingest_read_prefixes = concat([var.incoming_prefix], var.upload_prefixes)
+
+  # Other buckets a manifest may name (SFTPIPE_ALLOWED_BUCKETS). The data bucket itself is left
+  # out: a bucket-wide grant on it would open prepared/ and reports/ to ingest's reads.
+  ingest_allowed_buckets = toset([for name in var.allowed_buckets : name if name != local.bucket])
+
   # function => [(role, prefix)] on the data bucket. objectUser (not objectCreator) where the
   # function writes, because a redelivered event rewrites the same object, and an overwrite
   # needs storage.objects.delete. Nothing may write or delete under incoming/: uploads are
   # never modified.
   bucket_grants = {
-    "ingest/read-incoming"     = { function = "ingest", role = "roles/storage.objectViewer", prefix = var.incoming_prefix }
     "ingest/write-prepared"    = { function = "ingest", role = "roles/storage.objectUser", prefix = var.prepared_prefix }
     "ingest/write-reports"     = { function = "ingest", role = "roles/storage.objectUser", prefix = var.reports_prefix }
     "tuner/read-prepared"      = { function = "tuner", role = "roles/storage.objectViewer", prefix = var.prepared_prefix }
@@ -64,6 +72,39 @@ resource "google_storage_bucket_iam_member" "function" {
     description = "Objects under ${each.value.prefix} only."
     expression  = "resource.name.startsWith(\"${local.object_prefix}${each.value.prefix}\")"
   }
+}
+
+resource "google_storage_bucket_iam_member" "ingest_reader" {
+  bucket = google_storage_bucket.data.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.function["ingest"].email}"
+
+  condition {
+    title       = "ingest/read-uploads only"
+    description = "Objects under ${join(", ", local.ingest_read_prefixes)} only."
+    expression  = join(" || ", [for prefix in local.ingest_read_prefixes : "resource.name.startsWith(\"${local.object_prefix}${prefix}\")"])
+  }
+
+  lifecycle {
+    precondition {
+      # Otherwise the grant (and a manifest) would reach other datasets' prepared files and reports.
+      condition = alltrue([
+        for prefix in var.upload_prefixes : alltrue([
+          for output in [var.prepared_prefix, var.reports_prefix] :
+          !startswith(prefix, output) && !startswith(output, prefix)
+        ])
+      ])
+      error_message = "upload_prefixes must not contain, or lie under, prepared_prefix or reports_prefix."
+    }
+  }
+}
+
+resource "google_storage_bucket_iam_member" "ingest_allowed_bucket_reader" {
+  for_each = local.ingest_allowed_buckets
+
+  bucket = each.value
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.function["ingest"].email}"
 }
 
 resource "google_pubsub_topic_iam_member" "function_publisher" {

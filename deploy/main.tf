@@ -57,6 +57,8 @@ locals {
     SFTPIPE_INCOMING_PREFIX        = var.incoming_prefix
     SFTPIPE_PREPARED_PREFIX        = var.prepared_prefix
     SFTPIPE_REPORTS_PREFIX         = var.reports_prefix
+    SFTPIPE_UPLOAD_PREFIXES        = join(",", var.upload_prefixes)
+    SFTPIPE_ALLOWED_BUCKETS        = join(",", var.allowed_buckets)
     SFTPIPE_UPLOADS_TOPIC          = var.uploads_topic
     SFTPIPE_TUNING_REQUESTS_TOPIC  = var.tuning_requests_topic
     SFTPIPE_JOB_EVENTS_TOPIC       = var.job_events_topic

@@ -74,6 +74,23 @@ variable "reports_prefix" {
   default     = "reports/"
 }
 
+variable "upload_prefixes" {
+  description = "Prefixes of the bucket under which a manifest may name its files (SFTPIPE_UPLOAD_PREFIXES, joined with commas); ingest may read exactly these and incoming/. Each ends with '/'."
+  type        = list(string)
+  default     = ["datasets/"]
+
+  validation {
+    condition     = alltrue([for prefix in var.upload_prefixes : can(regex("^[^/,][^,]*/$", prefix))])
+    error_message = "upload_prefixes: each prefix is non-empty, has no comma, does not start with '/' and ends with '/'."
+  }
+}
+
+variable "allowed_buckets" {
+  description = "Other buckets whose objects a manifest may name (SFTPIPE_ALLOWED_BUCKETS, joined with commas); ingest gets objectViewer on each. The person running Terraform must be able to set IAM on them."
+  type        = list(string)
+  default     = []
+}
+
 variable "prepared_retention_days" {
   description = "Days after which prepared datasets are deleted (tuning and evaluation are long done by then)."
   type        = number

@@ -25,6 +25,7 @@ import shared.idempotency
 from shared.config import Settings
 from shared.dead_letter import dead_letter_topic
 from shared.events import PubSubMessage
+from shared.ingest_manifest import ReadPolicy
 from shared.messages import PollTickV1, parse_message
 
 REPO = Path(__file__).resolve().parents[2]
@@ -481,3 +482,97 @@ def test_checkov_skips_sit_in_a_resource_and_give_a_reason(tf: Config) -> None:
         match = pattern.search(comment)
         assert match, f"malformed skip: {comment}"
         assert len(match.group(2)) >= 40, f"{match.group(1)}: give a real reason"
+
+
+# --- Who may read what (architecture.md, "Who may read and notify what") ----------------------
+
+#: How a grant's condition names an object prefix of the data bucket, rendered.
+STARTS_WITH = re.compile(r'resource\.name\.startsWith\("projects/_/buckets/BUCKET/objects/([^"]+)"\)')
+OBJECT_PREFIX_REF = "${local.object_prefix}"
+
+
+def condition_prefixes(rendered: str) -> list[str]:
+    """The prefixes of an 'a || b || ...' condition of startsWith clauses; any other clause fails."""
+    prefixes = []
+    for clause in rendered.split(" || "):
+        match = STARTS_WITH.fullmatch(clause)
+        assert match, f"unexpected clause in an IAM condition: {clause!r}"
+        prefixes.append(match.group(1))
+    return prefixes
+
+
+def test_manifest_read_settings_come_from_terraform_with_the_code_defaults(tf: Config) -> None:
+    environment = tf.locals["settings_environment"]
+    known = settings_env_names()
+    for variable, setting in (
+        ("upload_prefixes", "SFTPIPE_UPLOAD_PREFIXES"),
+        ("allowed_buckets", "SFTPIPE_ALLOWED_BUCKETS"),
+    ):
+        assert known[setting] == variable, f"{setting} is not the Settings field {variable}"
+        assert expression(environment[setting]) == f'join(",", var.{variable})'
+        assert tf.default(variable) == settings_default(variable)
+    # What Terraform grants is what the code allows: the defaults are already normalised.
+    policy = ReadPolicy.from_settings(Settings(), "BUCKET")
+    assert tuple(tf.default("upload_prefixes")) == policy.upload_prefixes
+    assert tf.default("allowed_buckets") == sorted(policy.allowed_buckets)
+
+
+def test_ingest_reads_exactly_incoming_and_the_upload_prefixes(tf: Config) -> None:
+    grant = tf.resource("google_storage_bucket_iam_member", "ingest_reader")
+    assert grant["bucket"] == "${google_storage_bucket.data.name}"
+    assert grant["role"] == "roles/storage.objectViewer"
+    assert grant["member"] == 'serviceAccount:${google_service_account.function["ingest"].email}'
+    assert (
+        expression(tf.locals["ingest_read_prefixes"]) == "concat([var.incoming_prefix], var.upload_prefixes)"
+    )
+    assert (
+        unquote(tf.locals["object_prefix"])
+        == "projects/_/buckets/${google_storage_bucket.data.name}/objects/"
+    )
+    # join(" || ", [for p in local.ingest_read_prefixes : "<clause with ${p}>"]), rendered with
+    # the defaults of the variables that list builds on.
+    condition = expression(grant["condition"][0]["expression"]) or ""
+    loop = re.fullmatch(
+        r'join\(" \|\| ", \[for (\w+) in local\.ingest_read_prefixes : "(.*)"\]\)', condition, re.DOTALL
+    )
+    assert loop, f"unexpected shape of ingest's read condition: {condition}"
+    name, clause = loop.group(1), loop.group(2).replace('\\"', '"')
+    assert clause == f'resource.name.startsWith("{OBJECT_PREFIX_REF}${{{name}}}")'
+    settings = Settings()
+    prefixes = [tf.default("incoming_prefix"), *tf.default("upload_prefixes")]
+    rendered = " || ".join(
+        clause.replace(OBJECT_PREFIX_REF, "projects/_/buckets/BUCKET/objects/").replace(
+            f"${{{name}}}", prefix
+        )
+        for prefix in prefixes
+    )
+    assert condition_prefixes(rendered) == [settings.incoming_prefix, *settings.upload_prefixes]
+    # No other grant lets ingest read elsewhere in the bucket: its writers are prepared/ and reports/.
+    ingest_grants = {
+        g["prefix"] for g in unquote(tf.locals["bucket_grants"]).values() if g["function"] == "ingest"
+    }
+    assert ingest_grants == {"${var.prepared_prefix}", "${var.reports_prefix}"}
+
+
+def test_ingest_reads_the_allowed_buckets_but_never_the_whole_data_bucket(tf: Config) -> None:
+    grant = tf.resource("google_storage_bucket_iam_member", "ingest_allowed_bucket_reader")
+    assert grant["for_each"] == "${local.ingest_allowed_buckets}"
+    assert grant["bucket"] == "${each.value}"
+    assert grant["role"] == "roles/storage.objectViewer"
+    assert grant["member"] == 'serviceAccount:${google_service_account.function["ingest"].email}'
+    assert expression(tf.locals["ingest_allowed_buckets"]) == (
+        "toset([for name in var.allowed_buckets : name if name != local.bucket])"
+    )
+
+
+def test_the_vertex_service_agent_reads_prepared_only(tf: Config) -> None:
+    grant = tf.resource("google_storage_bucket_iam_member", "dataset_reader")
+    assert grant["for_each"] == "${local.dataset_readers}"
+    assert grant["role"] == "roles/storage.objectViewer"
+    rendered = tf.render(grant["condition"][0]["expression"]).replace(
+        OBJECT_PREFIX_REF, "projects/_/buckets/BUCKET/objects/"
+    )
+    assert condition_prefixes(rendered) == [Settings().prepared_prefix]
+    readers = expression(tf.locals["dataset_readers"]) or ""
+    assert "google_project_service_identity.aiplatform.email" in readers
+    assert "var.vertex_dataset_readers" in readers
