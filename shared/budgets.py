@@ -52,6 +52,10 @@ HEARTBEAT_INTERVAL_S = 15.0
 FUNCTION_TIMEOUT_S = {"ingest": 540, "tuner": 540, "poller": 540, "completion": 540}
 #: Seconds kept free at the end of a tuner or poller invocation (logging, publishing the outbox).
 INVOCATION_MARGIN_S = 30.0
+#: Seconds kept free at the end of a completion invocation for what follows its last call:
+#: writing the chunk, moving the cursor, publishing the continuation. No evaluation call
+#: starts that could end (its whole timeout) later than the function timeout less this.
+EVALUATION_RECORD_MARGIN_S = 30.0
 
 # --- Delivery (the subscriptions' retry policy) ---------------------------------------------------
 #: Deliveries before a message is dead-lettered (deploy/variables.tf ``max_delivery_attempts``).
@@ -74,7 +78,7 @@ def submission_worst_case_s() -> float:
     return read_call_worst_case_s() + CREATE_TIMEOUT_S + lookup_after + FIRESTORE_SLACK_S
 
 
-def submission_time_left(function: str, elapsed_s: float) -> float:
-    """Seconds an invocation of ``function`` that has run ``elapsed_s`` may still spend starting
-    submissions: a job is claimed only while its whole worst case fits in what is left."""
-    return FUNCTION_TIMEOUT_S[function] - INVOCATION_MARGIN_S - elapsed_s
+def submission_time_left(function_timeout_s: float, elapsed_s: float) -> float:
+    """Seconds an invocation that has run ``elapsed_s`` of its ``function_timeout_s`` may still
+    spend on submissions: a job is claimed only while its whole worst case fits in them."""
+    return function_timeout_s - INVOCATION_MARGIN_S - elapsed_s

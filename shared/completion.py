@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from google.api_core import exceptions as gexc
 
+from shared.budgets import EVALUATION_RECORD_MARGIN_S
 from shared.errors import AlreadyInProgressError, PermanentError
 from shared.evaluation.losses import fetch_loss_curves
 from shared.evaluation.metrics import TaskChoice, choose_task, compute_metrics
@@ -61,6 +62,7 @@ from shared.evaluation.runner import (
     run_predictions,
 )
 from shared.idempotency import IdempotencyStore
+from shared.leases import Heartbeat
 from shared.logging import bind, get_logger
 from shared.messages import EvaluationContinuationV1, JobEventV1, NotifyTargets
 from shared.runtime import Runtime
@@ -132,7 +134,12 @@ def _notify_not_evaluated(
 ) -> dict[str, Any]:
     settings = runtime.settings
     short_state = state.removeprefix("JOB_STATE_").lower()
-    store = IdempotencyStore(runtime.firestore, settings.idempotency_collection, settings.idempotency_lease_s)
+    store = IdempotencyStore(
+        runtime.firestore,
+        settings.idempotency_collection,
+        settings.idempotency_lease_s,
+        max_hold_s=settings.function_timeout_s,
+    )
 
     def notify_ended() -> dict[str, Any]:
         from shared.notify.content import JobEndedOutcome
@@ -210,45 +217,73 @@ def _evaluate_with_lease(
     doc = _acquire(ref, runtime, job, owner, message_cursor)
     if doc is None:
         return None
+    heartbeat = Heartbeat(
+        lambda: _renew_lease(ref, runtime, owner),
+        max_hold_s=settings.function_timeout_s,
+        what=f"evaluation lease of {job.job_id}",
+    )
     try:
-        if doc["status"] == RUNNING:
-            examples = _load_test_examples(runtime, doc["test_uri"], doc["test_generation"])
-            if len(examples) != doc["total"]:
-                raise PermanentError(
-                    f"the test file has {len(examples)} examples, the evaluation started with {doc['total']}",
-                    code="test_split_changed",
-                )
-            cursor, chunks_done = _run_chunks(
-                ref, runtime, job, examples=examples, doc=doc, owner=owner, started=started
-            )
-            # Finalizing (merge, metrics, report, notify) gets an invocation of its own when this
-            # one has used its budget; one that evaluated nothing always finalizes (no ping-pong).
-            out_of_time = time.monotonic() - started > settings.evaluation_time_budget_s
-            if cursor < doc["total"] or (chunks_done and out_of_time):
-                _release(ref, runtime, owner)
-                _publish_continuation(runtime, job, ref, cursor)
-                return {"job_id": job.job_id, "status": RUNNING, "cursor": cursor, "total": doc["total"]}
-            doc = _finalize(ref, runtime, job, examples, owner)
-        summary = EvaluationSummary.model_validate_json(
-            _bucket(runtime).blob(doc["summary_object"]).download_as_bytes()
-        )
-        _notify_evaluated(ref, runtime, job, summary, doc["report_uri"])
-        ref.update(
-            {"status": DONE, "finished": datetime.now(UTC), "lease_owner": None, "lease_expires": None}
-        )
-        log.info("evaluation done and notified", extra={"verdict": summary.verdict})
-        return {
-            "job_id": job.job_id,
-            "status": DONE,
-            "verdict": summary.verdict,
-            "report_uri": doc["report_uri"],
-        }
+        with heartbeat:
+            return _evaluate_held(job, runtime, ref, owner, doc, started=started)
     except LeaseLostError:
         log.warning("evaluation lease lost to another invocation; stopping")
         return None
     except BaseException:
         _release(ref, runtime, owner)
         raise
+
+
+def _evaluate_held(
+    job: JobRecord, runtime: Runtime, ref: Any, owner: str, doc: dict[str, Any], *, started: float
+) -> dict[str, Any] | None:
+    """The evaluation's work while this invocation holds its lease."""
+    settings = runtime.settings
+    if doc["status"] == RUNNING:
+        examples = _load_test_examples(runtime, doc["test_uri"], doc["test_generation"])
+        if len(examples) != doc["total"]:
+            raise PermanentError(
+                f"the test file has {len(examples)} examples, the evaluation started with {doc['total']}",
+                code="test_split_changed",
+            )
+        cursor, chunks_done = _run_chunks(
+            ref, runtime, job, examples=examples, doc=doc, owner=owner, started=started
+        )
+        # Finalizing (merge, metrics, report, notify) gets an invocation of its own when this
+        # one has used its budget; one that evaluated nothing always finalizes (no ping-pong).
+        out_of_time = time.monotonic() - started > settings.evaluation_time_budget_s
+        if cursor < doc["total"] or (chunks_done and out_of_time):
+            _release(ref, runtime, owner)
+            _publish_continuation(runtime, job, ref, cursor)
+            return {"job_id": job.job_id, "status": RUNNING, "cursor": cursor, "total": doc["total"]}
+        doc = _finalize(ref, runtime, job, examples, owner)
+    summary = EvaluationSummary.model_validate_json(
+        _bucket(runtime).blob(doc["summary_object"]).download_as_bytes()
+    )
+    _notify_evaluated(ref, runtime, job, summary, doc["report_uri"])
+    ref.update({"status": DONE, "finished": datetime.now(UTC), "lease_owner": None, "lease_expires": None})
+    log.info("evaluation done and notified", extra={"verdict": summary.verdict})
+    return {
+        "job_id": job.job_id,
+        "status": DONE,
+        "verdict": summary.verdict,
+        "report_uri": doc["report_uri"],
+    }
+
+
+def _renew_lease(ref: Any, runtime: Runtime, owner: str) -> bool:
+    """The heartbeat: extend this invocation's evaluation lease; False once it is not ours."""
+    from google.cloud import firestore
+
+    @firestore.transactional
+    def renew(transaction: firestore.Transaction) -> bool:
+        snapshot = ref.get(transaction=transaction)
+        if not snapshot.exists or snapshot.to_dict().get("lease_owner") != owner:
+            return False
+        lease = timedelta(seconds=runtime.settings.idempotency_lease_s)
+        transaction.update(ref, {"lease_expires": datetime.now(UTC) + lease})
+        return True
+
+    return renew(runtime.firestore.transaction())
 
 
 def _acquire(
@@ -359,7 +394,10 @@ def _run_chunks(
             base_model=job.base_model,
             tuned_model=job.tuned_endpoint or "",
             options=GenerationOptions.from_settings(settings, job.base_model, examples),
+            deadline=started + settings.function_timeout_s - EVALUATION_RECORD_MARGIN_S,
         )
+        cut_short = len(predictions) < end - start
+        end = start + len(predictions)  # the calls that could not end in time are the next chunk's
         _bucket(runtime).blob(
             chunk_object_name(settings.reports_prefix, job.job_id, start, end)
         ).upload_from_string(b"".join(p.to_jsonl() for p in predictions), content_type="application/x-ndjson")
@@ -376,6 +414,12 @@ def _run_chunks(
         chunk_s = time.monotonic() - chunk_started
         slowest_chunk_s = max(slowest_chunk_s, chunk_s)
         log.info("chunk evaluated", extra={"chunk": chunk_name(start, end), "seconds": round(chunk_s, 2)})
+        if cut_short:
+            log.info(
+                "chunk cut short: no call starts that could outlive the invocation; continuing",
+                extra={"cursor": cursor, "elapsed_s": round(time.monotonic() - started, 1)},
+            )
+            break
     return cursor, chunks_done
 
 

@@ -75,7 +75,16 @@ class Settings(BaseSettings):
         "idempotency", description="Firestore collection of idempotency claims."
     )
     idempotency_lease_s: int = Field(
-        600, ge=1, description="Seconds an IN_PROGRESS claim holds before a retry may take it over."
+        60,
+        ge=1,
+        description="Seconds a claim (ingest, completion, evaluation) holds without its heartbeat before another attempt may take it over.",
+    )
+
+    function_timeout_s: int = Field(
+        540,
+        ge=60,
+        le=3600,
+        description="Seconds the platform lets one invocation of this function run (deploy/ sets each function's own); work is sized to end inside it.",
     )
 
     # --- Events -------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Run a handler once per key, however often and however concurrently its event is delivered.
 
 The flow of Powertools' idempotency utility, on Firestore:
-1. claim the key with ``create()`` (fails if the document exists) as IN_PROGRESS with a lease;
+1. claim the key with ``create()`` (fails if the document exists) as IN_PROGRESS with a short
+   lease that a heartbeat renews while the handler runs (``shared.leases``): a live handler
+   keeps its claim, a killed one's lapses within a lease;
 2. if it exists: COMPLETED returns the stored result, FAILED re-raises the stored permanent
    error, IN_PROGRESS within its lease raises :class:`AlreadyInProgressError` (transient: the
    platform redelivers later), an expired lease is taken over with an update-time precondition;
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from google.api_core import exceptions as gexc
 
 from shared.errors import AlreadyInProgressError, PermanentError
+from shared.leases import Heartbeat
 from shared.logging import get_logger
 
 if TYPE_CHECKING:
@@ -36,20 +39,29 @@ log = get_logger("sftpipe.idempotency")
 
 
 class IdempotencyStore:
-    def __init__(self, db: firestore.Client, collection: str, lease_s: int) -> None:
+    def __init__(
+        self, db: firestore.Client, collection: str, lease_s: int, *, max_hold_s: float = 3600.0
+    ) -> None:
+        """``lease_s``: how long a claim holds without its heartbeat; ``max_hold_s``: how long
+        the heartbeat may keep it (the handler's worst case, e.g. the function's timeout)."""
         self._db = db
         self._collection = collection
         self._lease = timedelta(seconds=lease_s)
+        self._max_hold_s = max_hold_s
 
     def run_once(self, key: str, handler: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """Run ``handler`` at most once to completion for ``key`` and return its (stored) result."""
         ref = self._db.collection(self._collection).document(key)
         owner = uuid.uuid4().hex
-        claim_time, stored = self._claim(ref, key, owner)
+        stored = self._claim(ref, key, owner)
         if stored is not None:
             return stored
+        heartbeat = Heartbeat(
+            lambda: self._renew(ref, owner), max_hold_s=self._max_hold_s, what=f"claim {key}"
+        )
         try:
-            result = handler()
+            with heartbeat:
+                result = handler()
         except PermanentError as exc:
             self._finish(
                 ref,
@@ -58,13 +70,13 @@ class IdempotencyStore:
             )
             raise
         except BaseException:
-            self._release(ref, claim_time)
+            self._release(ref, owner)
             raise
         self._finish(ref, owner, {"status": COMPLETED, "result": result})
         return result
 
-    def _claim(self, ref: Any, key: str, owner: str) -> tuple[datetime, dict[str, Any] | None]:
-        """Claim ``key``; returns (claim update time, None) or (_, stored result of a duplicate)."""
+    def _claim(self, ref: Any, key: str, owner: str) -> dict[str, Any] | None:
+        """Claim ``key``; returns None (the claim is ours) or the stored result of a duplicate."""
         now = datetime.now(UTC)
         record = {
             "status": IN_PROGRESS,
@@ -74,7 +86,8 @@ class IdempotencyStore:
             "expire_at": now + RECORD_RETENTION,
         }
         try:
-            return ref.create(record).update_time, None
+            ref.create(record)
+            return None
         except gexc.AlreadyExists:
             pass
         snapshot = ref.get()
@@ -84,7 +97,7 @@ class IdempotencyStore:
         status = existing.get("status")
         if status == COMPLETED:
             log.info("duplicate delivery: returning stored result", extra={"idempotency_key": key})
-            return now, existing.get("result") or {}
+            return existing.get("result") or {}
         if status == FAILED:
             error = existing.get("error") or {}
             log.info("duplicate delivery of a failed event", extra={"idempotency_key": key})
@@ -99,20 +112,48 @@ class IdempotencyStore:
             )
         # The holder died without releasing its claim: take it over, unless someone else just did.
         try:
-            result = ref.update(
+            ref.update(
                 {"owner": owner, "lease_expires": now + self._lease, "taken_over": now},
                 option=self._db.write_option(last_update_time=snapshot.update_time),
             )
         except (gexc.FailedPrecondition, gexc.NotFound) as exc:
             raise AlreadyInProgressError(f"{key} was taken over by another delivery") from exc
         log.warning("took over an expired idempotency claim", extra={"idempotency_key": key})
-        return result.update_time, None
+        return None
 
     def _finish(self, ref: Any, owner: str, fields: dict[str, Any]) -> None:
         ref.update({**fields, "finished": datetime.now(UTC), "owner": owner})
 
-    def _release(self, ref: Any, claim_time: datetime) -> None:
+    def _renew(self, ref: Any, owner: str) -> bool:
+        """Extend our IN_PROGRESS claim by a lease (the heartbeat); False once it is not ours."""
+        from google.cloud import firestore
+
+        @firestore.transactional
+        def renew(transaction: Any) -> bool:
+            snapshot = ref.get(transaction=transaction)
+            current = snapshot.to_dict() if snapshot.exists else None
+            if not current or current.get("status") != IN_PROGRESS or current.get("owner") != owner:
+                return False
+            transaction.update(ref, {"lease_expires": datetime.now(UTC) + self._lease})
+            return True
+
+        return renew(self._db.transaction())
+
+    def _release(self, ref: Any, owner: str) -> None:
+        """Delete our claim so that the redelivery can run; never someone else's."""
+        from google.cloud import firestore
+
+        @firestore.transactional
+        def release(transaction: Any) -> bool:
+            snapshot = ref.get(transaction=transaction)
+            current = snapshot.to_dict() if snapshot.exists else None
+            if not current or current.get("status") != IN_PROGRESS or current.get("owner") != owner:
+                return False
+            transaction.delete(ref)
+            return True
+
         try:
-            ref.delete(option=self._db.write_option(last_update_time=claim_time))
-        except (gexc.FailedPrecondition, gexc.NotFound):
-            log.warning("idempotency claim was taken over before it could be released")
+            if not release(self._db.transaction()):
+                log.warning("idempotency claim was taken over before it could be released")
+        except gexc.GoogleAPICallError:
+            log.warning("could not release the idempotency claim; it expires by itself", exc_info=True)

@@ -307,6 +307,32 @@ def response_text(response: types.GenerateContentResponse) -> tuple[str | None, 
     return None, f"no text in the response (finish reason {reason})"
 
 
+class CallDeadline:
+    """No call starts unless it can end, timeout included, by ``deadline`` (``time.monotonic()``;
+    None: no limit), so that an evaluation never outlives its invocation. The calls of a run's
+    first example always start, so that every invocation makes progress."""
+
+    def __init__(self, deadline: float | None, request_timeout_s: float) -> None:
+        self.deadline = deadline
+        self.request_timeout_s = request_timeout_s
+        self.started = 0
+        self.refused = 0
+
+    def may_start(self, *, first_example: bool) -> bool:
+        if self.deadline is None or first_example:
+            self.started += 1
+            return True
+        if time.monotonic() + self.request_timeout_s <= self.deadline:
+            self.started += 1
+            return True
+        self.refused += 1
+        return False
+
+
+class _NotStartedError(Exception):
+    """A call that the deadline did not let start: its example is left for the next invocation."""
+
+
 async def _ask(
     client: genai.Client,
     model: str,
@@ -315,10 +341,15 @@ async def _ask(
     options: GenerationOptions,
     limiter: RateLimiter,
     slots: asyncio.Semaphore,
+    deadline: CallDeadline,
+    first_example: bool = False,
 ) -> tuple[str | None, str | None, float]:
-    """(answer, error, seconds) for one example and one model; never raises for a failed call."""
+    """(answer, error, seconds) for one example and one model; never raises for a failed call,
+    only :class:`_NotStartedError` for one that the deadline kept from starting."""
     async with slots:
         await limiter.acquire()
+        if not deadline.may_start(first_example=first_example):
+            raise _NotStartedError
         started = time.monotonic()
         try:
             response = await asyncio.wait_for(
@@ -343,16 +374,28 @@ async def generate_predictions(
     tuned_model: str,
     options: GenerationOptions,
     limiter: RateLimiter | None = None,
+    deadline: float | None = None,
 ) -> list[Prediction]:
-    """Ask the base model and the tuned endpoint every example; one Prediction per example, in order."""
+    """Ask the base model and the tuned endpoint every example, in order: one Prediction per
+    example of the longest run from the first whose calls all started before ``deadline``
+    (all of them without one); the caller records those and continues from there."""
     limiter = limiter or RateLimiter(options.requests_per_minute)
     slots = asyncio.Semaphore(options.concurrency)
+    calls = CallDeadline(deadline, options.request_timeout_s)
 
-    async def one(example: TestExample) -> Prediction:
-        (base, base_error, base_s), (tuned, tuned_error, tuned_s) = await asyncio.gather(
-            _ask(client, base_model, example, options=options, limiter=limiter, slots=slots),
-            _ask(client, tuned_model, example, options=options, limiter=limiter, slots=slots),
+    async def one(position: int, example: TestExample) -> Prediction | None:
+        ask = {"options": options, "limiter": limiter, "slots": slots, "deadline": calls}
+        asked = await asyncio.gather(
+            _ask(client, base_model, example, first_example=position == 0, **ask),  # type: ignore[arg-type]
+            _ask(client, tuned_model, example, first_example=position == 0, **ask),  # type: ignore[arg-type]
+            return_exceptions=True,
         )
+        for outcome in asked:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, _NotStartedError):
+                raise outcome
+        if any(isinstance(outcome, _NotStartedError) for outcome in asked):
+            return None
+        (base, base_error, base_s), (tuned, tuned_error, tuned_s) = asked  # type: ignore[misc]
         return Prediction(
             index=example.index,
             prompt=example.prompt_text,
@@ -365,7 +408,13 @@ async def generate_predictions(
             tuned_latency_s=round(tuned_s, 3),
         )
 
-    return list(await asyncio.gather(*(one(example) for example in examples)))
+    answered = await asyncio.gather(*(one(position, example) for position, example in enumerate(examples)))
+    done: list[Prediction] = []
+    for prediction in answered:
+        if prediction is None:
+            break
+        done.append(prediction)
+    return done
 
 
 def run_predictions(
@@ -375,15 +424,23 @@ def run_predictions(
     base_model: str,
     tuned_model: str,
     options: GenerationOptions | None = None,
+    deadline: float | None = None,
 ) -> list[Prediction]:
-    """Synchronous entry for the function: a fresh client per event loop (its HTTP pool is per loop)."""
+    """Synchronous entry for the function: a fresh client per event loop (its HTTP pool is per
+    loop). With a ``deadline`` the result may be a prefix of ``examples``: see
+    :func:`generate_predictions`."""
     options = options or GenerationOptions.from_settings(settings, base_model)
 
     async def run() -> list[Prediction]:
         client = make_client(settings)
         try:
             return await generate_predictions(
-                client, examples, base_model=base_model, tuned_model=tuned_model, options=options
+                client,
+                examples,
+                base_model=base_model,
+                tuned_model=tuned_model,
+                options=options,
+                deadline=deadline,
             )
         finally:
             await client.aio.aclose()

@@ -72,7 +72,7 @@ def poll_tick(runtime: Runtime, client: genai.Client) -> dict[str, Any]:
             pool.map(lambda job: _refresh_isolated(job, store, client, settings.stall_after_s), polled)
         )
     published = store.publish_pending(lambda event: publish_event(runtime, event))
-    submitted = dispatch(runtime, client, store, function="poller", started=started)
+    submitted = dispatch(runtime, client, store, started=started)
     summary = {
         "active": len(polled),
         "transitions": outcomes.count(Outcome.CHANGED),

@@ -108,14 +108,13 @@ def dispatch(
     client: genai.Client,
     store: JobStore | None = None,
     *,
-    function: str = "tuner",
     started: float | None = None,
 ) -> list[str]:
     """Submit queued jobs while quota slots are free, oldest first; returns the jobs submitted.
 
     Jobs are claimed one at a time, each right before its own submission, and only while the
-    submission's worst case still fits in the invocation of ``function`` that began at
-    ``started`` (``shared.budgets``): a claim never waits behind other jobs' submissions, and no
+    submission's worst case still fits in the invocation that began at ``started`` (its timeout
+    is ``SFTPIPE_FUNCTION_TIMEOUT_S``; ``shared.budgets``): a claim never waits behind other jobs' submissions, and no
     submission is cut off by the function's timeout. A job that fails for good is recorded and
     the next one is claimed; quota full at Vertex, or a transient failure, ends the round (the
     job is back in the queue). If any failed transiently, TransientError is raised once the
@@ -127,7 +126,8 @@ def dispatch(
     submitted: list[str] = []
     failures: list[Exception] = []
     claims = 0
-    while submission_time_left(function, time.monotonic() - started) >= submission_worst_case_s():
+    timeout_s = runtime.settings.function_timeout_s
+    while submission_time_left(timeout_s, time.monotonic() - started) >= submission_worst_case_s():
         # An expired SUBMITTING claim is counted as active and re-claimed: its slot is its own.
         claimed = store.claim_for_submission(lambda active: limit - active)
         if not claimed:
