@@ -54,6 +54,8 @@ from shared.runtime import Runtime
 if TYPE_CHECKING:
     from google.cloud.storage.fileio import BlobWriter
 
+    from shared.config import Settings
+
 log = get_logger("sftpipe.ingest")
 
 VALIDATING = "VALIDATING"
@@ -136,7 +138,7 @@ def _ingest(obj: StorageObject, runtime: Runtime) -> dict[str, Any]:
     request: TuningRequestV1 | None = None
     if outcome.ok:
         try:
-            request = _tuning_request(obj, outcome, uris)
+            request = _tuning_request(obj, outcome, uris, settings)
         except ValidationError as exc:
             # Permanent: every redelivery would build the same request. Rejected and told once.
             outcome = _request_invalid(outcome, exc)
@@ -172,7 +174,14 @@ def _ingest(obj: StorageObject, runtime: Runtime) -> dict[str, Any]:
 
     assert request is not None  # built above for every accepted upload
     message_id = runtime.publish(settings.tuning_requests_topic, request.to_json(), **request.attributes())
-    dataset_ref.set({"tuning_request_message_id": message_id, "updated": datetime.now(UTC)}, merge=True)
+    dataset_ref.set(
+        {
+            "tuning_request_message_id": message_id,
+            "notify_warnings": _notify_targets(outcome, settings)[1],
+            "updated": datetime.now(UTC),
+        },
+        merge=True,
+    )
     log.info(
         "dataset ready, tuning request published",
         extra={"examples": outcome.facts["examples"], "message_id": message_id},
@@ -180,8 +189,14 @@ def _ingest(obj: StorageObject, runtime: Runtime) -> dict[str, Any]:
     return {"dataset_id": obj.dataset_id, "status": READY, "message_id": message_id, "report_uri": report_uri}
 
 
-def _tuning_request(obj: StorageObject, outcome: _Outcome, uris: dict[str, str]) -> TuningRequestV1:
+def _tuning_request(
+    obj: StorageObject, outcome: _Outcome, uris: dict[str, str], settings: Settings
+) -> TuningRequestV1:
     """The tuning-request/v1 an accepted upload publishes; ValidationError if it cannot be one."""
+    # Filtered here, so a disallowed address never reaches the request, the job or a re-publish.
+    notify, notify_warnings = _notify_targets(outcome, settings)
+    if notify_warnings:
+        log.warning("notification targets dropped", extra={"notify_warnings": notify_warnings})
     return TuningRequestV1(
         dataset_id=obj.dataset_id,
         base_model=outcome.base_model,
@@ -191,7 +206,7 @@ def _tuning_request(obj: StorageObject, outcome: _Outcome, uris: dict[str, str])
         hyperparameters=outcome.hyperparameters,
         task=outcome.task,
         display_name=obj.name.rsplit("/", 1)[-1][:128],
-        notify=NotifyTargets(emails=outcome.notify_emails),
+        notify=notify,
     )
 
 
@@ -390,6 +405,8 @@ def _notify_rejection(
     from shared.notify.content import DatasetRejectedOutcome
     from shared.notify.notifier import notify_once
 
+    # notify_once filters the targets again and says in the notice who was not notified.
+    dataset_ref.set({"notify_warnings": _notify_targets(outcome, runtime.settings)[1]}, merge=True)
     rejection = DatasetRejectedOutcome(
         dataset_id=obj.dataset_id,
         source_uri=obj.uri,
@@ -398,6 +415,13 @@ def _notify_rejection(
         report_url=report_uri,
     )
     notify_once(dataset_ref, rejection, runtime.settings, NotifyTargets(emails=outcome.notify_emails))
+
+
+def _notify_targets(outcome: _Outcome, settings: Settings) -> tuple[NotifyTargets, list[str]]:
+    """The upload's targets that the allowlists let through, and a warning line per dropped one."""
+    from shared.notify.targets import allowed_targets
+
+    return allowed_targets(NotifyTargets(emails=outcome.notify_emails), settings)
 
 
 def _describe(issue: Issue) -> str:

@@ -7,6 +7,11 @@ Destinations:
   is then reported as not honoured). The bot token wins when both are set.
 - Email: one message to ``mail_to`` plus ``targets.emails`` when ``smtp_host`` is set.
 
+Targets chosen by an upload (``targets``) first go through the operator's allowlists
+(:mod:`shared.notify.targets`): a dropped one is logged at WARNING with its reason, and the
+notification itself says who was not notified and why. ``mail_to`` and ``slack_channel`` are the
+deployment's own and never filtered.
+
 Every destination is attempted, whatever happened to the others, and the result says what
 happened to each: the caller records the successes (so a retry does not send them again) and
 decides what to retry with :meth:`NotifyResult.raise_for_failures`.
@@ -32,6 +37,7 @@ from shared.notify.content import (
     Notification,
     build_notification,
 )
+from shared.notify.targets import check_targets, normalise_channel
 
 log = get_logger(__name__)
 
@@ -79,12 +85,13 @@ class NotifyResult(BaseModel):
         )
 
 
-def _unique(values: Iterable[str | None]) -> list[str]:
-    seen: dict[str, None] = {}
+def _unique(values: Iterable[str | None], key: Callable[[str], str] = str) -> list[str]:
+    """The non-blank values, stripped, first of each ``key`` kept (``#ml`` and ``ml`` are one channel)."""
+    seen: dict[str, str] = {}
     for value in values:
         if value and value.strip():
-            seen.setdefault(value.strip(), None)
-    return list(seen)
+            seen.setdefault(key(value.strip()), value.strip())
+    return list(seen.values())
 
 
 def _attempt(
@@ -110,7 +117,7 @@ def _slack_deliveries(
 ) -> list[Delivery]:
     payload = slack.build_slack_payload(notification)
     if settings.slack_bot_token:
-        channels = _unique([settings.slack_channel, targets.slack_channel])
+        channels = _unique([settings.slack_channel, targets.slack_channel], key=normalise_channel)
         if not channels:
             return [
                 Delivery(
@@ -150,7 +157,8 @@ def _slack_deliveries(
 def _email_delivery(
     notification: Notification, settings: Settings, targets: NotifyTargets, already_sent: Collection[str]
 ) -> Delivery:
-    recipients = _unique([*settings.mail_to, *targets.emails])
+    # Mailbox names are case-insensitive in practice: one copy for ML@x and ml@x.
+    recipients = _unique([*settings.mail_to, *targets.emails], key=str.lower)
     if not settings.smtp_host:
         return Delivery(
             channel="email", destination="email", status="skipped", detail="SMTP is not configured"
@@ -186,9 +194,21 @@ def notify(
 
     Never raises for a delivery failure: see :class:`NotifyResult`. ``already_sent`` holds
     ``<channel>/<destination>`` keys to skip, so a retry sends only what has not succeeded yet.
+    ``targets`` are checked against the allowlists here, so every path that notifies is covered.
     """
-    targets = targets or NotifyTargets()
+    targets, dropped = check_targets(targets or NotifyTargets(), settings)
+    for target in dropped:
+        log.warning(
+            "notification target dropped: %s",
+            target.warning,
+            extra={"event_key": outcome.event_key, "channel": target.channel, "reason": target.reason},
+        )
     notification = build_notification(outcome)
+    if dropped:
+        # Validated again (not model_copy) so that the notes are cleaned like every other string.
+        notification = Notification.model_validate(
+            {**notification.model_dump(), "notes": [*notification.notes, *(d.warning for d in dropped)]}
+        )
     deliveries: list[Delivery] = []
     if "slack" in channels:
         deliveries += _slack_deliveries(notification, settings, targets, already_sent)

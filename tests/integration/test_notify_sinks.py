@@ -131,6 +131,7 @@ def settings(mailsink: Sink, slacksink: Sink) -> Settings:
         smtp_password=SMTP_PASSWORD,
         mail_from="sftpipe@localhost",
         mail_to="ml-team@example.com",
+        notify_email_domains="example.com",
     )
 
 
@@ -306,6 +307,39 @@ def test_a_dataset_named_with_control_sequences_reaches_the_sinks_escaped(
     assert "<script>" not in page
     assert "&lt;!here&gt;" in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_targets_off_the_allowlists_are_not_notified_and_the_notice_says_so(
+    settings: Settings, mailsink: Sink, slacksink: Sink
+) -> None:
+    outcome = DatasetRejectedOutcome(
+        dataset_id="ds-targets",
+        source_uri="gs://sftpipe-local/incoming/targets.jsonl",
+        error_count=1,
+        top_errors=["line 1: missing_contents_list"],
+    )
+    mails_before, posts_before = mailsink.files(".eml"), slacksink.files(".json")
+
+    notify(
+        outcome,
+        settings,
+        NotifyTargets(emails=["owner@example.com", "x@evil.example"], slack_channel="#anywhere"),
+    )
+
+    (mail_file,) = _new_files(mailsink, ".eml", mails_before)
+    mail = BytesParser(policy=policy.default).parsebytes(mail_file.read_bytes())
+    assert mail["X-Mailsink-Rcpt-To"] == "ml-team@example.com, owner@example.com"
+    lines = mail.get_body(preferencelist=("plain",)).get_content().splitlines()
+    assert lines[-2:] == [
+        "Note: not notified: x@evil.example (domain evil.example is not on SFTPIPE_NOTIFY_EMAIL_DOMAINS)",
+        "Note: not notified: #anywhere (channel is not on SFTPIPE_NOTIFY_SLACK_CHANNELS)",
+    ]
+    (post_file,) = _new_files(slacksink, ".json", posts_before)
+    post = json.loads(post_file.read_text(encoding="utf-8"))
+    assert post["blocks"][-1]["elements"][0]["text"] == (
+        "not notified: x@evil.example (domain evil.example is not on SFTPIPE_NOTIFY_EMAIL_DOMAINS)\n"
+        "not notified: #anywhere (channel is not on SFTPIPE_NOTIFY_SLACK_CHANNELS)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,7 @@ def test_unreachable_services_are_transient_and_secrets_stay_out_of_logs(
         smtp_username="sftpipe",
         smtp_password=SMTP_PASSWORD,
         mail_to="ml-team@example.com",
+        notify_email_domains="example.com",
     )
     caplog.set_level(logging.DEBUG)
 
@@ -76,7 +77,7 @@ def test_bot_token_is_not_logged_and_posts_to_each_channel(
 ) -> None:
     # slack-sdk's WebClient talks to slack.com; point it at the closed port so nothing leaves the machine.
     monkeypatch.setattr("shared.notify.slack.SLACK_API_URL", f"http://127.0.0.1:{closed_port}/api/")
-    settings = Settings(slack_bot_token=BOT_TOKEN, slack_channel="#ml-runs")
+    settings = Settings(slack_bot_token=BOT_TOKEN, slack_channel="#ml-runs", notify_slack_channels="team-x")
     caplog.set_level(logging.DEBUG)
 
     result = notify(job_failed, settings, NotifyTargets(slack_channel="#team-x"), channels=("slack",))
@@ -92,7 +93,7 @@ def test_a_retry_skips_the_destinations_already_sent(
     job_failed: JobEndedOutcome, closed_port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("shared.notify.slack.SLACK_API_URL", f"http://127.0.0.1:{closed_port}/api/")
-    settings = Settings(slack_bot_token=BOT_TOKEN, slack_channel="#ml-runs")
+    settings = Settings(slack_bot_token=BOT_TOKEN, slack_channel="#ml-runs", notify_slack_channels="#team-x")
 
     result = notify(
         job_failed,
@@ -109,7 +110,9 @@ def test_a_retry_skips_the_destinations_already_sent(
 
 
 def test_webhook_cannot_honour_a_requested_channel(job_failed: JobEndedOutcome, closed_port: int) -> None:
-    settings = Settings(slack_webhook_url=f"http://127.0.0.1:{closed_port}/hook")
+    settings = Settings(
+        slack_webhook_url=f"http://127.0.0.1:{closed_port}/hook", notify_slack_channels="team-x"
+    )
     result = notify(job_failed, settings, NotifyTargets(slack_channel="#team-x"), channels=("slack",))
     (delivery,) = result.deliveries
     assert delivery.detail.endswith(
