@@ -24,6 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", metavar="PATH", help="JSONL, JSON, CSV or TSV file to validate")
     parser.add_argument("--base-model", metavar="M", help="base model whose limits apply (default: settings)")
     parser.add_argument(
+        "--adapter-size",
+        type=int,
+        metavar="N",
+        help="LoRA adapter size, checked against the base model's sizes (default: settings, else recommended)",
+    )
+    parser.add_argument(
         "--task",
         metavar="T",
         choices=["classification", "summarization", "extractive_qa", "generation"],
@@ -72,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         mapping = ColumnMapping.parse(args.map) if args.map else None
         upload = UploadSettings(
             base_model=args.base_model,
+            adapter_size=args.adapter_size,
             task=args.task,
             column_mapping=mapping,
             skip_invalid=True if args.skip_invalid else None,

@@ -164,6 +164,29 @@ def model_limits(base_model: str) -> ModelLimits:
     return row
 
 
+#: Every adapter size some base model accepts (the shape of Hyperparameters.adapter_size).
+ADAPTER_SIZES: tuple[int, ...] = tuple(
+    sorted({size for row in MODEL_LIMITS.values() for size in row.adapter_sizes})
+)
+
+
+def adapter_size_problem(base_model: str, adapter_size: int | None) -> str | None:
+    """Why ``adapter_size`` cannot tune ``base_model`` (naming the allowed sizes), or None.
+
+    Vertex AI refuses the job otherwise, after the dataset was accepted. A model we do not know
+    is reported by :func:`model_limits`; here it only must be a size some model accepts.
+    """
+    if adapter_size is None:
+        return None
+    row = MODEL_LIMITS.get(canonical_model_name(base_model))
+    allowed = row.adapter_sizes if row is not None else ADAPTER_SIZES
+    if adapter_size in allowed:
+        return None
+    sizes = ", ".join(str(size) for size in allowed)
+    model = f"{row.name} accepts" if row is not None else "base models accept"
+    return f"adapter size {adapter_size} cannot be used: {model} adapter sizes {sizes}"
+
+
 @dataclass(frozen=True, slots=True)
 class Recommendation:
     """Hyperparameters from the best-practices guide; None means "leave Vertex's default"."""

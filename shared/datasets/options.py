@@ -153,8 +153,9 @@ class TuningManifest(UploadSettings):
     bucket (``datasets/reviews/train.jsonl``, never relative to the manifest's folder) or a
     ``gs://bucket/object`` URI. The named files must live outside the upload prefix
     (``incoming/``), or each of them would start a run of its own; ingest rejects a manifest that
-    names an object there. With only ``train``, the train file is split into
-    train/validation/test; given ``validation`` / ``test`` files are used as they are.
+    names an object there, and one that names an object outside the uploads prefixes or the
+    allowed buckets (``shared.ingest_manifest.ReadPolicy``). With only ``train``, the train file
+    is split into train/validation/test; given ``validation`` / ``test`` files are used as they are.
     """
 
     train: str = Field(min_length=1)
@@ -244,11 +245,26 @@ class PrepareOptions(BaseModel):
     def from_settings(
         cls, settings: Settings, upload: UploadSettings | None = None, **overrides: Any
     ) -> PrepareOptions:
-        """Deployment defaults, then the upload's own settings, then explicit overrides."""
-        from shared.datasets.limits import canonical_model_name
+        """Deployment defaults, then the upload's own settings, then explicit overrides.
+
+        Raises UploadSettingsError (field ``adapter_size``) when the adapter size, the upload's or
+        the deployment's default (SFTPIPE_ADAPTER_SIZE), is not one the base model accepts.
+        """
+        from shared.datasets.limits import adapter_size_problem, canonical_model_name
 
         upload = upload or UploadSettings()
         base_model = upload.base_model or settings.base_model
+        given = upload.adapter_size is not None
+        adapter_size = upload.adapter_size if given else settings.adapter_size
+        problem = adapter_size_problem(overrides.get("base_model", base_model), adapter_size)
+        if problem is not None:
+            where = (
+                "upload setting 'adapter_size'"
+                if given
+                else "the deployment's default adapter size (SFTPIPE_ADAPTER_SIZE)"
+            )
+            fix = "" if given else "; give adapter_size in the upload, or change SFTPIPE_ADAPTER_SIZE"
+            raise UploadSettingsError(f"{where}: {problem}{fix}", field="adapter_size")
         hyper = Hyperparameters(
             epochs=upload.epochs if upload.epochs is not None else settings.epochs,
             learning_rate_multiplier=(
@@ -256,7 +272,7 @@ class PrepareOptions(BaseModel):
                 if upload.learning_rate_multiplier is not None
                 else settings.learning_rate_multiplier
             ),
-            adapter_size=upload.adapter_size if upload.adapter_size is not None else settings.adapter_size,
+            adapter_size=adapter_size,
         )
         values: dict[str, Any] = {
             "base_model": base_model,

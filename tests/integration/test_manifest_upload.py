@@ -158,8 +158,13 @@ def test_manifest_naming_a_missing_file_is_rejected_naming_the_field(
         (b'{"train": "incoming/train.jsonl"}', "train", "manifest_file_in_incoming"),
         (b'{"train": "datasets/t.jsonl", "epochs": 0}', "epochs", "invalid_upload_setting"),
         (b'{"train": "datasets/t.jsonl", "test": ', "manifest", "invalid_upload_setting"),
+        (
+            b'{"train": "datasets/t.jsonl", "base_model": "gemini-2.5-pro", "adapter_size": 16}',
+            "adapter_size",
+            "invalid_upload_setting",
+        ),
     ],
-    ids=["file-under-incoming", "bad-setting", "not-json"],
+    ids=["file-under-incoming", "bad-setting", "not-json", "adapter-size-the-model-refuses"],
 )
 def test_manifest_that_cannot_work_is_rejected_naming_the_field(
     runtime: Runtime, manifest: bytes, field: str, code: str

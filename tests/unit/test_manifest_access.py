@@ -267,3 +267,27 @@ def test_allowed_files_in_the_prefixes_and_allowed_buckets_are_prepared() -> Non
     assert outcome.report.split.test == 40
     assert set(storage.looked_up) == {(BUCKET, "teams/a/train.jsonl"), ("partner-data", "any/test.jsonl")}
     assert {split for split, _ in written} == {"train", "test"}
+
+
+# --- Settings a manifest cannot use are refused before any file is looked up ---------------------
+
+
+def test_a_manifest_with_an_adapter_size_its_base_model_refuses_is_rejected_naming_the_field() -> None:
+    objects = {(BUCKET, "datasets/train.jsonl"): SAMPLE}
+    manifest = {"train": "datasets/train.jsonl", "base_model": "gemini-2.5-pro", "adapter_size": 16}
+    outcome, storage, written = _run(manifest, objects)
+    [error] = outcome.report.errors
+    assert (error.field, error.code) == ("adapter_size", "invalid_upload_setting")
+    assert "gemini-2.5-pro accepts adapter sizes 1, 2, 4, 8" in error.message
+    assert storage.looked_up == []
+    assert written == []
+
+
+def test_the_deployment_default_adapter_size_is_held_to_the_manifest_base_model() -> None:
+    objects = {(BUCKET, "datasets/train.jsonl"): SAMPLE}
+    manifest = {"train": "datasets/train.jsonl", "base_model": "gemini-2.5-pro"}
+    outcome, _storage, written = _run(manifest, objects, adapter_size=16)
+    [error] = outcome.report.errors
+    assert (error.field, error.code) == ("adapter_size", "invalid_upload_setting")
+    assert "SFTPIPE_ADAPTER_SIZE" in error.message
+    assert written == []

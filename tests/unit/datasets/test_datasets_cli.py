@@ -91,3 +91,27 @@ def test_readable_summary_and_explicit_mapping(tmp_path: Path, capsys: pytest.Ca
     assert code == 0
     assert "ACCEPTED" in stdout
     assert "Tokens per example" in stdout
+
+
+def test_adapter_size_is_checked_against_the_base_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(jsonl(*(gemini(f"q{i}", f"a{i}") for i in range(20))))
+    code, stdout = run_cli(
+        capsys, str(data), "--base-model", "gemini-2.5-pro", "--adapter-size", "16", "--json"
+    )
+    assert code == 2
+    message = json.loads(stdout)["usage_error"]
+    assert "adapter_size" in message
+    assert "1, 2, 4, 8" in message
+    code, stdout = run_cli(
+        capsys, str(data), "--base-model", "gemini-2.5-pro", "--adapter-size", "8", "--json"
+    )
+    assert code == 0
+    assert json.loads(stdout)["hyperparameters"]["adapter_size"] == 8
+    # The deployment's default is held to the same rule.
+    monkeypatch.setenv("SFTPIPE_ADAPTER_SIZE", "16")
+    code, stdout = run_cli(capsys, str(data), "--base-model", "gemini-2.5-pro", "--json")
+    assert code == 2
+    assert "SFTPIPE_ADAPTER_SIZE" in json.loads(stdout)["usage_error"]

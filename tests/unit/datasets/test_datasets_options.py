@@ -106,3 +106,58 @@ def test_options_from_settings_then_upload_then_overrides() -> None:
     assert overridden.hyperparameters.epochs == 4
     assert overridden.price_per_m_tokens == settings.training_price_per_m_tokens["gemini-2.5-pro"]
     assert overridden.split == "test"
+
+
+# --- Adapter sizes are checked against the base model -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "upload", "overrides", "mentions"),
+    [
+        ({}, {"base_model": "gemini-2.5-pro", "adapter_size": 16}, {}, "upload setting 'adapter_size'"),
+        ({"base_model": "gemini-2.5-pro"}, {"adapter_size": 16}, {}, "upload setting 'adapter_size'"),
+        ({}, {"base_model": "gemini-1.5-pro", "adapter_size": 8}, {}, "gemini-1.5-pro-002"),
+        ({"base_model": "gemini-2.5-pro", "adapter_size": 16}, {}, {}, "SFTPIPE_ADAPTER_SIZE"),
+        ({"adapter_size": 16}, {"base_model": "gemini-2.0-flash-001"}, {}, "SFTPIPE_ADAPTER_SIZE"),
+        ({"adapter_size": 16}, {}, {"base_model": "gemini-2.5-pro"}, "SFTPIPE_ADAPTER_SIZE"),
+        ({"adapter_size": 3}, {}, {}, "SFTPIPE_ADAPTER_SIZE"),
+    ],
+    ids=[
+        "upload",
+        "upload-size-default-model",
+        "alias",
+        "default",
+        "default-size-upload-model",
+        "override",
+        "no-model",
+    ],
+)
+def test_an_adapter_size_the_base_model_does_not_accept_is_an_upload_error(
+    settings: dict[str, object], upload: dict[str, object], overrides: dict[str, object], mentions: str
+) -> None:
+    with pytest.raises(UploadSettingsError) as caught:
+        PrepareOptions.from_settings(Settings(**settings), UploadSettings(**upload), **overrides)
+    assert caught.value.field == "adapter_size"
+    assert caught.value.code == "invalid_upload_setting"
+    assert mentions in caught.value.message
+    assert "adapter sizes 1, " in caught.value.message
+
+
+def test_allowed_adapter_sizes_pass_and_the_upload_overrides_a_bad_default() -> None:
+    pro = Settings(base_model="gemini-2.5-pro", adapter_size=16)
+    assert PrepareOptions.from_settings(pro, UploadSettings(adapter_size=8)).hyperparameters.adapter_size == 8
+    flash = PrepareOptions.from_settings(Settings(adapter_size=16))
+    assert (flash.base_model, flash.hyperparameters.adapter_size) == ("gemini-2.5-flash", 16)
+    assert PrepareOptions.from_settings(Settings()).hyperparameters.adapter_size is None
+
+
+def test_pro_with_adapter_16_from_metadata_or_a_manifest_is_refused_with_the_allowed_sizes() -> None:
+    metadata = parse_object_metadata({"sftpipe-base-model": "gemini-2.5-pro", "sftpipe-adapter-size": "16"})
+    manifest = load_manifest(
+        b'{"train": "datasets/a.jsonl", "base_model": "gemini-2.5-pro", "adapter_size": 16}', "x.tuning.json"
+    )
+    for upload in (metadata, manifest):
+        with pytest.raises(UploadSettingsError) as caught:
+            PrepareOptions.from_settings(Settings(), upload)
+        assert caught.value.field == "adapter_size"
+        assert "gemini-2.5-pro accepts adapter sizes 1, 2, 4, 8" in caught.value.message
