@@ -8,8 +8,10 @@ A tick:
    keeping the tuned model, endpoint, checkpoints and error; a job whose Vertex resource is gone
    (404) is FAILED with that reason; a job without progress for ``stall_after_s`` gets one
    ``stalled`` alert event;
-4. publishes the outbox (one job-event/v1 per transition, also those a crashed tick left);
-5. submits queued jobs into the slots that freed up, oldest first.
+4. runs the reconciler (``shared.reconcile``): finds and finishes what a crash, a timeout or a
+   spent retry budget stranded, each repair counted in the tick's ``repairs``;
+5. publishes the outbox (one job-event/v1 per transition, also those a crashed tick left);
+6. submits queued jobs into the slots that freed up, oldest first.
 
 Each job is read, validated and refreshed on its own: a malformed document or a failed write
 for one job is logged (at ERROR, with its job_id) and counted in the tick's ``failed``, and
@@ -30,6 +32,7 @@ from pydantic import ValidationError
 
 from shared.logging import get_logger, log_context
 from shared.messages import JobEventV1
+from shared.reconcile import reconcile
 from shared.runtime import Runtime
 from shared.state.jobs import ACTIVE, SUBMITTING, JobRecord, is_forward
 from shared.state.store import JobStore
@@ -71,6 +74,7 @@ def poll_tick(runtime: Runtime, client: genai.Client) -> dict[str, Any]:
         outcomes = list(
             pool.map(lambda job: _refresh_isolated(job, store, client, settings.stall_after_s), polled)
         )
+    repairs = reconcile(runtime, client)
     published = store.publish_pending(lambda event: publish_event(runtime, event))
     submitted = dispatch(runtime, client, store, started=started)
     summary = {
@@ -80,8 +84,10 @@ def poll_tick(runtime: Runtime, client: genai.Client) -> dict[str, Any]:
         "published": published,
         "submitted": len(submitted),
         "firestore_reads": store.reads,
+        "repairs": {key: value for key, value in repairs.items() if value},
     }
-    log.log(logging.WARNING if summary["failed"] else logging.INFO, "poll tick", extra=summary)
+    level = logging.WARNING if summary["failed"] or summary["repairs"] else logging.INFO
+    log.log(level, "poll tick", extra=summary)
     return summary
 
 

@@ -425,7 +425,9 @@ def test_a_claimed_job_that_fails_for_good_is_failed_and_the_next_one_still_subm
         client.tunings.cancel(name=job["tuning_job_name"])  # give the service's slot back
 
 
-def test_an_unreachable_tuning_service_puts_every_claimed_job_back_in_the_queue(runtime: Runtime) -> None:
+def test_an_unreachable_tuning_service_puts_the_claimed_job_back_and_claims_no_other(
+    runtime: Runtime,
+) -> None:
     with socket.socket() as probe:  # a port nothing listens on: every call is a connection error
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -437,11 +439,16 @@ def test_an_unreachable_tuning_service_puts_every_claimed_job_back_in_the_queue(
     with pytest.raises(TransientError):
         dispatch(isolated, unreachable)
 
+    # A transient failure ends the round: the claimed job is back, the next one never left the queue.
+    first, second = (_job(isolated, job_id) for job_id in job_ids)
+    assert (first["status"], first["submit_lease"]) == ("QUEUED", None)
+    assert first["requeue_reason"].startswith("transient")
+    assert (second["status"], second.get("submit_owner"), "requeue_reason" in second) == (
+        "QUEUED",
+        None,
+        False,
+    )
     for job_id in job_ids:
-        job = _job(isolated, job_id)
-        assert job["status"] == "QUEUED"
-        assert job["submit_lease"] is None
-        assert job["requeue_reason"].startswith("transient")
         assert store.outbox.document(f"{job_id}-000000").get().get("published") is True
 
 
