@@ -34,7 +34,9 @@ API
     One row of limits per base model; an unknown model raises
     ``shared.errors.ConfigurationError`` (code ``unknown_base_model``, field ``base_model``).
 ``check_size(size, base_model) -> Issue | None``
-    The 1 GB check from the object's metadata, before any byte is read.
+    The upload-size check (1 GB: 10^9 bytes) from the object's metadata, before any byte is read.
+    The prepared training split is held to the same limit (``training_file_too_large``): its bytes
+    are counted in the validate-only pass, so nothing is written for a file that grows past it.
 ``parse_object_metadata(dict) -> UploadSettings``, ``load_manifest(bytes, filename) -> TuningManifest``
     Per-upload settings from custom metadata or a ``*.tuning.json|yaml`` manifest; both raise
     ``UploadSettingsError`` (a PermanentError) naming the key.
@@ -51,7 +53,14 @@ Memory is bounded for any size: records stream one at a time, and duplicate dete
 from __future__ import annotations
 
 from shared.datasets.issues import ERROR_CODES, WARNING_CODES, DatasetWarning, Issue
-from shared.datasets.limits import MAX_FILE_BYTES, MODEL_LIMITS, ModelLimits, model_limits
+from shared.datasets.limits import (
+    MAX_FILE_BYTES,
+    MAX_TRAINING_FILE_BYTES,
+    MODEL_LIMITS,
+    ModelLimits,
+    adapter_size_problem,
+    model_limits,
+)
 from shared.datasets.options import (
     ColumnMapping,
     PrepareOptions,
@@ -82,6 +91,7 @@ def check_size(size: int | None, base_model: str) -> Issue | None:
 __all__ = [
     "ERROR_CODES",
     "MAX_FILE_BYTES",
+    "MAX_TRAINING_FILE_BYTES",
     "MODEL_LIMITS",
     "WARNING_CODES",
     "ColumnMapping",
@@ -94,6 +104,7 @@ __all__ = [
     "TuningManifest",
     "UploadSettings",
     "UploadSettingsError",
+    "adapter_size_problem",
     "check_size",
     "is_manifest",
     "load_manifest",

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict
 #: Every error code, with what it means. Tests check that no other code is ever emitted.
 ERROR_CODES: dict[str, str] = {
     # file level
-    "file_too_large": "the file is larger than the model's training-file limit (1 GB)",
+    "file_too_large": "the file is larger than the model's training-file limit (1 GB: 10^9 bytes)",
+    "training_file_too_large": "the prepared training file (Gemini JSONL) would exceed Vertex AI's 10^9 bytes",
     "source_unreadable": "the uploaded generation was deleted or replaced before ingest read it, or ingest may not read it",
     "empty_file": "the file has no records",
     "unsupported_format": "the file is not JSONL, JSON, CSV or TSV",

@@ -12,11 +12,15 @@ from typing import Literal
 
 from shared.errors import ConfigurationError
 
-GIB = 1024**3
 MIB = 1024**2
 
-#: Vertex AI refuses training files above 1 GB; we apply the same cap to every upload.
-MAX_FILE_BYTES = 1 * GIB
+#: Vertex AI refuses a training file above 1 GB, and its GB is decimal: 10^9 bytes, not 2^30.
+#: Applied to what ingest writes to prepared/<dataset_id>/train.jsonl, which can be larger than
+#: the upload (CSV becomes JSON with the field names on every line).
+MAX_TRAINING_FILE_BYTES = 10**9
+#: Uploads above this are refused before being read: they bound one ingest invocation's work,
+#: and a larger upload would rarely prepare into a training file Vertex accepts.
+MAX_FILE_BYTES = MAX_TRAINING_FILE_BYTES
 #: One JSONL line (one example) is read whole; longer lines are rejected without being held.
 #: 131,072 tokens of text is at most a few MiB of JSON even with \\uXXXX escapes.
 MAX_LINE_BYTES = 16 * MIB
@@ -72,6 +76,8 @@ class ModelLimits:
     #: How many fileData parts one example may carry.
     max_files_per_example: int = 30
     max_file_bytes: int = MAX_FILE_BYTES
+    #: Bytes of the prepared training split (Gemini JSONL), counted before anything is written.
+    max_training_file_bytes: int = MAX_TRAINING_FILE_BYTES
     #: Name that google.genai.local_tokenizer.LocalTokenizer accepts, None when it has no tokenizer.
     tokenizer_model: str | None = None
     #: Epochs assumed for the cost estimate when neither the user nor the guidance sets one.

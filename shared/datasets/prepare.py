@@ -120,6 +120,9 @@ def prepare(
     inferrer = TaskInferrer()
     token_counts = array("L")
     train_tokens = 0
+    # Bytes of prepared/<id>/train.jsonl, counted in the validate-only pass too, so that a file
+    # that grows past Vertex AI's limit when converted is rejected before anything is written.
+    train_bytes = 0
     hashes: set[int] = set()
     # Past this many distinct examples the file is invalid anyway; stop growing the hash set.
     max_tracked = limits.max_training_examples + limits.max_validation_examples + limits.max_test_examples
@@ -201,11 +204,16 @@ def prepare(
                         allocator.counts[split_name] -= 1
                         continue
                 token_counts.append(tokens)
+                prepared_line: bytes | None = None
                 if split_name == "train":
                     train_tokens += tokens
+                    prepared_line = dumps(example.record) + b"\n"
+                    train_bytes += len(prepared_line)
                 inferrer.observe(example)
                 if sink is not None and (options.skip_invalid or not run.error_counts):
-                    sink(split_name, dumps(example.record) + b"\n")
+                    if prepared_line is None:
+                        prepared_line = dumps(example.record) + b"\n"
+                    sink(split_name, prepared_line)
             bytes_read = source.bytes_read
         except SourceUnreadableError as unreadable:
             run.fatal = True
@@ -215,6 +223,7 @@ def prepare(
         duplicates=duplicates,
         token_counts=token_counts,
         train_tokens=train_tokens,
+        train_bytes=train_bytes,
         allocator=allocator,
         inferrer=inferrer,
         shape=converter.shape,
@@ -232,6 +241,7 @@ class _Totals:
     duplicates: int
     token_counts: array
     train_tokens: int
+    train_bytes: int
     allocator: SplitAllocator
     inferrer: TaskInferrer
     shape: str | None
@@ -256,6 +266,13 @@ def _finish(run: _Run, totals: _Totals, *, filename: str) -> PrepareResult:
             run.file_error(
                 "too_many_examples",
                 f"{counts['train']:,} training examples; {limits.name} accepts at most {limits.max_training_examples:,}",
+            )
+        if t.train_bytes > limits.max_training_file_bytes:
+            run.file_error(
+                "training_file_too_large",
+                f"the prepared training file (Gemini JSONL, {counts['train']:,} examples) would have "
+                f"{t.train_bytes:,} bytes; Vertex AI accepts at most {limits.max_training_file_bytes:,} "
+                "bytes per training file: remove examples or shorten them",
             )
         if counts["validation"] > limits.max_validation_examples:
             run.file_error(
