@@ -102,6 +102,8 @@ def handle_job_message(
     if isinstance(message, EvaluationContinuationV1):
         job = _load_job(runtime, message.job_id)
         return _evaluate(job, runtime, started=started, message_cursor=message.cursor)
+    if message.kind == "stalled":
+        return _notify_stalled(_load_job(runtime, message.job_id), message, runtime)
     if not message.terminal and message.state not in TERMINAL:
         log.info("non-terminal job event ignored", extra={"state": message.state})
         return None
@@ -174,6 +176,49 @@ def _notify_not_evaluated(
         return {"job_id": job.job_id, "status": status, "state": state}
 
     return store.run_once(f"completion-{job.job_id}-{short_state}", notify_ended)
+
+
+def _notify_stalled(job: JobRecord, event: JobEventV1, runtime: Runtime) -> dict[str, Any] | None:
+    """Tell people a job stopped making progress: once per stall, whatever the deliveries.
+
+    Recorded on ``jobs/{job_id}`` (``notifications_sent``, keyed by the alert's time), not on the
+    evaluation document, which must not exist before the job ends. The claim makes two copies
+    delivered at once send one notice.
+    """
+    if job.status in TERMINAL or (job.last_progress_at and job.last_progress_at > event.occurred_at):
+        # Delivered late: the job has ended (its own notice says how) or moved again since.
+        log.info("stale stall alert ignored", extra={"state": job.status})
+        return None
+    settings = runtime.settings
+    store = IdempotencyStore(
+        runtime.firestore,
+        settings.idempotency_collection,
+        settings.idempotency_lease_s,
+        max_hold_s=settings.function_timeout_s,
+    )
+
+    def notify_stalled() -> dict[str, Any]:
+        from shared.notify.content import JobStalledOutcome
+        from shared.notify.notifier import notify_once
+
+        outcome = JobStalledOutcome(
+            job_id=job.job_id,
+            dataset_id=job.dataset_id,
+            base_model=job.base_model,
+            state=event.state,
+            occurred_at=event.occurred_at,
+            last_progress_at=job.last_progress_at,
+            tuning_job_name=job.tuning_job_name or event.tuning_job_name,
+            link=_console_link(runtime, job),
+        )
+        ref = runtime.firestore.collection(settings.jobs_collection).document(job.job_id)
+        notify_once(ref, outcome, settings, _targets(job))
+        log.info("stalled job notified", extra={"state": event.state, "event_key": outcome.event_key})
+        return {"job_id": job.job_id, "status": "STALLED", "state": event.state}
+
+    return store.run_once(
+        f"completion-{job.job_id}-stalled-{int(event.occurred_at.timestamp())}", notify_stalled
+    )
 
 
 # --- The evaluation ----------------------------------------------------------------------------

@@ -1,14 +1,15 @@
 """What a notification says, independent of the channel that carries it.
 
-Outcomes come in three kinds: a job was evaluated (metrics and verdict), a job ended without a
-model (failed, cancelled, expired: the reason), and an uploaded dataset was rejected (the report
-and the first errors). Each becomes a :class:`Notification` that the Slack and email formatters
+Outcomes come in four kinds: a job was evaluated (metrics and verdict), a job ended without a
+model (failed, cancelled, expired: the reason), a running job stalled (no progress for
+``SFTPIPE_STALL_AFTER_S``), and an uploaded dataset was rejected (the report and the first errors). Each becomes a :class:`Notification` that the Slack and email formatters
 render the same way, so both channels always say the same thing.
 """
 
 from __future__ import annotations
 
 import unicodedata
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 from urllib.parse import quote
 
@@ -57,6 +58,33 @@ class JobEndedOutcome(BaseModel):
         return f"{self.kind}:{self.short_state}"
 
 
+class JobStalledOutcome(BaseModel):
+    """A tuning job without progress for ``SFTPIPE_STALL_AFTER_S``: the poller's ``stalled`` event."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["job_stalled"] = "job_stalled"
+    job_id: str
+    dataset_id: str
+    base_model: str
+    state: str = Field(description="The job's status when the alert was raised (JOB_STATE_RUNNING...).")
+    #: When the poller raised the alert: it tells one stall from the next.
+    occurred_at: datetime
+    last_progress_at: datetime | None = None
+    tuning_job_name: str | None = None
+    link: str | None = None
+
+    @property
+    def short_state(self) -> str:
+        return self.state.removeprefix("JOB_STATE_").lower()
+
+    @property
+    def event_key(self) -> str:
+        # One key per stall, the same second the poller's outbox id uses: a redelivered alert
+        # finds its notice recorded, a later stall (after progress resumed) has a key of its own.
+        return f"{self.kind}:{int(self.occurred_at.timestamp())}"
+
+
 class DatasetRejectedOutcome(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -72,7 +100,8 @@ class DatasetRejectedOutcome(BaseModel):
         return self.kind
 
 
-Outcome = Annotated[EvaluatedOutcome | JobEndedOutcome | DatasetRejectedOutcome, Field(discriminator="kind")]
+AnyOutcome = EvaluatedOutcome | JobEndedOutcome | JobStalledOutcome | DatasetRejectedOutcome
+Outcome = Annotated[AnyOutcome, Field(discriminator="kind")]
 
 
 class Table(BaseModel):
@@ -134,8 +163,10 @@ class Notification(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    kind: Literal["evaluated", "job_ended", "dataset_rejected"]
-    status: str = Field(description="improved, regressed, unchanged, failed, cancelled, expired or rejected.")
+    kind: Literal["evaluated", "job_ended", "job_stalled", "dataset_rejected"]
+    status: str = Field(
+        description="improved, regressed, unchanged, failed, cancelled, expired, stalled or rejected."
+    )
     subject: str
     summary: str
     facts: list[tuple[str, str]]
@@ -257,6 +288,40 @@ def job_ended_notification(outcome: JobEndedOutcome) -> Notification:
     )
 
 
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def job_stalled_notification(outcome: JobStalledOutcome) -> Notification:
+    if outcome.last_progress_at is not None:
+        stalled_for = format_duration((outcome.occurred_at - outcome.last_progress_at).total_seconds())
+        since = f"for {stalled_for} (last progress {_utc(outcome.last_progress_at)})"
+    else:
+        since = "since it was submitted"
+    facts = [
+        ("Job", outcome.job_id),
+        ("Base model", outcome.base_model),
+        ("Dataset", outcome.dataset_id),
+        ("State", outcome.state),
+        ("Last progress", _utc(outcome.last_progress_at) if outcome.last_progress_at else "none seen"),
+        ("Alert raised", _utc(outcome.occurred_at)),
+    ]
+    if outcome.tuning_job_name:
+        facts.append(("Vertex AI job", outcome.tuning_job_name))
+    return Notification(
+        kind="job_stalled",
+        status="stalled",
+        subject=f"[sftpipe] stalled: {outcome.job_id} ({outcome.base_model} on {outcome.dataset_id})",
+        summary=(
+            f"Tuning job {outcome.job_id} is still {outcome.short_state} but has made no progress {since}. "
+            f"Nothing is cancelled automatically: `sftpipe cancel {outcome.job_id}` stops it."
+        ),
+        facts=facts,
+        link=browser_url(outcome.link) if outcome.link else None,
+        link_label="Open the job",
+    )
+
+
 def dataset_rejected_notification(outcome: DatasetRejectedOutcome) -> Notification:
     shown = [_clip(error, ERROR_TEXT_LIMIT) for error in outcome.top_errors[:TOP_ERRORS_SHOWN]]
     more = outcome.error_count - len(shown)
@@ -280,9 +345,11 @@ def dataset_rejected_notification(outcome: DatasetRejectedOutcome) -> Notificati
     )
 
 
-def build_notification(outcome: EvaluatedOutcome | JobEndedOutcome | DatasetRejectedOutcome) -> Notification:
+def build_notification(outcome: AnyOutcome) -> Notification:
     if isinstance(outcome, EvaluatedOutcome):
         return evaluated_notification(outcome)
     if isinstance(outcome, JobEndedOutcome):
         return job_ended_notification(outcome)
+    if isinstance(outcome, JobStalledOutcome):
+        return job_stalled_notification(outcome)
     return dataset_rejected_notification(outcome)

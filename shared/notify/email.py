@@ -25,7 +25,12 @@ IMPLICIT_TLS_PORT = 465
 #: Characters of a Subject: a dataset id can be 1,000 bytes, and mail clients show about 80.
 SUBJECT_LIMIT = 200
 
-_STATUS_COLOURS = {"improved": "#188038", "regressed": "#d93025", "unchanged": "#5f6368"}
+_STATUS_COLOURS = {
+    "improved": "#188038",
+    "regressed": "#d93025",
+    "unchanged": "#5f6368",
+    "stalled": "#e37400",
+}
 
 
 def header_text(text: str, limit: int = SUBJECT_LIMIT) -> str:

@@ -30,13 +30,7 @@ from shared.errors import PermanentError, PipelineError, TransientError
 from shared.logging import get_logger
 from shared.messages import NotifyTargets
 from shared.notify import email, slack
-from shared.notify.content import (
-    DatasetRejectedOutcome,
-    EvaluatedOutcome,
-    JobEndedOutcome,
-    Notification,
-    build_notification,
-)
+from shared.notify.content import AnyOutcome, Notification, build_notification
 from shared.notify.targets import check_targets, normalise_channel
 
 log = get_logger(__name__)
@@ -183,7 +177,7 @@ def _email_delivery(
 
 
 def notify(
-    outcome: EvaluatedOutcome | JobEndedOutcome | DatasetRejectedOutcome,
+    outcome: AnyOutcome,
     settings: Settings,
     targets: NotifyTargets | None = None,
     *,
@@ -236,7 +230,7 @@ SENT_FIELD = "notifications_sent"
 
 def notify_once(
     record: Any,
-    outcome: EvaluatedOutcome | JobEndedOutcome | DatasetRejectedOutcome,
+    outcome: AnyOutcome,
     settings: Settings,
     targets: NotifyTargets | None = None,
 ) -> None:

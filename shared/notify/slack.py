@@ -33,6 +33,7 @@ STATUS_EMOJI = {
     "failed": ":x:",
     "cancelled": ":no_entry_sign:",
     "expired": ":hourglass:",
+    "stalled": ":warning:",
     "rejected": ":no_entry:",
 }
 
