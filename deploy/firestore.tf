@@ -1,7 +1,16 @@
-# The (default) Firestore database in Native mode (the client libraries use (default)).
+locals {
+  # The client libraries use (default). Everything below names the database through this local,
+  # not the resource, so that it works whether Terraform creates the database or finds it there.
+  firestore_database = "(default)"
+}
+
+# The (default) Firestore database in Native mode, unless it exists already
+# (create_firestore_database = false; deploy/README.md, "A project that already has Firestore").
 resource "google_firestore_database" "default" {
+  count = var.create_firestore_database ? 1 : 0
+
   project     = var.project_id
-  name        = "(default)"
+  name        = local.firestore_database
   location_id = var.firestore_location
   type        = "FIRESTORE_NATIVE"
 
@@ -19,25 +28,31 @@ resource "google_firestore_database" "default" {
 # single-field index (an index on an always-increasing timestamp only adds write hotspots).
 resource "google_firestore_field" "idempotency_expire_at" {
   project    = var.project_id
-  database   = google_firestore_database.default.name
+  database   = local.firestore_database
   collection = var.idempotency_collection
   field      = "expire_at"
 
   ttl_config {}
 
   index_config {}
+
+  # Created here or not, the database (and its API) must exist first.
+  depends_on = [google_firestore_database.default, google_project_service.this]
 }
 
 # The job-event outbox (shared/state/store.py) keeps each published event 30 days (expire_at).
 resource "google_firestore_field" "job_events_expire_at" {
   project    = var.project_id
-  database   = google_firestore_database.default.name
+  database   = local.firestore_database
   collection = "job_events"
   field      = "expire_at"
 
   ttl_config {}
 
   index_config {}
+
+  # Created here or not, the database (and its API) must exist first.
+  depends_on = [google_firestore_database.default, google_project_service.this]
 }
 
 # The FIFO queue (shared/state/store.py, JobStore.claim_for_submission): status == QUEUED,
@@ -45,7 +60,7 @@ resource "google_firestore_field" "job_events_expire_at" {
 # Firestore's automatic single-field indexes.
 resource "google_firestore_index" "jobs_queue" {
   project    = var.project_id
-  database   = google_firestore_database.default.name
+  database   = local.firestore_database
   collection = var.jobs_collection
 
   fields {
@@ -56,4 +71,6 @@ resource "google_firestore_index" "jobs_queue" {
     field_path = "queued_at"
     order      = "ASCENDING"
   }
+
+  depends_on = [google_firestore_database.default, google_project_service.this]
 }

@@ -23,7 +23,7 @@ variable "location" {
 }
 
 variable "firestore_location" {
-  description = "Location of the Firestore (default) database: a multi-region (nam5, eur3) or a region. Cannot be changed later."
+  description = "Location of the Firestore (default) database: a multi-region (nam5, eur3) or a region. Cannot be changed later; unused when create_firestore_database is false."
   type        = string
   default     = "nam5"
 }
@@ -220,8 +220,14 @@ variable "idempotency_collection" {
   default     = "idempotency"
 }
 
+variable "create_firestore_database" {
+  description = "Create the Firestore (default) database. Set false in a project whose (default) database exists already (it must be in Native mode); the TTL policies and the index are made on it either way."
+  type        = bool
+  default     = true
+}
+
 variable "firestore_delete_protection" {
-  description = "Refuse to delete the Firestore database (also outside Terraform)."
+  description = "Refuse to delete the Firestore database (also outside Terraform). Only applies when create_firestore_database is true."
   type        = bool
   default     = true
 }

@@ -426,7 +426,9 @@ def test_idempotency_ttl_policy_is_on_the_field_the_code_writes(tf: Config) -> N
     assert f'"{field["field"]}"' in inspect.getsource(shared.idempotency)
     assert "ttl_config" in field
     database = tf.resource("google_firestore_database", "default")
-    assert database["name"] == "(default)"  # firestore.Client(project=...) uses (default)
+    assert database["name"] == "${local.firestore_database}"
+    assert unquote(tf.locals["firestore_database"]) == "(default)"  # firestore.Client(project=...) uses it
+    assert field["database"] == "${local.firestore_database}"
 
 
 def test_outbox_ttl_and_queue_index_match_the_job_store(tf: Config) -> None:
@@ -576,3 +578,30 @@ def test_the_vertex_service_agent_reads_prepared_only(tf: Config) -> None:
     readers = expression(tf.locals["dataset_readers"]) or ""
     assert "google_project_service_identity.aiplatform.email" in readers
     assert "var.vertex_dataset_readers" in readers
+
+
+def test_an_existing_firestore_database_can_be_used_instead_of_created(tf: Config) -> None:
+    """create_firestore_database = false: no database resource, and what lives in the database
+    (TTL policies, the queue index) names it by the local, never through the resource."""
+    assert tf.default("create_firestore_database") is True
+    database = tf.resource("google_firestore_database", "default")
+    assert database["count"] == "${var.create_firestore_database ? 1 : 0}"
+    dependents = [
+        ("google_firestore_field", "idempotency_expire_at"),
+        ("google_firestore_field", "job_events_expire_at"),
+        ("google_firestore_index", "jobs_queue"),
+    ]
+    in_database = [
+        key
+        for key, body in tf.resources.items()
+        if key[0].startswith("google_firestore_") and key[1] != "default"
+    ]
+    assert sorted(in_database) == sorted(dependents)
+    for rtype, name in dependents:
+        resource = tf.resource(rtype, name)
+        assert resource["database"] == "${local.firestore_database}", f"{rtype}.{name}"
+        # Ordered after the database when Terraform creates it (an empty list when it does not).
+        assert "${google_firestore_database.default}" in resource["depends_on"], f"{rtype}.{name}"
+    texts = "".join(path.read_text() for path in TF_FILES)
+    assert "google_firestore_database.default.name" not in texts
+    assert "google_firestore_database.default[0]" not in texts
