@@ -288,6 +288,8 @@ class Stack:
             # The local mail sink speaks plain SMTP; production uses STARTTLS.
             "SFTPIPE_SMTP_STARTTLS": "false",
             "SFTPIPE_MAIL_TO": "ml-team@example.com",
+            # Uploads may send their result to the example team's own domain, nowhere else.
+            "SFTPIPE_NOTIFY_EMAIL_DOMAINS": "example.com",
             "SFTPIPE_SLACK_WEBHOOK_URL": f"http://127.0.0.1:{ports['slack']}/webhook",
         }
         process_env = {

@@ -91,7 +91,12 @@ def ingest_upload(obj: StorageObject, event_type: str, runtime: Runtime) -> dict
         log.info("upload ignored: %s", reason, extra={"object": obj.uri})
         return None
     bind(dataset_id=obj.dataset_id)
-    store = IdempotencyStore(runtime.firestore, settings.idempotency_collection, settings.idempotency_lease_s)
+    store = IdempotencyStore(
+        runtime.firestore,
+        settings.idempotency_collection,
+        settings.idempotency_lease_s,
+        max_hold_s=settings.function_timeout_s,
+    )
     return store.run_once(f"ingest-{obj.dataset_id}", lambda: _ingest(obj, runtime))
 
 
@@ -162,6 +167,7 @@ def _ingest(obj: StorageObject, runtime: Runtime) -> dict[str, Any]:
     if request is not None:
         # Kept with the dataset: the reconciler re-publishes it if no job ever came of it.
         summary["tuning_request"] = orjson.loads(request.to_json())
+        summary["awaiting_job"] = True  # until the reconciler has seen a job come of it
     dataset_ref.set(summary, merge=True)
 
     if not outcome.ok:

@@ -34,7 +34,7 @@ from shared.events import GCS_NOTIFICATION_FINALIZE, StorageObject
 from shared.logging import get_logger, log_context
 from shared.messages import EvaluationContinuationV1, TuningRequestV1
 from shared.runtime import Runtime
-from shared.state.jobs import QUEUED, SUBMITTING
+from shared.state.jobs import SUBMITTING
 from shared.state.store import JobStore
 
 if TYPE_CHECKING:
@@ -240,18 +240,10 @@ def _dead_lettered_requests(
                 continue
             job_id = derive_job_id(request)
             with log_context(job_id=job_id, dataset_id=request.dataset_id):
-                if store.create_queued(
-                    job_id, orjson.loads(request.to_json()), request.dataset_id, request.base_model
-                ):
-                    error = message.attributes.get("sftpipe_error") or "its deliveries were spent"
-                    reason = f"{REQUEST_DEAD_LETTERED}: the tuner could not take the request: {error}"
-                    store.record_transition(
-                        job_id,
-                        "JOB_STATE_FAILED",
-                        fields={"error": reason},
-                        detail="dead-lettered request",
-                        allow_from=[QUEUED],
-                    )
+                error = message.attributes.get("sftpipe_error") or "its deliveries were spent"
+                reason = f"{REQUEST_DEAD_LETTERED}: the tuner could not take the request: {error}"
+                body = orjson.loads(request.to_json())
+                if store.create_failed(job_id, body, request.dataset_id, request.base_model, reason):
                     log.error(
                         "dead-lettered tuning request recorded as a failed job", extra={"reason": reason}
                     )

@@ -98,6 +98,53 @@ class JobStore:
             return False
         return True
 
+    def create_failed(
+        self, job_id: str, request: dict[str, Any], dataset_id: str, base_model: str, reason: str
+    ) -> bool:
+        """Create the job already FAILED with ``reason`` (a request that can never be submitted),
+        with its QUEUED and FAILED events, in one commit: no dispatch can claim it in between.
+        False if the job exists."""
+        now = utcnow()
+        record = JobRecord(
+            job_id=job_id,
+            dataset_id=dataset_id,
+            request=request,
+            base_model=base_model,
+            status=FAILED,
+            sequence=1,
+            error=reason,
+            created=now,
+            updated=now,
+            queued_at=now,
+            ended_at=now,
+        ).model_dump(mode="python")
+        record["history"] = [
+            {"sequence": 0, "state": QUEUED, "at": now, "detail": "request received"},
+            {"sequence": 1, "state": FAILED, "at": now, "detail": reason},
+        ]
+        events = [
+            JobEventV1(job_id=job_id, dataset_id=dataset_id, sequence=0, state=QUEUED, occurred_at=now),
+            JobEventV1(
+                job_id=job_id,
+                dataset_id=dataset_id,
+                sequence=1,
+                state=FAILED,
+                previous_state=QUEUED,
+                terminal=True,
+                error=reason,
+                occurred_at=now,
+            ),
+        ]
+        batch = self.db.batch()
+        batch.create(self.jobs.document(job_id), record)
+        for event in events:
+            batch.create(self.outbox.document(_outbox_id(job_id, event.sequence)), _outbox_doc(event))
+        try:
+            batch.commit()
+        except gexc.AlreadyExists:
+            return False
+        return True
+
     def claim_for_submission(
         self, free_slots_of: Callable[[int], int], *, max_claims: int = 1
     ) -> list[JobRecord]:
