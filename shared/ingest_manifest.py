@@ -48,7 +48,7 @@ from shared.datasets import (
     render_report,
 )
 from shared.datasets.issues import Issue
-from shared.datasets.options import SplitName
+from shared.datasets.options import FILE_NOT_ALLOWED, SplitName
 from shared.datasets.report import CostEstimate, SplitCounts, TaskInfo
 from shared.errors import ConfigurationError
 from shared.events import StorageObject
@@ -153,10 +153,10 @@ class ReadPolicy:
             reserved = any(object_name.startswith(p) for p in self.reserved_prefixes)
             if under_upload and not reserved:
                 return None
-            return "manifest_file_not_allowed", f"{uri} may not be read: {self.allowed()}"
+            return FILE_NOT_ALLOWED, f"{uri} may not be read: {self.allowed()}"
         if bucket in self.allowed_buckets:
             return None
-        return "manifest_file_not_allowed", f"{uri} is in another bucket: {self.allowed()}"
+        return FILE_NOT_ALLOWED, f"{uri} is in another bucket: {self.allowed()}"
 
 
 def _malformed(bucket: str, object_name: str) -> str | None:
@@ -288,7 +288,11 @@ def prepare_manifest(obj: StorageObject, runtime: Runtime, sink: Sink) -> Manife
         options = PrepareOptions.from_settings(settings, manifest)
         model_limits(options.base_model)
     except (UploadSettingsError, ConfigurationError) as exc:
-        issue = _issue(exc.field or "manifest", "invalid_upload_setting", exc.message)
+        if exc.code == FILE_NOT_ALLOWED:  # a file name that cannot be one object ('..', empty...)
+            policy = ReadPolicy.from_settings(settings, obj.bucket)
+            issue = _issue(exc.field or "manifest", FILE_NOT_ALLOWED, f"{exc.message}; {policy.allowed()}")
+        else:
+            issue = _issue(exc.field or "manifest", "invalid_upload_setting", exc.message)
         return ManifestOutcome(_rejected(obj, settings.base_model, [issue], []), None, None)
 
     policy = ReadPolicy.from_settings(settings, obj.bucket)

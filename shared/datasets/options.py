@@ -18,7 +18,16 @@ import json
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from shared.config import Settings
 from shared.errors import PermanentError
@@ -109,6 +118,10 @@ class UploadSettings(BaseModel):
 
 _METADATA_PREFIXES = ("x-goog-meta-", "sftpipe-")
 
+#: Code of a manifest file name that cannot name one plain object ('..', a leading '/', empty...):
+#: the same code ingest gives a name outside the uploads prefixes (shared.ingest_manifest).
+FILE_NOT_ALLOWED = "manifest_file_not_allowed"
+
 
 def _settings_error(exc: ValidationError, key_names: dict[str, str]) -> UploadSettingsError:
     first = exc.errors()[0]
@@ -116,7 +129,13 @@ def _settings_error(exc: ValidationError, key_names: dict[str, str]) -> UploadSe
     key = key_names.get(field, field)
     detail = ".".join(str(p) for p in first["loc"][1:])
     where = f"{key}.{detail}" if detail else key
-    return UploadSettingsError(f"upload setting {where!r}: {first['msg']}", field=where)
+    code = FILE_NOT_ALLOWED if first["type"] == FILE_NOT_ALLOWED else None
+    return UploadSettingsError(f"upload setting {where!r}: {first['msg']}", field=where, code=code)
+
+
+def _not_a_file(message: str) -> PydanticCustomError:
+    # The message goes in the context, not the template: a name with braces is not a format string.
+    return PydanticCustomError(FILE_NOT_ALLOWED, "{detail}", {"detail": message})
 
 
 def parse_object_metadata(metadata: dict[str, str]) -> UploadSettings:
@@ -158,26 +177,30 @@ class TuningManifest(UploadSettings):
     is split into train/validation/test; given ``validation`` / ``test`` files are used as they are.
     """
 
-    train: str = Field(min_length=1)
+    train: str
     validation: str | None = None
     test: str | None = None
 
     @field_validator("train", "validation", "test")
     @classmethod
-    def _object_name_or_gs_uri(cls, value: str | None) -> str | None:
+    def _object_name_or_gs_uri(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
         name = value.strip()
+        if not name:
+            if info.field_name == "train":
+                raise _not_a_file("the train file is an empty name: give an object name or a gs:// URI")
+            return None  # an empty validation / test reads as "none given"
         if name.startswith("gs://"):
             bucket, _, obj = name.removeprefix("gs://").partition("/")
             if not bucket or not obj:
-                raise ValueError(f"{name!r} is not gs://BUCKET/OBJECT")
+                raise _not_a_file(f"{name!r} is not gs://BUCKET/OBJECT")
             name = obj
         elif "://" in name:
-            raise ValueError(f"{name!r}: give an object name in the bucket or a gs:// URI")
+            raise _not_a_file(f"{name!r}: give an object name in the bucket or a gs:// URI")
         # "./x" or "../x" would read as relative to the manifest, which names are not
         if name.startswith("/") or name.endswith("/") or {".", ".."} & set(name.split("/")):
-            raise ValueError(
+            raise _not_a_file(
                 f"{value!r} is not an object name (no leading or trailing '/', no '.' or '..' parts): "
                 "names are object names in the bucket, or gs:// URIs"
             )

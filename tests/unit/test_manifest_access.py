@@ -291,3 +291,29 @@ def test_the_deployment_default_adapter_size_is_held_to_the_manifest_base_model(
     assert (error.field, error.code) == ("adapter_size", "invalid_upload_setting")
     assert "SFTPIPE_ADAPTER_SIZE" in error.message
     assert written == []
+
+
+@pytest.mark.parametrize(
+    ("manifest", "field"),
+    [
+        ({"train": "datasets/../prepared/x/train.jsonl"}, "train"),
+        ({"train": "/datasets/x.jsonl"}, "train"),
+        ({"train": "datasets/./x.jsonl"}, "train"),
+        ({"train": "   "}, "train"),
+        ({"train": ""}, "train"),
+        ({"train": "datasets/a.jsonl", "test": "https://example.com/x.jsonl"}, "test"),
+        ({"train": "datasets/a.jsonl", "validation": "gs://only-a-bucket"}, "validation"),
+        ({"train": "/{detail}/{0}"}, "train"),  # braces in a name are no format string
+    ],
+)
+def test_names_that_cannot_be_one_object_are_refused_with_the_same_code(
+    manifest: dict[str, Any], field: str
+) -> None:
+    objects = {(BUCKET, "datasets/a.jsonl"): SAMPLE, (BUCKET, "prepared/x/train.jsonl"): SAMPLE}
+    outcome, storage, written = _run(manifest, objects)
+    [error] = outcome.report.errors
+    assert (error.field, error.code) == (field, "manifest_file_not_allowed")
+    assert "SFTPIPE_UPLOAD_PREFIXES" in error.message
+    assert storage.looked_up == []
+    assert storage.reads == [(BUCKET, "incoming/run.tuning.json")]
+    assert written == []
