@@ -55,7 +55,11 @@ resource "google_cloudfunctions2_function" "this" {
     ingress_settings               = "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision = true
 
-    environment_variables = local.environment
+    # Each function knows its own timeout: submissions and evaluation calls are sized to end
+    # inside it (shared/budgets.py).
+    environment_variables = merge(local.environment, {
+      SFTPIPE_FUNCTION_TIMEOUT_S = tostring(var.function_resources[each.key].timeout_s)
+    })
 
     dynamic "secret_environment_variables" {
       for_each = contains(local.notifying_functions, each.key) ? local.mounted_secrets : {}

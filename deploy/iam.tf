@@ -25,6 +25,9 @@ locals {
     "tuner/read-prepared"      = { function = "tuner", role = "roles/storage.objectViewer", prefix = var.prepared_prefix }
     "completion/read-prepared" = { function = "completion", role = "roles/storage.objectViewer", prefix = var.prepared_prefix }
     "completion/write-reports" = { function = "completion", role = "roles/storage.objectUser", prefix = var.reports_prefix }
+    # The poller's reconciler ingests again a dataset whose ingest worker died (shared/reconcile.py).
+    "poller/write-prepared" = { function = "poller", role = "roles/storage.objectUser", prefix = var.prepared_prefix }
+    "poller/write-reports"  = { function = "poller", role = "roles/storage.objectUser", prefix = var.reports_prefix }
   }
 
   # function => topics it publishes to.
@@ -32,6 +35,8 @@ locals {
     "ingest/tuning-requests" = { function = "ingest", topic = var.tuning_requests_topic }
     "tuner/job-events"       = { function = "tuner", topic = var.job_events_topic }
     "poller/job-events"      = { function = "poller", topic = var.job_events_topic }
+    # The reconciler re-publishes the stored request of a READY dataset that never got a job.
+    "poller/tuning-requests" = { function = "poller", topic = var.tuning_requests_topic }
     # Evaluation continuations: completion re-publishes a job event to resume a long evaluation.
     "completion/job-events" = { function = "completion", topic = var.job_events_topic }
   }
@@ -105,6 +110,29 @@ resource "google_storage_bucket_iam_member" "ingest_allowed_bucket_reader" {
   bucket = each.value
   role   = "roles/storage.objectViewer"
   member = "serviceAccount:${google_service_account.function["ingest"].email}"
+}
+
+# The poller's reconciler ingests again a dataset whose ingest worker died: it reads what ingest
+# reads (the same condition) and writes what ingest writes (bucket_grants).
+resource "google_storage_bucket_iam_member" "reconciler_upload_reader" {
+  bucket = google_storage_bucket.data.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.function["poller"].email}"
+
+  condition {
+    title       = "poller/read-uploads only"
+    description = "Objects under ${join(", ", local.ingest_read_prefixes)} only."
+    expression  = google_storage_bucket_iam_member.ingest_reader.condition[0].expression
+  }
+}
+
+# The reconciler (on the poller's tick) takes the tuner's dead letters: a request whose
+# deliveries were spent is recorded as a FAILED job, so the user is told (shared/reconcile.py).
+resource "google_pubsub_subscription_iam_member" "reconciler_dead_letter_reader" {
+  project      = var.project_id
+  subscription = google_pubsub_subscription.dead_letter["tuner"].name
+  role         = "roles/pubsub.subscriber"
+  member       = "serviceAccount:${google_service_account.function["poller"].email}"
 }
 
 resource "google_pubsub_topic_iam_member" "function_publisher" {

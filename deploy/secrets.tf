@@ -9,7 +9,8 @@ locals {
   }
 
   # Functions that send notifications: completion (results) and ingest (rejected uploads).
-  notifying_functions = ["ingest", "completion"]
+  # The poller notifies through its reconciler (a dataset stranded in VALIDATING is rejected).
+  notifying_functions = ["ingest", "poller", "completion"]
 
   # Secrets with a version that the notifying functions get as SFTPIPE_<NAME>.
   mounted_secrets = {

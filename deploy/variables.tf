@@ -332,9 +332,9 @@ variable "function_resources" {
     # Streams, converts and hashes whole uploads: the most memory and the longest timeout.
     ingest = { memory = "1Gi", cpu = "1", timeout_s = 540, max_instances = 10 }
     # One Firestore claim and one Vertex AI call per request.
-    tuner = { memory = "512Mi", cpu = "0.333", timeout_s = 120, max_instances = 5 }
+    tuner = { memory = "512Mi", cpu = "0.333", timeout_s = 540, max_instances = 5 }
     # One instance: ticks are minutes apart and every tick reads all running jobs.
-    poller = { memory = "512Mi", cpu = "0.333", timeout_s = 300, max_instances = 1 }
+    poller = { memory = "1Gi", cpu = "1", timeout_s = 540, max_instances = 1 }
     # Evaluates in checkpointed slices that continue across invocations before the timeout.
     completion = { memory = "1Gi", cpu = "1", timeout_s = 540, max_instances = 5 }
   }

@@ -408,3 +408,42 @@ def test_an_evaluation_failure_whose_notice_failed_is_notified_by_the_redelivery
     assert len(_files_naming(stack["SFTPIPE_MAIL_DIR"], "*.eml", job.job_id)) == 1  # not sent twice
     handle_job_message(event, runtime)
     assert len(_files_naming(stack["SFTPIPE_SLACK_DIR"], "*.json", job.job_id)) == 1
+
+
+def test_no_evaluation_call_starts_that_could_outlive_the_invocation(
+    runtime: Runtime,
+    stack: dict[str, str],
+    tuned_model: TunedModel,
+    continuations: tuple[str, Callable[[], list[PubSubMessage]]],
+) -> None:
+    topic, pull = continuations
+    # An invocation may run 60 s, its last 30 kept for recording: a 25 s call may start only in
+    # the first 5 s. One call every 5 s: each invocation gets its first example's two calls (it
+    # always makes progress), then the next call would risk the timeout and is not started.
+    settings = Settings(
+        job_events_topic=topic,
+        function_timeout_s=60,
+        evaluation_request_timeout_s=25,
+        evaluation_rpm=12,
+        evaluation_concurrency=1,
+        evaluation_chunk_size=4,
+        evaluation_max_output_tokens=8,
+    )
+    runtime = Runtime(settings)
+    job = _write_job(runtime, tuned_model, status="JOB_STATE_SUCCEEDED", test_examples=2)
+
+    started = time.monotonic()
+    first = handle_job_message(_terminal_event(job), runtime)
+    took = time.monotonic() - started
+
+    assert first == {"job_id": job.job_id, "status": "RUNNING", "cursor": 1, "total": 2}
+    assert took < settings.function_timeout_s - 30
+    assert _evaluation(runtime, job.job_id)["chunks"] == ["0000000-0000001"]  # what it finished
+    [message] = wait_for(pull, timeout=30, what="the continuation")
+    continuation = parse_message(message, JobEventV1, EvaluationContinuationV1)
+    second = handle_job_message(continuation, runtime)
+    assert second is not None
+    assert second["status"] == "DONE"  # the last example fitted, and so did the report
+    evaluation = _evaluation(runtime, job.job_id)
+    assert evaluation["cursor"] == 2
+    assert sorted(evaluation["chunks"]) == ["0000000-0000001", "0000001-0000002"]

@@ -193,6 +193,33 @@ def test_function_resources_cover_every_function_within_the_ack_deadline(tf: Con
         assert spec["max_instances"] >= 1
 
 
+def test_function_timeouts_are_the_ones_the_work_is_sized_for(tf: Config) -> None:
+    """shared/budgets.py sizes submissions and evaluation calls to end inside these timeouts;
+    a tuner or poller timeout shorter than one submission's worst case would cut a create off."""
+    from shared import budgets
+
+    resources = tf.default("function_resources")
+    assert {name: spec["timeout_s"] for name, spec in resources.items()} == budgets.FUNCTION_TIMEOUT_S
+    for name in ("tuner", "poller"):
+        assert (
+            budgets.submission_time_left(resources[name]["timeout_s"], 0) >= budgets.submission_worst_case_s()
+        )
+
+
+def test_the_reconciler_may_take_the_tuners_dead_letters_and_redo_ingest(tf: Config) -> None:
+    reader = tf.resource("google_pubsub_subscription_iam_member", "reconciler_dead_letter_reader")
+    assert reader["subscription"] == '${google_pubsub_subscription.dead_letter["tuner"].name}'
+    assert reader["role"] == "roles/pubsub.subscriber"
+    assert 'function["poller"]' in reader["member"] or 'function["poller"]' in reader["member"]
+    upload_reader = tf.resource("google_storage_bucket_iam_member", "reconciler_upload_reader")
+    assert upload_reader["condition"][0]["expression"] == (
+        "${google_storage_bucket_iam_member.ingest_reader.condition[0].expression}"
+    )
+    grants = {key.strip('"') for key in tf.locals["bucket_grants"]}
+    assert {"poller/write-prepared", "poller/write-reports"} <= grants
+    assert "poller/tuning-requests" in {key.strip('"') for key in tf.locals["publish_grants"]}
+
+
 def archived_files(excludes: list[str]) -> list[Path]:
     """The files archive_file puts in the source zip: an exclude is an exact relative path or a
     pattern (the provider's matching, approximated with fnmatch); a matching directory is skipped."""
@@ -267,7 +294,10 @@ def test_required_settings_are_set_for_every_function(tf: Config) -> None:
     missing = sorted(REQUIRED_ENV - set(environment))
     assert not missing, f"Terraform does not set {missing}"
     service = tf.resource("google_cloudfunctions2_function", "this")["service_config"][0]
-    assert service["environment_variables"] == "${local.environment}"
+    assert service["environment_variables"] == (
+        "${merge(local.environment, {SFTPIPE_FUNCTION_TIMEOUT_S = "
+        "tostring(var.function_resources[each.key].timeout_s)})}"
+    )
     assert expression(tf.locals["environment"]) == "merge(local.settings_environment, var.extra_environment)"
 
 
@@ -467,7 +497,7 @@ def test_nothing_may_write_under_incoming(tf: Config) -> None:
     for key, grant in grants.items():
         if grant["prefix"] == "${var.incoming_prefix}":
             assert grant["role"] == "roles/storage.objectViewer", key
-    assert {g["function"] for g in grants.values()} == {"ingest", "tuner", "completion"}
+    assert {g["function"] for g in grants.values()} == {"ingest", "tuner", "poller", "completion"}
 
 
 def test_checkov_skips_sit_in_a_resource_and_give_a_reason(tf: Config) -> None:
