@@ -9,6 +9,8 @@ own, read back with a pull subscription and delivered again by hand, duplicates 
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -447,3 +449,42 @@ def test_no_evaluation_call_starts_that_could_outlive_the_invocation(
     evaluation = _evaluation(runtime, job.job_id)
     assert evaluation["cursor"] == 2
     assert sorted(evaluation["chunks"]) == ["0000000-0000001", "0000001-0000002"]
+
+
+def test_a_completion_worker_killed_mid_evaluation_still_ends_it_with_one_notice(
+    runtime: Runtime, stack: dict[str, str], tuned_model: TunedModel
+) -> None:
+    from tests.integration.test_killed_workers import RECOVERY_S, worker_pids
+
+    examples = 400  # 800 calls: seconds of work for the service, long enough to kill it mid-way
+    job = _write_job(runtime, tuned_model, status="JOB_STATE_SUCCEEDED", test_examples=examples)
+    event = _terminal_event(job)
+    runtime.publish(runtime.settings.job_events_topic, event.to_json(), **event.attributes())
+    wait_for(
+        lambda: _evaluation(runtime, job.job_id).get("status") == "RUNNING",
+        what="the evaluation to start",
+    )
+    time.sleep(1.0)
+    assert _evaluation(runtime, job.job_id)["cursor"] < examples, "evaluated too fast to kill mid-way"
+    killed_at = time.monotonic()
+    for pid in worker_pids(stack, "completion"):
+        os.kill(pid, signal.SIGKILL)
+
+    wait_for(
+        lambda: _evaluation(runtime, job.job_id).get("status") == "DONE",
+        timeout=RECOVERY_S + 60,
+        what="the evaluation to end after its worker was killed",
+    )
+    recovered_in = time.monotonic() - killed_at
+    print(f"recovered {recovered_in:.1f} s after the kill")  # the figure, with pytest -s
+
+    evaluation = _evaluation(runtime, job.job_id)
+    assert evaluation["cursor"] == evaluation["total"] == examples
+    assert evaluation["invocations"] >= 2  # the killed one, and the one that took over its lease
+    _check_report(_report_objects(runtime, job.job_id), job, examples)
+    assert recovered_in < RECOVERY_S + 60, f"recovered in {recovered_in:.0f} s"
+    wait_for(lambda: _files_naming(stack["SFTPIPE_SLACK_DIR"], "*.json", job.job_id), what="a Slack post")
+    wait_for(lambda: _files_naming(stack["SFTPIPE_MAIL_DIR"], "*.eml", job.job_id), what="a mail")
+    time.sleep(5)
+    assert len(_files_naming(stack["SFTPIPE_SLACK_DIR"], "*.json", job.job_id)) == 1
+    assert len(_files_naming(stack["SFTPIPE_MAIL_DIR"], "*.eml", job.job_id)) == 1

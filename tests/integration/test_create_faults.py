@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from google import genai
+from google.cloud.firestore_v1.base_query import FieldFilter
 from google.genai import errors as genai_errors
 from google.genai import types
 
@@ -157,3 +158,37 @@ def test_a_late_answer_to_an_expired_claim_does_not_overwrite_the_later_holders_
     states = {job.name: job.state for job in _service_jobs(service, job_id)}
     assert states[late.name] in (types.JobState.JOB_STATE_CANCELLING, types.JobState.JOB_STATE_CANCELLED)
     assert states[kept.name] == types.JobState.JOB_STATE_SUCCEEDED
+
+
+def test_a_job_found_already_finished_on_recovery_is_recorded_as_the_poller_would(
+    runtime: Runtime, service: genai.Client
+) -> None:
+    isolated = Runtime(Settings(jobs_collection=FAULT_JOBS))
+    store = JobStore(isolated.firestore, isolated.settings)
+    request = _request(runtime, "finished-before-recorded")
+    job_id = _queue(store, request)
+    # The tuner that created it died before recording it, and the job ran to its end meanwhile.
+    created = service.tunings.tune(
+        base_model=request.base_model,
+        training_dataset=types.TuningDataset(gcs_uri=request.training_uri),
+        config=types.CreateTuningJobConfig(epoch_count=1, labels={JOB_ID_LABEL: job_id}),
+    )
+    _wait_until_the_tuning_service_is_idle(service)
+    finished = service.tunings.get(name=created.name)
+    assert finished.state == types.JobState.JOB_STATE_SUCCEEDED
+
+    assert dispatch(isolated, isolated.tuning, store) == [job_id]
+
+    job = _job(isolated, job_id)
+    assert job["status"] == "JOB_STATE_SUCCEEDED"
+    assert job["tuning_job_name"] == created.name
+    assert job["tuned_endpoint"] == finished.tuned_model.endpoint
+    assert job["tuned_model"] == finished.tuned_model.model
+    assert len(job["checkpoints"]) == len(finished.tuned_model.checkpoints or []) >= 1
+    [event] = [
+        doc.to_dict()["event"]
+        for doc in store.outbox.where(filter=FieldFilter("job_id", "==", job_id)).stream()
+        if doc.to_dict()["sequence"] == 1
+    ]
+    assert (event["terminal"], event["tuned_endpoint"]) == (True, finished.tuned_model.endpoint)
+    assert len(_service_jobs(service, job_id)) == 1

@@ -24,7 +24,7 @@ from tests.integration.conftest import wait_for
 RECOVERY_S = 120.0
 
 
-def _worker_pids(stack: dict[str, str], function: str) -> list[int]:
+def worker_pids(stack: dict[str, str], function: str) -> list[int]:
     """The gunicorn workers (children) of the stack's functions-framework process for ``function``."""
     state = Stack(Path(stack["SFTPIPE_RUN_DIR"])).read_state() or {}
     [master] = [p["pid"] for p in state["processes"] if p["name"] == function]
@@ -78,7 +78,7 @@ def test_an_ingest_worker_killed_mid_file_still_ends_the_dataset_with_one_notice
     )
     time.sleep(1.0)  # well inside the validation pass of a file this long
     assert _dataset(runtime, name)["status"] == "VALIDATING", "the file was read too fast to kill mid-way"
-    workers = _worker_pids(stack, "ingest")
+    workers = worker_pids(stack, "ingest")
     assert workers
     killed_at = time.monotonic()
     for pid in workers:
@@ -90,6 +90,7 @@ def test_an_ingest_worker_killed_mid_file_still_ends_the_dataset_with_one_notice
         what="the dataset to leave VALIDATING",
     )
     recovered_in = time.monotonic() - killed_at
+    print(f"recovered {recovered_in:.1f} s after the kill")  # the figure, with pytest -s
 
     assert ended["status"] == "REJECTED"
     assert ended["error_counts"] == {"invalid_json": 1}  # the file's own verdict, not a crash's

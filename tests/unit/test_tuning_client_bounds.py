@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from shared.budgets import TUNING_CALL_TIMEOUT_S
 from shared.config import Settings
 from shared.runtime import Runtime
-from shared.budgets import TUNING_CALL_TIMEOUT_S
 
 
 def test_the_runtimes_tuning_client_has_the_bounded_timeout() -> None:
