@@ -12,6 +12,9 @@ Each repair is logged with its ids and counted in the tick's result:
   and with no job becomes a job recorded FAILED with the reason, so completion notifies it;
 - ``evaluations_resumed``: an evaluation whose lease lapsed, or that no message carries on any
   more, gets a continuation;
+- ``completions_resumed``: a job that ended but that completion never recorded (its terminal
+  event's deliveries were spent before the evaluation record was written) gets its terminal
+  event published again, at most :data:`MAX_REPUBLISHES` times;
 - ``claims_expired``: SUBMITTING claims past their lease (the same tick's dispatch re-claims them
   and looks the job up before anything else);
 - ``tuning_jobs_adopted`` / ``duplicates_cancelled`` / ``tuning_jobs_unknown``: running Vertex
@@ -32,7 +35,7 @@ from pydantic import ValidationError
 from shared.budgets import CLAIM_LEASE_S
 from shared.events import GCS_NOTIFICATION_FINALIZE, StorageObject
 from shared.logging import get_logger, log_context
-from shared.messages import EvaluationContinuationV1, TuningRequestV1
+from shared.messages import EvaluationContinuationV1, JobEventV1, TuningRequestV1
 from shared.runtime import Runtime
 from shared.state.jobs import SUBMITTING
 from shared.state.store import JobStore
@@ -64,6 +67,7 @@ COUNTERS = (
     "requests_republished",
     "requests_failed",
     "evaluations_resumed",
+    "completions_resumed",
     "claims_expired",
     "tuning_jobs_adopted",
     "duplicates_cancelled",
@@ -82,6 +86,7 @@ def reconcile(runtime: Runtime, client: genai.Client, *, now: datetime | None = 
         _ready_without_job,
         _dead_lettered_requests,
         _idle_evaluations,
+        _unfinished_completions,
         _expired_claims,
         _unrecorded_tuning_jobs,
     )
@@ -291,6 +296,57 @@ def _idle_evaluations(runtime: Runtime, client: genai.Client, now: datetime, cou
             snapshot.reference.update({"reconciled_at": now})
             log.warning("evaluation stranded: continued", extra={"cursor": message.cursor})
             counts["evaluations_resumed"] += 1
+
+
+def _unfinished_completions(
+    runtime: Runtime, client: genai.Client, now: datetime, counts: dict[str, int]
+) -> None:
+    from shared.state.jobs import JobRecord
+
+    settings = runtime.settings
+    jobs = runtime.firestore.collection(settings.jobs_collection)
+    evaluations = runtime.firestore.collection(settings.evaluations_collection)
+    query = jobs.where(filter=FieldFilter("awaiting_completion", "==", True)).limit(SCAN_LIMIT)
+    for snapshot in query.stream():
+        document = snapshot.to_dict()
+        with log_context(job_id=snapshot.id, dataset_id=document.get("dataset_id")):
+            if evaluations.document(snapshot.id).get().exists:
+                snapshot.reference.update({"awaiting_completion": False})
+                continue
+            last = document.get("completion_republished_at") or document.get("ended_at")
+            if last and now - last < timedelta(seconds=EVALUATION_IDLE_S):
+                continue
+            republished = int(document.get("completion_republishes") or 0)
+            try:
+                job = JobRecord.model_validate(document)
+            except ValidationError:
+                log.error("ended job is not a JobRecord: not published again")
+                snapshot.reference.update({"awaiting_completion": False})
+                continue
+            if republished >= MAX_REPUBLISHES:
+                log.error(
+                    "ended job never reached completion, not published again",
+                    extra={"republishes": republished},
+                )
+                snapshot.reference.update({"awaiting_completion": False})
+                continue
+            event = JobEventV1(
+                job_id=job.job_id,
+                dataset_id=job.dataset_id,
+                sequence=job.sequence,
+                state=job.status,
+                terminal=True,
+                tuning_job_name=job.tuning_job_name,
+                tuned_model=job.tuned_model,
+                tuned_endpoint=job.tuned_endpoint,
+                error=job.error,
+            )
+            runtime.publish(settings.job_events_topic, event.to_json(), **event.attributes())
+            snapshot.reference.update(
+                {"completion_republished_at": now, "completion_republishes": republished + 1}
+            )
+            log.warning("ended job never reached completion: terminal event published again")
+            counts["completions_resumed"] += 1
 
 
 def _expired_claims(runtime: Runtime, client: genai.Client, now: datetime, counts: dict[str, int]) -> None:

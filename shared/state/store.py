@@ -122,6 +122,7 @@ class JobStore:
             {"sequence": 0, "state": QUEUED, "at": now, "detail": "request received"},
             {"sequence": 1, "state": FAILED, "at": now, "detail": reason},
         ]
+        record["awaiting_completion"] = True
         events = [
             JobEventV1(job_id=job_id, dataset_id=dataset_id, sequence=0, state=QUEUED, occurred_at=now),
             JobEventV1(
@@ -319,6 +320,8 @@ class JobStore:
             }
             if new_state in TERMINAL:
                 update["ended_at"] = now
+                # Until the reconciler sees completion's record of it (shared/reconcile.py).
+                update["awaiting_completion"] = True
             transaction.update(ref, update)
             transaction.create(self.outbox.document(_outbox_id(job_id, sequence)), _outbox_doc(event))
             return event
