@@ -55,10 +55,16 @@ class CostEstimate(BaseModel):
 
 
 class TaskInfo(BaseModel):
+    """The task decision (``shared.evaluation.task_rule``): the task, who decided, the evidence."""
+
     value: str
-    #: "given" or "inferred".
+    #: "given" (the upload named it) or "inferred" (the rule decided it from the data).
     source: str
+    #: The evidence, with its numbers.
     reason: str = ""
+    #: The dataset's class labels, normalised (case, spaces, wrapping punctuation), counted over
+    #: every example of the file; empty unless the task is classification or too many to track.
+    labels: list[str] = Field(default_factory=list)
 
 
 class PrepareResult(BaseModel):
