@@ -107,6 +107,8 @@ class EvaluationSummary(BaseModel):
     task_decided_by: Literal["explicit", "inferred"]
     task_reason: str
     primary_metric: str
+    #: Why this metric is primary, when the data decided it (generation: BLEU or chrF).
+    primary_reason: str = ""
     metrics: list[MetricComparison]
     per_class: dict[str, dict[Literal["base", "tuned"], ClassScores]] = Field(default_factory=dict)
     verdict: Verdict
@@ -223,8 +225,12 @@ def build_summary(
     loss_curves: Mapping[str, Sequence[LossPoint]] | None = None,
     tolerance: float = VERDICT_TOLERANCE,
 ) -> EvaluationSummary:
-    """Compare the base and tuned model's scores and decide the verdict on the primary metric."""
-    primary = PRIMARY_METRIC[task_choice.task]
+    """Compare the base and tuned model's scores and decide the verdict on the primary metric.
+
+    The primary metric is the one the scores name (both are scored on the same references, so
+    they agree): for generation it depends on the references' length (``primary_metric_for``).
+    """
+    primary = base.primary_metric if base.task is task_choice.task else PRIMARY_METRIC[task_choice.task]
     comparisons = [
         MetricComparison(
             name=name,
@@ -257,6 +263,7 @@ def build_summary(
         task_decided_by=task_choice.decided_by,
         task_reason=task_choice.reason,
         primary_metric=primary,
+        primary_reason=base.primary_reason if primary == base.primary_metric else "",
         metrics=comparisons,
         per_class=per_class,
         verdict=verdict,
@@ -524,6 +531,10 @@ def render_report_html(summary: EvaluationSummary, examples: Sequence[ExampleCom
         ("tuned endpoint", summary.tuned_endpoint or "—"),
         ("task", f"{summary.task.value} ({summary.task_decided_by}: {summary.task_reason})"),
         (
+            "primary metric",
+            summary.primary_metric + (f" ({summary.primary_reason})" if summary.primary_reason else ""),
+        ),
+        (
             "test examples",
             f"{counts.test_examples:,} (failed calls: base {counts.base_failures:,}, tuned {counts.tuned_failures:,})",
         ),
@@ -574,7 +585,9 @@ def render_report_html(summary: EvaluationSummary, examples: Sequence[ExampleCom
         f"<span class='muted'>{_e(summary.verdict_reason)}</span></p>"
         f"<div class='card'>{_facts(facts)}</div>"
         f"<h2>Metrics, base vs tuned</h2>{_metric_table(summary)}"
-        f"<p class='muted'>Scores on a 0–1 scale (BLEU is sacreBLEU / 100). ★ primary metric: the verdict is "
+        "<p class='muted'>Scores on a 0–1 scale (BLEU and chrF are sacreBLEU's / 100). "
+        "lenient_* count the one allowed label a verbose answer names (“The sentiment is positive.”). "
+        f"★ primary metric: the verdict is "
         f"“improved” or “regressed” when it moves by more than {summary.verdict_tolerance:g}.</p>"
         f"{metric_bars_svg(summary.metrics)}{_per_class_table(summary)}{losses}"
         f"{_examples_section(examples)}"
