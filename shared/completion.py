@@ -758,7 +758,7 @@ def _dataset_facts(
     if not estimate.get("billable_tokens") or not estimate.get("epochs") or not epochs:
         return statistics, None, "The training cost could not be estimated: ingest recorded no token count."
     cost = estimate_training_cost(
-        dataset_tokens=int(estimate["billable_tokens"]) // int(estimate["epochs"]),
+        training_tokens=int(estimate["billable_tokens"]) // int(estimate["epochs"]),
         epochs=int(epochs),
         base_model=job.base_model,
         prices_per_m_tokens=settings.training_price_per_m_tokens,

@@ -73,7 +73,9 @@ class ExampleCounts(BaseModel):
 class CostEstimate(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    billable_tokens: int = Field(description="Dataset tokens x epochs.")
+    billable_tokens: int = Field(
+        description="Training-split tokens x epochs; validation and test examples are not billed."
+    )
     price_per_m_tokens: float
     dollars: float
     tokens_counted: Literal["exact", "estimated"]
@@ -149,13 +151,15 @@ def decide_verdict(
 
 def estimate_training_cost(
     *,
-    dataset_tokens: int,
+    training_tokens: int,
     epochs: int,
     base_model: str,
     prices_per_m_tokens: Mapping[str, float],
     tokens_counted: Literal["exact", "estimated"],
 ) -> CostEstimate | None:
-    """Training cost = dataset tokens x epochs x price; None when the model has no known price.
+    """Training cost = training-split tokens x epochs x price; None when the model has no known price.
+
+    Only the training split is billed: the validation and test splits are not training tokens.
 
     ``prices_per_m_tokens`` is ``Settings.training_price_per_m_tokens``. The model may be given as
     a resource name (``publishers/google/models/gemini-2.5-flash``).
@@ -164,13 +168,16 @@ def estimate_training_cost(
     price = prices_per_m_tokens.get(model)
     if price is None:
         return None
-    billable = dataset_tokens * epochs
+    billable = training_tokens * epochs
     return CostEstimate(
         billable_tokens=billable,
         price_per_m_tokens=price,
         dollars=round(billable / 1_000_000 * price, 2),
         tokens_counted=tokens_counted,
-        note=f"{dataset_tokens:,} dataset tokens x {epochs} epochs at ${price:g} per million tokens",
+        note=(
+            f"{training_tokens:,} training-split tokens x {epochs} epochs at ${price:g} per million "
+            "tokens; only the training split is billed (validation and test examples are not)"
+        ),
     )
 
 
