@@ -388,14 +388,12 @@ def primary_metric_for(task: Task | str, references: Sequence[str]) -> tuple[str
     if task is not Task.GENERATION:
         return PRIMARY_METRIC[task], ""
     median = statistics.median(len(bleu_tokens(r)) for r in references) if references else 0
+    tokens = f"{median:g} token{'' if median == 1 else 's'}"
     if median >= BLEU_MIN_MEDIAN_TOKENS:
-        return (
-            "bleu",
-            f"bleu: the median reference has {median:g} tokens (BLEU needs {BLEU_MIN_MEDIAN_TOKENS}+)",
-        )
+        return "bleu", f"the median reference has {tokens}; BLEU needs {BLEU_MIN_MEDIAN_TOKENS}+"
     return "chrf", (
-        f"chrf, not BLEU: the median reference has {median:g} tokens, fewer than the "
-        f"{BLEU_MIN_MEDIAN_TOKENS} BLEU needs (it is 0 whenever no 4-gram matches)"
+        f"not BLEU: the median reference has {tokens}, fewer than the {BLEU_MIN_MEDIAN_TOKENS} "
+        "BLEU needs (it is 0 whenever no 4-gram matches)"
     )
 
 
