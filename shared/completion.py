@@ -39,7 +39,7 @@ from google.api_core import exceptions as gexc
 from shared.budgets import EVALUATION_RECORD_MARGIN_S
 from shared.errors import AlreadyInProgressError, PermanentError
 from shared.evaluation.losses import fetch_loss_curves
-from shared.evaluation.metrics import TaskChoice, choose_task, compute_metrics
+from shared.evaluation.metrics import TaskChoice, choice_from_request, compute_metrics
 from shared.evaluation.report import (
     CostEstimate,
     EvaluationSummary,
@@ -55,6 +55,7 @@ from shared.evaluation.runner import (
     chunk_name,
     chunk_object_name,
     chunk_ranges_cover,
+    content_text,
     next_cursor,
     parse_chunk_name,
     parse_test_examples,
@@ -534,9 +535,13 @@ def _finalize(
         raise LeaseLostError(job.job_id)
     predictions = _merged_predictions(runtime, job.job_id, doc["chunks"], doc["total"])
     references = [p.reference for p in predictions]
-    task_choice = _task_choice(job, references, [e.prompt_text for e in examples])
-    base = compute_metrics(task_choice.task, references, [p.base_output for p in predictions])
-    tuned = compute_metrics(task_choice.task, references, [p.tuned_output for p in predictions])
+    task_choice = _task_choice(job, references, [_task_prompt(e) for e in examples])
+    # Identical prompts (system instruction and turns) share their reference answers (QA).
+    prompts = [orjson.dumps([e.system_instruction, e.contents]) for e in examples]
+    base, tuned = (
+        compute_metrics(task_choice.task, references, answers, labels=task_choice.labels, prompts=prompts)
+        for answers in ([p.base_output for p in predictions], [p.tuned_output for p in predictions])
+    )
     curves, curves_note = fetch_loss_curves(settings, job.tuning_job_name)
     statistics, cost, cost_note = _dataset_facts(runtime, job)
     summary = build_summary(
@@ -622,7 +627,15 @@ def _merged_predictions(runtime: Runtime, job_id: str, chunks: list[str], total:
 
 
 def _task_choice(job: JobRecord, references: list[str], prompts: list[str]) -> TaskChoice:
-    return choose_task(references, explicit=job.request.get("task"), inputs=prompts)
+    """The request's task decision: ``task`` (the user's: explicit), else ``inferred_task`` (ingest's
+    rule, with its evidence), else the same rule on the test split; labels from the request."""
+    return choice_from_request(job.request, references, prompts)
+
+
+def _task_prompt(example: TestExample) -> str:
+    """The prompt as the task rule reads it at ingest: system instruction, then every turn but the last."""
+    system = content_text(example.system_instruction) if example.system_instruction else ""
+    return "\n\n".join(text for text in (system, example.prompt_text) if text)
 
 
 def _report_examples(predictions: list[Prediction]) -> list[ExampleComparison]:
@@ -745,7 +758,7 @@ def _dataset_facts(
     if not estimate.get("billable_tokens") or not estimate.get("epochs") or not epochs:
         return statistics, None, "The training cost could not be estimated: ingest recorded no token count."
     cost = estimate_training_cost(
-        dataset_tokens=int(estimate["billable_tokens"]) // int(estimate["epochs"]),
+        training_tokens=int(estimate["billable_tokens"]) // int(estimate["epochs"]),
         epochs=int(epochs),
         base_model=job.base_model,
         prices_per_m_tokens=settings.training_price_per_m_tokens,

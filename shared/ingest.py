@@ -43,12 +43,13 @@ from shared.datasets import (
     render_report,
 )
 from shared.datasets.issues import Issue
+from shared.datasets.report import TaskInfo
 from shared.errors import ConfigurationError
 from shared.events import GCS_NOTIFICATION_FINALIZE, StorageObject
 from shared.idempotency import IdempotencyStore
 from shared.ingest_manifest import ManifestReport, prepare_manifest, render_manifest_report
 from shared.logging import bind, get_logger
-from shared.messages import Hyperparameters, NotifyTargets, TuningRequestV1
+from shared.messages import Hyperparameters, NotifyTargets, Task, TuningRequestV1
 from shared.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -210,7 +211,12 @@ def _tuning_request(
         validation_uri=uris.get("validation"),
         test_uri=uris.get("test"),
         hyperparameters=outcome.hyperparameters,
+        # Only a task the user set is "task"; ingest's inference travels apart, so that
+        # completion reports it as inferred, with its evidence.
         task=outcome.task,
+        inferred_task=outcome.inferred_task,
+        task_evidence=outcome.task_evidence,
+        task_labels=list(outcome.task_labels) or None,
         display_name=obj.name.rsplit("/", 1)[-1][:128],
         notify=notify,
     )
@@ -253,8 +259,15 @@ class _Outcome:
     error_count: int
     base_model: str
     hyperparameters: Hyperparameters
+    #: The task the user set (upload metadata or manifest), else None.
     task: str | None
     notify_emails: list[str]
+    #: The task the rule inferred from the data when the user set none.
+    inferred_task: str | None = None
+    #: Who set the task, or the inference's evidence.
+    task_evidence: str | None = None
+    #: The dataset's class labels (normalised), when the task is classification and they are known.
+    task_labels: tuple[str, ...] = ()
 
 
 def _prepare_file(obj: StorageObject, runtime: Runtime, sink: Sink) -> _Outcome:
@@ -308,9 +321,19 @@ def _file_outcome(
         error_count=sum(result.error_counts.values()),
         base_model=result.base_model,
         hyperparameters=_hyperparameters(result, options) if options else Hyperparameters(),
-        task=result.task.value if result.task else None,
         notify_emails=list(upload.notify_emails) if upload else [],
+        **_task_fields(result.task, "set by the upload (custom metadata 'task')"),
     )
+
+
+def _task_fields(task: TaskInfo | None, given_by: str) -> dict[str, Any]:
+    """The _Outcome's task fields: ``task`` only when the user set it, else the inference."""
+    if task is None:
+        return {"task": None}
+    labels = tuple(task.labels) if task.value == Task.CLASSIFICATION else ()
+    if task.source == "given":
+        return {"task": task.value, "task_evidence": given_by, "task_labels": labels}
+    return {"task": None, "inferred_task": task.value, "task_evidence": task.reason, "task_labels": labels}
 
 
 def _prepare_manifest(obj: StorageObject, runtime: Runtime, sink: Sink) -> _Outcome:
@@ -329,8 +352,8 @@ def _prepare_manifest(obj: StorageObject, runtime: Runtime, sink: Sink) -> _Outc
         error_count=sum(report.error_counts.values()),
         base_model=report.base_model,
         hyperparameters=_hyperparameters(train, options) if train and options else Hyperparameters(),
-        task=report.task.value if report.task else None,
         notify_emails=list(manifest.notify_emails) if manifest else [],
+        **_task_fields(report.task, "set by the manifest ('task')"),
     )
 
 

@@ -52,6 +52,7 @@ from shared.datasets.options import FILE_NOT_ALLOWED, SplitName
 from shared.datasets.report import CostEstimate, SplitCounts, TaskInfo
 from shared.errors import ConfigurationError
 from shared.events import StorageObject
+from shared.messages import MAX_TASK_LABELS
 
 if TYPE_CHECKING:
     from shared.runtime import Runtime
@@ -412,6 +413,14 @@ def _rejected(
     )
 
 
+def _task_over_files(task: TaskInfo | None, results: list[PrepareResult]) -> TaskInfo | None:
+    """The train file's task decision, with the labels of every file (the dataset's label set)."""
+    if task is None or not task.labels:
+        return task
+    labels = sorted({label for result in results if result.task for label in result.task.labels})
+    return task.model_copy(update={"labels": labels}) if len(labels) <= MAX_TASK_LABELS else task
+
+
 def _totals(obj: StorageObject, files: list[ManifestFile]) -> ManifestReport:
     results = [f.result for f in files if f.result is not None]
     ok = all(r.ok for r in results)
@@ -439,7 +448,7 @@ def _totals(obj: StorageObject, files: list[ManifestFile]) -> ManifestReport:
         rejected=sum(r.rejected for r in results),
         duplicates=sum(r.duplicates for r in results),
         split=split,
-        task=train.task,
+        task=_task_over_files(train.task, results),
         estimated_cost=train.estimated_cost,
         files=files,
     )

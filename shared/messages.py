@@ -25,6 +25,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+#: Bounds of the task decision a tuning-request/v1 carries (``shared.evaluation.task_rule``
+#: tracks at most 1,000 labels of at most 200 characters).
+MAX_TASK_LABELS = 1_000
+MAX_TASK_LABEL_CHARS = 200
+MAX_TASK_EVIDENCE_CHARS = 1_000
+
+
 class Task(StrEnum):
     """Evaluation task; decides the metrics (see shared/evaluation)."""
 
@@ -87,7 +94,17 @@ class TuningRequestV1(Message):
     validation_uri: GcsUri | None = None
     test_uri: GcsUri | None = None
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    #: The evaluation task the user set; completion reports it as "explicit".
     task: Task | None = None
+    #: The task ingest inferred from the data when the user set none ("inferred" in the report).
+    inferred_task: Task | None = None
+    #: Why: who set the task, or the inference's evidence with its numbers.
+    task_evidence: str | None = Field(None, max_length=MAX_TASK_EVIDENCE_CHARS)
+    #: The dataset's class labels (normalised), counted over every split; completion scores the
+    #: lenient classification match against them. None: unknown (the test references are used).
+    task_labels: list[Annotated[str, StringConstraints(max_length=MAX_TASK_LABEL_CHARS)]] | None = Field(
+        None, max_length=MAX_TASK_LABELS
+    )
     display_name: str | None = Field(None, max_length=128)
     notify: NotifyTargets = Field(default_factory=NotifyTargets)
     labels: dict[str, str] = Field(default_factory=dict)

@@ -34,6 +34,7 @@ from shared.datasets.report import (
 from shared.datasets.split import SplitAllocator
 from shared.datasets.task import TaskInferrer
 from shared.datasets.tokens import CounterChoice, TokenizerFactory, choose_token_counter
+from shared.messages import Task
 
 Sink = Callable[[str, bytes], None]
 Progress = Callable[[int], None]
@@ -351,10 +352,15 @@ def _finish(run: _Run, totals: _Totals, *, filename: str) -> PrepareResult:
         usd=None if price is None else round(billable / 1_000_000 * price, 2),
     )
     if options.task is not None:
-        task = TaskInfo(value=options.task.value, source="given", reason="named by the upload")
+        labels = t.inferrer.labels() if options.task is Task.CLASSIFICATION else ()
+        task = TaskInfo(
+            value=options.task.value, source="given", reason="named by the upload", labels=list(labels)
+        )
     else:
-        value, reason = t.inferrer.infer(t.column_task_hint)
-        task = TaskInfo(value=value.value, source="inferred", reason=reason)
+        choice = t.inferrer.infer(t.column_task_hint)
+        task = TaskInfo(
+            value=choice.task.value, source="inferred", reason=choice.reason, labels=list(choice.labels)
+        )
     return PrepareResult(
         ok=ok,
         filename=filename,

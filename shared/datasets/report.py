@@ -55,10 +55,16 @@ class CostEstimate(BaseModel):
 
 
 class TaskInfo(BaseModel):
+    """The task decision (``shared.evaluation.task_rule``): the task, who decided, the evidence."""
+
     value: str
-    #: "given" or "inferred".
+    #: "given" (the upload named it) or "inferred" (the rule decided it from the data).
     source: str
+    #: The evidence, with its numbers.
     reason: str = ""
+    #: The dataset's class labels, normalised (case, spaces, wrapping punctuation), counted over
+    #: every example of the file; empty unless the task is classification or too many to track.
+    labels: list[str] = Field(default_factory=list)
 
 
 class PrepareResult(BaseModel):
@@ -151,16 +157,17 @@ def render_report(result: PrepareResult) -> str:
         "",
         "## Estimated cost",
     ]
+    not_billed = "Only the training split is billed; validation and test tokens are not."
     if c.usd is None:
         lines.append(
-            f"{_fmt_int(c.billable_tokens)} billable training tokens ({c.epochs} epochs, {c.epochs_source}); "
-            "no price is configured for this model."
+            f"{_fmt_int(c.billable_tokens)} billable training tokens (training-split tokens x {c.epochs} epochs, "
+            f"{c.epochs_source}); no price is configured for this model. {not_billed}"
         )
     else:
         lines.append(
             f"{_fmt_int(c.billable_tokens)} billable training tokens (training-split tokens x {c.epochs} epochs, "
             f"{c.epochs_source}) at ${c.usd_per_m_tokens}/M tokens: about **${c.usd:,.2f}** "
-            f"(token counts by {t.method})."
+            f"(token counts by {t.method}). {not_billed}"
         )
     if result.warnings:
         lines += ["", "## Warnings"]

@@ -1,67 +1,44 @@
-"""Infer the evaluation task from the data when the upload does not name one.
+"""Ingest's side of the task decision: feed every accepted example to the one rule.
 
-Looks at the first ``SAMPLE`` examples only, so memory stays bounded: a small closed set of short
-targets that repeat means classification; targets found verbatim in the prompt mean extractive QA;
-prompts that ask for a summary, or long prompts with much shorter targets, mean summarization;
-anything else is generation.
+The rule itself (a seeded reservoir sample over the whole file, label repetition, spans, length
+ratio and overlap) is :mod:`shared.evaluation.task_rule`, which completion uses too.
 """
 
 from __future__ import annotations
 
-from shared.datasets.convert import Example
-from shared.messages import Task
+from typing import Any
 
-SAMPLE = 1000
-MAX_LABELS = 20
-MAX_LABEL_CHARS = 50
+from shared.datasets.convert import Example
+from shared.evaluation.task_rule import TaskChoice, TaskSample
+
+
+def prompt_text(record: dict[str, Any]) -> str:
+    """The prompt of a Gemini tuning record as plain text: system instruction and every turn but
+    the last, joined like completion's prompt (``TestExample``) so both read the same text."""
+    pieces: list[str] = []
+    system = record.get("systemInstruction")
+    if isinstance(system, dict):
+        pieces.append("".join(p["text"] for p in system.get("parts") or () if "text" in p))
+    for content in record["contents"][:-1]:
+        pieces.append("".join(p["text"] for p in content["parts"] if "text" in p))
+    return "\n\n".join(piece for piece in pieces if piece)
 
 
 class TaskInferrer:
     def __init__(self) -> None:
-        self.seen = 0
-        self._labels: set[str] = set()
-        self._labels_overflow = False
-        self._long_target = False
-        self._in_prompt = 0
-        self._mentions_summary = 0
-        self._prompt_chars = 0
-        self._target_chars = 0
+        self.sample = TaskSample()
+
+    @property
+    def seen(self) -> int:
+        return self.sample.seen
 
     def observe(self, example: Example) -> None:
-        if self.seen >= SAMPLE:
-            return
-        self.seen += 1
-        target = example.last_text("model").strip()
-        prompt = example.last_text("user")
-        self._prompt_chars += len(prompt)
-        self._target_chars += len(target)
-        if len(target) > MAX_LABEL_CHARS:
-            self._long_target = True
-        elif not self._labels_overflow:
-            self._labels.add(target.lower())
-            self._labels_overflow = len(self._labels) > MAX_LABELS
-        if target and target in prompt:
-            self._in_prompt += 1
-        if "summar" in prompt.lower():
-            self._mentions_summary += 1
+        self.sample.observe(lambda: example.last_text("model"), lambda: prompt_text(example.record))
 
-    def infer(self, hint: str | None = None) -> tuple[Task, str]:
-        """The task and a sentence saying why."""
-        if hint is not None:
-            return Task(hint), f"inferred from the column names ({hint})"
-        n = self.seen
-        if n == 0:
-            return Task.GENERATION, "no examples to infer from"
-        labels = len(self._labels)
-        if not self._long_target and not self._labels_overflow and labels >= 2 and n >= 2 * labels:
-            return Task.CLASSIFICATION, f"targets form a closed set of {labels} short labels"
-        mean_target = self._target_chars / n
-        mean_prompt = self._prompt_chars / n
-        if self._in_prompt >= 0.8 * n and mean_target <= 200:
-            return Task.EXTRACTIVE_QA, "most targets are spans copied from the prompt"
-        if self._mentions_summary >= 0.5 * n or (mean_prompt >= 1000 and mean_target <= 0.3 * mean_prompt):
-            return (
-                Task.SUMMARIZATION,
-                "prompts ask for summaries or targets are much shorter than long prompts",
-            )
-        return Task.GENERATION, "targets are free text"
+    def infer(self, hint: str | None = None) -> TaskChoice:
+        """The inferred decision; ``hint`` is the task the column names suggest, if any."""
+        return self.sample.decide(hint=hint)
+
+    def labels(self) -> tuple[str, ...]:
+        """The dataset's labels (every short answer, normalised); () when there are too many."""
+        return self.sample.file_labels()

@@ -1,66 +1,89 @@
 """Task metrics for comparing a base model with its tuned version.
 
-Every score is on a 0-1 scale (BLEU included: sacreBLEU's 0-100 score divided by 100), so one
-tolerance decides the verdict whatever the task. Each task has a *primary* metric, the one the
-verdict is based on (see :data:`PRIMARY_METRIC`).
+Every score is on a 0-1 scale (BLEU and chrF included: sacreBLEU's 0-100 scores divided by 100),
+so one tolerance decides the verdict whatever the task. Each task has a *primary* metric, the one
+the verdict is based on (:func:`primary_metric_for`): classification ``macro_f1`` (strict label
+match), summarization ``rougeL``, extractive QA ``f1``, generation ``bleu`` when the references
+are long enough for it (median :data:`BLEU_MIN_MEDIAN_TOKENS`+ tokens), else sentence-level
+``chrf``. A metric whose value is degenerate for the data is not reported: corpus BLEU is 0
+whenever no 4-gram matches, so on 1-3-token answers it would call a perfect model worse than a
+verbose one.
 
 A prediction that is ``None`` is an example whose model call failed. It is scored as an empty
 answer, so that base and tuned model are always scored on the same examples, and it is counted in
 :attr:`MetricResult.failed`.
 
 rouge-score and sacrebleu are imported inside the functions that use them: importing this module
-costs nothing at a function's cold start.
+costs nothing at a function's cold start. The task decision lives in
+:mod:`shared.evaluation.task_rule` (re-exported here).
 """
 
 from __future__ import annotations
 
 import re
 import statistics
-import string
-import unicodedata
 from collections import Counter
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Hashable, Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
 from shared.errors import PermanentError
+from shared.evaluation.task_rule import (
+    CJK,
+    TaskChoice,
+    choice_from_request,
+    choose_task,
+    is_span,
+    normalize_answer,
+    normalize_label,
+)
 from shared.messages import Task
 
 if TYPE_CHECKING:
     from rouge_score.rouge_scorer import RougeScorer
 
+__all__ = [
+    "PRIMARY_METRIC",
+    "ClassScores",
+    "MetricResult",
+    "TaskChoice",
+    "choice_from_request",
+    "choose_task",
+    "classification_metrics",
+    "compute_metrics",
+    "corpus_bleu",
+    "exact_match",
+    "extract_label",
+    "is_span",
+    "normalize_answer",
+    "normalize_label",
+    "primary_metric_for",
+    "qa_metrics",
+    "references_by_prompt",
+    "rouge_metrics",
+    "token_f1",
+]
+
+#: The primary metric of each task; generation falls back to ``chrf`` on short references.
 PRIMARY_METRIC: dict[Task, str] = {
     Task.CLASSIFICATION: "macro_f1",
     Task.SUMMARIZATION: "rougeL",
     Task.EXTRACTIVE_QA: "f1",
     Task.GENERATION: "bleu",
 }
+#: Corpus BLEU is reported (and primary for generation) only when the median reference has at
+#: least this many tokens: BLEU's geometric mean needs 4-gram matches, and with shorter answers
+#: most examples can have none, so the score says nothing about the answers. 4 is BLEU's own
+#: n-gram order; below it, sentence-level chrF (character n-grams) is the primary metric.
+BLEU_MIN_MEDIAN_TOKENS = 4
+SUMMARY_ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
-# Task inference thresholds. References are "a small closed label set" when there are at most
-# CLASSIFICATION_MAX_LABELS distinct (normalised) values, each label is used on average at least
-# CLASSIFICATION_MIN_EXAMPLES_PER_LABEL times, and no label is longer than
-# CLASSIFICATION_MAX_LABEL_WORDS words. Free text almost never repeats exactly, so the repetition
-# condition is what separates labels from short answers.
-CLASSIFICATION_MAX_LABELS = 20
-CLASSIFICATION_MIN_EXAMPLES_PER_LABEL = 2
-CLASSIFICATION_MAX_LABEL_WORDS = 5
-# Extractive QA: most answers are short spans found verbatim (after SQuAD normalisation) in the prompt.
-QA_MIN_SPAN_SHARE = 0.8
-QA_MAX_MEDIAN_ANSWER_WORDS = 30
-# Summarization: references clearly shorter than their prompt, but longer than a short answer.
-SUMMARY_MAX_LENGTH_RATIO = 0.5
-SUMMARY_MIN_MEDIAN_WORDS = 8
-
-_PUNCTUATION = frozenset(string.punctuation)
-# Only wrapping a model adds around a label ("Positive.", "**positive**", «positive»); a label's
-# own punctuation ("c++", "n/a") is kept.
-_LABEL_WRAPPING = " \t\r\n.,;:!?\"'`*\u201c\u201d\u2018\u2019\u00ab\u00bb\u3002"
-_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
-# Scripts written without spaces: every character is a token, as sacreBLEU's "zh" / "char" do.
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_CJK_CHAR = re.compile(f"[{_CJK}]")
-_UNICODE_TOKEN = re.compile(f"[{_CJK}]|[^\\W_{_CJK}]+")
+_UNICODE_TOKEN = re.compile(f"[{CJK}]|[^\\W_{CJK}]+")
+# BLEU: characters written without spaces (CJK, CJK punctuation, full-width forms) are tokens of
+# their own, as in sacreBLEU's "zh" tokenizer (which misses kana); everything else is "13a".
+_BLEU_SEPARATE = re.compile(f"([{CJK}\u3000-\u303f\uff00-\uffef])")
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|(?<=[\u3002\uff01\uff1f])|\n+")
 
 
 class ClassScores(BaseModel):
@@ -83,45 +106,14 @@ class MetricResult(BaseModel):
     failed: int
     per_class: dict[str, ClassScores] = {}
     notes: list[str] = []
+    #: The metric the verdict uses; empty: the task's default (:data:`PRIMARY_METRIC`).
+    primary: str = ""
+    #: Why that metric, when it is not the task's default.
+    primary_reason: str = ""
 
     @property
     def primary_metric(self) -> str:
-        return PRIMARY_METRIC[self.task]
-
-
-class TaskChoice(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    task: Task
-    decided_by: Literal["explicit", "inferred"]
-    reason: str
-
-
-# --- Normalisation -----------------------------------------------------------------------------
-
-
-def _is_punctuation(char: str) -> bool:
-    return char in _PUNCTUATION or unicodedata.category(char).startswith("P")
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD normalisation: lower case, no punctuation, no articles, single spaces.
-
-    Punctuation is every ASCII punctuation character (as in the SQuAD script) plus every Unicode
-    punctuation character, so that answers in other languages are treated the same way.
-    """
-    text = "".join(ch for ch in text.lower() if not _is_punctuation(ch))
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
-
-
-def normalize_label(text: str) -> str:
-    """A class label as compared: case-folded, single spaces, no surrounding quotes or full stops.
-
-    Models often answer "Positive." for the label "positive"; that is the same class.
-    """
-    collapsed = " ".join(text.split()).casefold()
-    return collapsed.strip(_LABEL_WRAPPING)
+        return self.primary or PRIMARY_METRIC[self.task]
 
 
 # --- Classification ----------------------------------------------------------------------------
@@ -131,21 +123,76 @@ def _f1(precision: float, recall: float) -> float:
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
 
-def classification_metrics(
-    references: Sequence[str], predictions: Sequence[str]
-) -> tuple[dict[str, float], dict[str, ClassScores]]:
-    """Accuracy, micro / macro F1 and per-class scores, over the labels of the references.
+def _label_pattern(labels: Sequence[str]) -> re.Pattern[str] | None:
+    """One alternation of every label as a whole word or phrase, longest first.
 
-    The label set is the references' labels. A prediction outside it (free text, a typo) is a
-    miss for its true class and nobody's false positive; sklearn would instead add it as a class
-    of its own with F1 0, which punishes one stray answer as hard as a whole class missed. That is
-    also why micro F1 can differ from accuracy: only predictions outside the label set make them
-    differ. ``out_of_label_rate`` says how often it happened.
+    "Whole" means not glued to another letter or digit of a spaced script; a CJK label may sit
+    inside CJK text. Longest first, so "very positive" is found as itself, not as "positive".
+    """
+    alternatives = sorted({label for label in labels if label}, key=lambda label: (-len(label), label))
+    if not alternatives:
+        return None
+    boundary = f"[^\\W{CJK}]"
+    body = "|".join(re.escape(label) for label in alternatives)
+    return re.compile(f"(?<!{boundary})(?:{body})(?!{boundary})")
+
+
+def extract_label(prediction: str, labels: Sequence[str]) -> str | None:
+    """The one allowed label a (verbose) answer names, or None.
+
+    "The sentiment is positive." and "Label: positive" give "positive" (case-insensitive,
+    punctuation around it ignored); an answer naming two different labels ("positive, not
+    negative") or none gives None. ``labels`` are normalised labels (:func:`normalize_label`).
+    """
+    label_set = set(labels)
+    return _extract(prediction, label_set, _label_pattern(sorted(label_set)))
+
+
+def _extract(prediction: str, label_set: set[str], pattern: re.Pattern[str] | None) -> str | None:
+    normalised = normalize_label(prediction)
+    if normalised in label_set:
+        return normalised
+    if pattern is None:
+        return None
+    found = {match.group(0) for match in pattern.finditer(" ".join(prediction.split()).casefold())}
+    return found.pop() if len(found) == 1 else None
+
+
+def classification_metrics(
+    references: Sequence[str], predictions: Sequence[str], labels: Sequence[str] | None = None
+) -> tuple[dict[str, float], dict[str, ClassScores]]:
+    """Accuracy, micro / macro F1 and per-class scores, strict and lenient.
+
+    The label set is ``labels`` (the dataset's, over every split, normalised) plus the references'
+    labels. A prediction outside it (free text, a typo) is a miss for its true class and nobody's
+    false positive; sklearn would instead add it as a class of its own with F1 0, which punishes
+    one stray answer as hard as a whole class missed. That is also why micro F1 can differ from
+    accuracy: only predictions outside the label set make them differ. ``out_of_label_rate`` says
+    how often it happened. Classes in the per-class table and the macro average are those of the
+    references and those predicted (as sklearn does), never a class of the dataset that neither
+    the test split nor the model used.
+
+    Strict scores compare the normalised answer with the label. ``lenient_accuracy`` and
+    ``lenient_macro_f1`` first take the one allowed label a verbose answer names
+    (:func:`extract_label`): "The sentiment is positive." counts as "positive".
     """
     gold = [normalize_label(r) for r in references]
-    guessed = [normalize_label(p) for p in predictions]
-    labels = sorted(set(gold))
-    label_set = set(labels)
+    label_set = set(gold) | {normalize_label(label) for label in labels or ()}
+    strict = [normalize_label(p) for p in predictions]
+    scores, per_class = _label_scores(gold, strict, label_set)
+    pattern = _label_pattern(sorted(label_set))
+    lenient = [
+        _extract(raw, label_set, pattern) or guess for raw, guess in zip(predictions, strict, strict=True)
+    ]
+    lenient_scores, _ = _label_scores(gold, lenient, label_set)
+    scores["lenient_accuracy"] = lenient_scores["accuracy"]
+    scores["lenient_macro_f1"] = lenient_scores["macro_f1"]
+    return scores, per_class
+
+
+def _label_scores(
+    gold: Sequence[str], guessed: Sequence[str], label_set: set[str]
+) -> tuple[dict[str, float], dict[str, ClassScores]]:
     true_positive: Counter[str] = Counter()
     false_positive: Counter[str] = Counter()
     false_negative: Counter[str] = Counter()
@@ -158,7 +205,7 @@ def classification_metrics(
             false_positive[guess] += 1
 
     per_class: dict[str, ClassScores] = {}
-    for label in labels:
+    for label in sorted(set(gold) | set(false_positive)):
         tp, fp, fn = true_positive[label], false_positive[label], false_negative[label]
         precision = tp / (tp + fp) if tp + fp else 0.0
         recall = tp / (tp + fn) if tp + fn else 0.0
@@ -201,17 +248,36 @@ def token_f1(reference: str, prediction: str) -> float:
     return _f1(overlap / len(predicted_tokens), overlap / len(gold_tokens))
 
 
-def qa_metrics(references: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
-    pairs = list(zip(references, predictions, strict=True))
+def _as_sets(references: Sequence[str | Sequence[str]]) -> list[list[str]]:
+    return [[r] if isinstance(r, str) else list(r) for r in references]
+
+
+def references_by_prompt(prompts: Sequence[Hashable], references: Sequence[str]) -> list[list[str]]:
+    """Every reference answer of each example's prompt: examples with an identical prompt share
+    their answers (multi-answer QA), in first-seen order without repeats."""
+    by_prompt: dict[Hashable, list[str]] = {}
+    for prompt, reference in zip(prompts, references, strict=True):
+        answers = by_prompt.setdefault(prompt, [])
+        if reference not in answers:
+            answers.append(reference)
+    return [by_prompt[prompt] for prompt in prompts]
+
+
+def qa_metrics(references: Sequence[str | Sequence[str]], predictions: Sequence[str]) -> dict[str, float]:
+    """SQuAD exact match and F1, each the best over an example's reference answers.
+
+    ``references[i]`` is one answer or the list of every acceptable answer of example i.
+    """
+    pairs = list(zip(_as_sets(references), predictions, strict=True))
     if not pairs:
         return {"exact_match": 0.0, "f1": 0.0}
     return {
-        "exact_match": statistics.fmean(exact_match(r, p) for r, p in pairs),
-        "f1": statistics.fmean(token_f1(r, p) for r, p in pairs),
+        "exact_match": statistics.fmean(max(exact_match(r, p) for r in refs) for refs, p in pairs),
+        "f1": statistics.fmean(max(token_f1(r, p) for r in refs) for refs, p in pairs),
     }
 
 
-# --- ROUGE and BLEU ----------------------------------------------------------------------------
+# --- ROUGE, chrF and BLEU ----------------------------------------------------------------------
 
 
 def _rouge_scorer(rouge_types: Sequence[str]) -> RougeScorer:
@@ -238,26 +304,65 @@ def _rouge_scorer(rouge_types: Sequence[str]) -> RougeScorer:
     return rouge_scorer.RougeScorer(list(rouge_types), tokenizer=UnicodeTokenizer())
 
 
+def sentences_per_line(text: str) -> str:
+    """The text with one sentence per line, as ``rougeLsum`` reads it (a simple splitter: after
+    ``.!?`` and whitespace, after CJK full stops, and at line breaks)."""
+    return "\n".join(part.strip() for part in _SENTENCE_BREAK.split(text) if part and part.strip())
+
+
 def rouge_metrics(
     references: Sequence[str],
     predictions: Sequence[str],
     rouge_types: Sequence[str] = ("rouge1", "rouge2", "rougeL"),
 ) -> dict[str, float]:
-    """Mean ROUGE F-measure per type over the examples (rouge-score, Porter stemming)."""
+    """Mean ROUGE F-measure per type over the examples (rouge-score, Porter stemming).
+
+    ``rougeLsum`` is the summary-level LCS over sentences, so a summary whose sentences come in
+    another order is not penalised as ``rougeL`` penalises it; texts are split into sentences
+    first (:func:`sentences_per_line`), which the other types do not notice.
+    """
     scorer = _rouge_scorer(rouge_types)
     sums = dict.fromkeys(rouge_types, 0.0)
     count = 0
+    prepare = sentences_per_line if "rougeLsum" in rouge_types else str
     for reference, prediction in zip(references, predictions, strict=True):
-        scores = scorer.score(reference, prediction)
+        scores = scorer.score(prepare(reference), prepare(prediction))
         for rouge_type in rouge_types:
             sums[rouge_type] += scores[rouge_type].fmeasure
         count += 1
     return {rouge_type: total / count if count else 0.0 for rouge_type, total in sums.items()}
 
 
-def bleu_tokenizer_for(texts: Sequence[str]) -> str:
-    """sacreBLEU tokenizer: "13a" (its default), or "char" when the text uses CJK characters."""
-    return "char" if any(_CJK_CHAR.search(text) for text in texts) else "13a"
+def chrf(references: Sequence[str], predictions: Sequence[str]) -> float:
+    """Mean sentence-level chrF (sacreBLEU's CHRF, character 6-grams, beta 2) on a 0-1 scale.
+
+    Two empty texts agree (1.0), as for token F1.
+    """
+    from sacrebleu.metrics import CHRF
+
+    metric = CHRF()
+    values = [
+        1.0
+        if not reference.strip() and not prediction.strip()
+        else metric.sentence_score(prediction, [reference]).score / 100
+        for reference, prediction in zip(references, predictions, strict=True)
+    ]
+    return statistics.fmean(values) if values else 0.0
+
+
+def bleu_text(text: str) -> str:
+    """The text as BLEU tokenises it: CJK characters stand alone, the rest is sacreBLEU's "13a".
+
+    The choice is per text, from its own characters: an English reference is tokenised the same
+    whether or not another example of the corpus is Chinese or Japanese.
+    """
+    return _BLEU_SEPARATE.sub(r" \1 ", text)
+
+
+def bleu_tokens(text: str) -> list[str]:
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    return Tokenizer13a()(bleu_text(text)).split()
 
 
 def corpus_bleu(predictions: Sequence[str], reference_sets: Sequence[Sequence[str]]) -> float:
@@ -266,111 +371,62 @@ def corpus_bleu(predictions: Sequence[str], reference_sets: Sequence[Sequence[st
 
     if not predictions:
         return 0.0
-    tokenizer = bleu_tokenizer_for([text for refs in reference_sets for text in refs])
     return (
         sacrebleu.corpus_bleu(
-            list(predictions), [list(refs) for refs in reference_sets], tokenize=tokenizer
+            [bleu_text(p) for p in predictions],
+            [[bleu_text(r) for r in refs] for refs in reference_sets],
+            tokenize="13a",
         ).score
         / 100
     )
 
 
-# --- Task choice and the entry point -----------------------------------------------------------
-
-
-def _is_span(answer: str, context: str) -> bool:
-    """Whether the answer occurs in the context as whole words, after SQuAD normalisation."""
-    normalized = normalize_answer(answer)
-    return bool(normalized) and f" {normalized} " in f" {normalize_answer(context)} "
-
-
-def choose_task(
-    references: Sequence[str], *, explicit: Task | str | None = None, inputs: Sequence[str] | None = None
-) -> TaskChoice:
-    """The evaluation task: the one given, else inferred from the references (and prompts).
-
-    Inference, in order: a small closed label set (see the CLASSIFICATION_* thresholds) is
-    classification; short answers found verbatim in their prompts are extractive QA; references
-    much shorter than their prompts are summarization; anything else is generation. The QA and
-    summarization rules need ``inputs`` (the prompts, aligned with the references).
-    """
-    if explicit is not None:
-        try:
-            task = Task(explicit)
-        except ValueError as exc:
-            raise PermanentError(
-                f"unknown evaluation task {explicit!r}; expected one of {[t.value for t in Task]}",
-                code="unknown_task",
-                field="task",
-            ) from exc
-        return TaskChoice(task=task, decided_by="explicit", reason="given in the request")
-    if not references:
-        return TaskChoice(task=Task.GENERATION, decided_by="inferred", reason="no references to infer from")
-
-    labels = Counter(normalize_label(r) for r in references)
-    longest_label = max(len(label.split()) for label in labels)
-    if (
-        len(labels) <= CLASSIFICATION_MAX_LABELS
-        and len(references) >= CLASSIFICATION_MIN_EXAMPLES_PER_LABEL * len(labels)
-        and longest_label <= CLASSIFICATION_MAX_LABEL_WORDS
-    ):
-        return TaskChoice(
-            task=Task.CLASSIFICATION,
-            decided_by="inferred",
-            reason=(
-                f"{len(labels)} distinct labels over {len(references)} references "
-                f"(at most {CLASSIFICATION_MAX_LABELS} labels of at most {CLASSIFICATION_MAX_LABEL_WORDS} words, "
-                f"each used {CLASSIFICATION_MIN_EXAMPLES_PER_LABEL}+ times on average)"
-            ),
-        )
-
-    if inputs is not None and len(inputs) == len(references):
-        reference_words = [len(r.split()) for r in references]
-        spans = sum(_is_span(r, i) for r, i in zip(references, inputs, strict=True))
-        span_share = spans / len(references)
-        if (
-            span_share >= QA_MIN_SPAN_SHARE
-            and statistics.median(reference_words) <= QA_MAX_MEDIAN_ANSWER_WORDS
-        ):
-            return TaskChoice(
-                task=Task.EXTRACTIVE_QA,
-                decided_by="inferred",
-                reason=f"{span_share:.0%} of the answers are spans of their prompt (threshold {QA_MIN_SPAN_SHARE:.0%})",
-            )
-        ratios = [len(r.split()) / max(1, len(i.split())) for r, i in zip(references, inputs, strict=True)]
-        median_ratio = statistics.median(ratios)
-        if (
-            median_ratio <= SUMMARY_MAX_LENGTH_RATIO
-            and statistics.median(reference_words) >= SUMMARY_MIN_MEDIAN_WORDS
-        ):
-            return TaskChoice(
-                task=Task.SUMMARIZATION,
-                decided_by="inferred",
-                reason=(
-                    f"references are {median_ratio:.0%} of their prompt's length in the median "
-                    f"(threshold {SUMMARY_MAX_LENGTH_RATIO:.0%})"
-                ),
-            )
-    return TaskChoice(
-        task=Task.GENERATION,
-        decided_by="inferred",
-        reason="free-form references that are neither a label set, spans of the prompt, nor summaries",
+def primary_metric_for(task: Task | str, references: Sequence[str]) -> tuple[str, str]:
+    """(primary metric, why) for these references: the task's default, except generation on short
+    references, where BLEU is degenerate and chrF decides."""
+    task = Task(task)
+    if task is not Task.GENERATION:
+        return PRIMARY_METRIC[task], ""
+    median = statistics.median(len(bleu_tokens(r)) for r in references) if references else 0
+    tokens = f"{median:g} token{'' if median == 1 else 's'}"
+    if median >= BLEU_MIN_MEDIAN_TOKENS:
+        return "bleu", f"the median reference has {tokens}; BLEU needs {BLEU_MIN_MEDIAN_TOKENS}+"
+    return "chrf", (
+        f"not BLEU: the median reference has {tokens}, fewer than the {BLEU_MIN_MEDIAN_TOKENS} "
+        "BLEU needs (it is 0 whenever no 4-gram matches)"
     )
 
 
+# --- The entry point ---------------------------------------------------------------------------
+
+
 def compute_metrics(
-    task: Task | str, references: Sequence[str], predictions: Sequence[str | None]
+    task: Task | str,
+    references: Sequence[str],
+    predictions: Sequence[str | None],
+    *,
+    labels: Sequence[str] | None = None,
+    prompts: Sequence[Hashable] | None = None,
 ) -> MetricResult:
     """Score one model's predictions against the references with the task's metrics.
 
     Scores (all 0-1): classification ``accuracy``, ``micro_f1``, ``macro_f1``,
-    ``out_of_label_rate`` and per-class scores; summarization ``rouge1``, ``rouge2``, ``rougeL``;
-    extractive QA ``exact_match``, ``f1``; generation ``bleu``, ``rougeL``.
+    ``out_of_label_rate``, ``lenient_accuracy``, ``lenient_macro_f1`` and per-class scores
+    (``labels``: the dataset's label set; the references' labels are always in it);
+    summarization ``rouge1``, ``rouge2``, ``rougeL``, ``rougeLsum``; extractive QA
+    ``exact_match``, ``f1``, each the best over every reference answer of the example's prompt
+    (``prompts``: one hashable per example, equal for identical prompts); generation ``bleu``
+    (only on references long enough, see :data:`BLEU_MIN_MEDIAN_TOKENS`), ``chrf``, ``rougeL``,
+    ``exact_match``.
     """
     task = Task(task)
     if len(references) != len(predictions):
         raise PermanentError(
             f"{len(references)} references but {len(predictions)} predictions", code="length_mismatch"
+        )
+    if prompts is not None and len(prompts) != len(references):
+        raise PermanentError(
+            f"{len(references)} references but {len(prompts)} prompts", code="length_mismatch"
         )
     failed = sum(p is None for p in predictions)
     answers = [p if p is not None else "" for p in predictions]
@@ -378,19 +434,40 @@ def compute_metrics(
     if failed:
         notes.append(f"{failed} failed model call{'s' if failed != 1 else ''} scored as empty answers")
     per_class: dict[str, ClassScores] = {}
+    primary, primary_reason = primary_metric_for(task, references)
     if task is Task.CLASSIFICATION:
-        scores, per_class = classification_metrics(references, answers)
+        scores, per_class = classification_metrics(references, answers, labels)
     elif task is Task.SUMMARIZATION:
-        scores = rouge_metrics(references, answers)
+        scores = rouge_metrics(references, answers, SUMMARY_ROUGE_TYPES)
     elif task is Task.EXTRACTIVE_QA:
-        scores = qa_metrics(references, answers)
+        reference_sets = (
+            references_by_prompt(prompts, references) if prompts is not None else _as_sets(references)
+        )
+        shared = sum(len(refs) > 1 for refs in reference_sets)
+        if shared:
+            notes.append(
+                f"{shared} example{'s' if shared != 1 else ''} share{'' if shared != 1 else 's'} a prompt "
+                "with other answers: scored against the best of them"
+            )
+        scores = qa_metrics(reference_sets, answers)
     else:
-        scores = {
-            "bleu": corpus_bleu(answers, [list(references)]),
-            **rouge_metrics(references, answers, ("rougeL",)),
-        }
-        if bleu_tokenizer_for(references) == "char":
-            notes.append("BLEU tokenised by character (CJK text)")
+        scores = {}
+        if primary == "bleu":  # else BLEU is degenerate here (primary_reason says why) and left out
+            scores["bleu"] = corpus_bleu(answers, [list(references)])
+        scores["chrf"] = chrf(references, answers)
+        scores.update(rouge_metrics(references, answers, ("rougeL",)))
+        scores["exact_match"] = (
+            statistics.fmean(exact_match(r, a) for r, a in zip(references, answers, strict=True))
+            if references
+            else 0.0
+        )
     return MetricResult(
-        task=task, scores=scores, count=len(references), failed=failed, per_class=per_class, notes=notes
+        task=task,
+        scores=scores,
+        count=len(references),
+        failed=failed,
+        per_class=per_class,
+        notes=notes,
+        primary=primary,
+        primary_reason=primary_reason,
     )

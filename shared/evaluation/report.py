@@ -73,7 +73,9 @@ class ExampleCounts(BaseModel):
 class CostEstimate(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    billable_tokens: int = Field(description="Dataset tokens x epochs.")
+    billable_tokens: int = Field(
+        description="Training-split tokens x epochs; validation and test examples are not billed."
+    )
     price_per_m_tokens: float
     dollars: float
     tokens_counted: Literal["exact", "estimated"]
@@ -107,6 +109,8 @@ class EvaluationSummary(BaseModel):
     task_decided_by: Literal["explicit", "inferred"]
     task_reason: str
     primary_metric: str
+    #: Why this metric is primary, when the data decided it (generation: BLEU or chrF).
+    primary_reason: str = ""
     metrics: list[MetricComparison]
     per_class: dict[str, dict[Literal["base", "tuned"], ClassScores]] = Field(default_factory=dict)
     verdict: Verdict
@@ -147,13 +151,15 @@ def decide_verdict(
 
 def estimate_training_cost(
     *,
-    dataset_tokens: int,
+    training_tokens: int,
     epochs: int,
     base_model: str,
     prices_per_m_tokens: Mapping[str, float],
     tokens_counted: Literal["exact", "estimated"],
 ) -> CostEstimate | None:
-    """Training cost = dataset tokens x epochs x price; None when the model has no known price.
+    """Training cost = training-split tokens x epochs x price; None when the model has no known price.
+
+    Only the training split is billed: the validation and test splits are not training tokens.
 
     ``prices_per_m_tokens`` is ``Settings.training_price_per_m_tokens``. The model may be given as
     a resource name (``publishers/google/models/gemini-2.5-flash``).
@@ -162,13 +168,16 @@ def estimate_training_cost(
     price = prices_per_m_tokens.get(model)
     if price is None:
         return None
-    billable = dataset_tokens * epochs
+    billable = training_tokens * epochs
     return CostEstimate(
         billable_tokens=billable,
         price_per_m_tokens=price,
         dollars=round(billable / 1_000_000 * price, 2),
         tokens_counted=tokens_counted,
-        note=f"{dataset_tokens:,} dataset tokens x {epochs} epochs at ${price:g} per million tokens",
+        note=(
+            f"{training_tokens:,} training-split tokens x {epochs} epochs at ${price:g} per million "
+            "tokens; only the training split is billed (validation and test examples are not)"
+        ),
     )
 
 
@@ -223,8 +232,12 @@ def build_summary(
     loss_curves: Mapping[str, Sequence[LossPoint]] | None = None,
     tolerance: float = VERDICT_TOLERANCE,
 ) -> EvaluationSummary:
-    """Compare the base and tuned model's scores and decide the verdict on the primary metric."""
-    primary = PRIMARY_METRIC[task_choice.task]
+    """Compare the base and tuned model's scores and decide the verdict on the primary metric.
+
+    The primary metric is the one the scores name (both are scored on the same references, so
+    they agree): for generation it depends on the references' length (``primary_metric_for``).
+    """
+    primary = base.primary_metric if base.task is task_choice.task else PRIMARY_METRIC[task_choice.task]
     comparisons = [
         MetricComparison(
             name=name,
@@ -257,6 +270,7 @@ def build_summary(
         task_decided_by=task_choice.decided_by,
         task_reason=task_choice.reason,
         primary_metric=primary,
+        primary_reason=base.primary_reason if primary == base.primary_metric else "",
         metrics=comparisons,
         per_class=per_class,
         verdict=verdict,
@@ -524,6 +538,10 @@ def render_report_html(summary: EvaluationSummary, examples: Sequence[ExampleCom
         ("tuned endpoint", summary.tuned_endpoint or "—"),
         ("task", f"{summary.task.value} ({summary.task_decided_by}: {summary.task_reason})"),
         (
+            "primary metric",
+            summary.primary_metric + (f" ({summary.primary_reason})" if summary.primary_reason else ""),
+        ),
+        (
             "test examples",
             f"{counts.test_examples:,} (failed calls: base {counts.base_failures:,}, tuned {counts.tuned_failures:,})",
         ),
@@ -574,7 +592,9 @@ def render_report_html(summary: EvaluationSummary, examples: Sequence[ExampleCom
         f"<span class='muted'>{_e(summary.verdict_reason)}</span></p>"
         f"<div class='card'>{_facts(facts)}</div>"
         f"<h2>Metrics, base vs tuned</h2>{_metric_table(summary)}"
-        f"<p class='muted'>Scores on a 0–1 scale (BLEU is sacreBLEU / 100). ★ primary metric: the verdict is "
+        "<p class='muted'>Scores on a 0–1 scale (BLEU and chrF are sacreBLEU's / 100). "
+        "lenient_* count the one allowed label a verbose answer names (“The sentiment is positive.”). "
+        f"★ primary metric: the verdict is "
         f"“improved” or “regressed” when it moves by more than {summary.verdict_tolerance:g}.</p>"
         f"{metric_bars_svg(summary.metrics)}{_per_class_table(summary)}{losses}"
         f"{_examples_section(examples)}"

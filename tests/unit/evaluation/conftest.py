@@ -37,7 +37,7 @@ def hostile_summary() -> EvaluationSummary:
         tuning_duration_s=3725,
         evaluation_duration_s=212,
         cost=estimate_training_cost(
-            dataset_tokens=1_234_567,
+            training_tokens=1_234_567,
             epochs=3,
             base_model="gemini-2.5-flash",
             prices_per_m_tokens=DEFAULT_TRAINING_PRICES,

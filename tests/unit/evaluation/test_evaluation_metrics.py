@@ -76,7 +76,10 @@ def test_squad_normalisation_and_scores() -> None:
 
 def test_rouge_matches_the_rouge_score_readme_example() -> None:
     result = compute_metrics(Task.SUMMARIZATION, [ROUGE_REFERENCE], [ROUGE_PREDICTION])
-    assert result.scores == pytest.approx({"rouge1": 12 / 17, "rouge2": 4 / 15, "rougeL": 10 / 17})
+    # One sentence each: the summary-level LCS (rougeLsum) is rougeL's.
+    assert result.scores == pytest.approx(
+        {"rouge1": 12 / 17, "rouge2": 4 / 15, "rougeL": 10 / 17, "rougeLsum": 10 / 17}
+    )
 
 
 def test_rouge_scores_non_latin_text() -> None:
@@ -97,10 +100,10 @@ def test_bleu_matches_the_sacrebleu_readme_example() -> None:
     assert corpus_bleu(predictions, reference_sets) == pytest.approx(0.4853, abs=5e-5)
 
 
-def test_generation_scores_bleu_and_rouge_l() -> None:
+def test_generation_scores_bleu_chrf_rouge_l_and_exact_match() -> None:
     references = ["the cat sat on the mat", "a quick brown fox"]
     perfect = compute_metrics(Task.GENERATION, references, references)
-    assert perfect.scores == pytest.approx({"bleu": 1.0, "rougeL": 1.0})
+    assert perfect.scores == pytest.approx({"bleu": 1.0, "chrf": 1.0, "rougeL": 1.0, "exact_match": 1.0})
     assert perfect.primary_metric == "bleu"
 
 
@@ -129,7 +132,9 @@ def test_small_closed_label_set_is_classification() -> None:
     references = ["positive", "negative", "neutral", "Positive", "negative", "positive."]
     choice = choose_task(references)
     assert (choice.task, choice.decided_by) == (Task.CLASSIFICATION, "inferred")
-    assert choice.reason.startswith("3 distinct labels over 6 references")
+    # positive x3, negative x2 repeat; neutral once: 5 of 6 answers are repeated labels.
+    assert choice.reason.startswith("5 of 6 answers are one of 2 labels (each seen >= 2 times)")
+    assert choice.labels == ("negative", "neutral", "positive")
 
 
 def test_labels_that_never_repeat_are_not_classification() -> None:

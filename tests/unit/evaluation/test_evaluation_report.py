@@ -80,7 +80,7 @@ def test_lower_is_better_metrics_invert_the_verdict() -> None:
 
 def test_training_cost_is_tokens_times_epochs_times_price() -> None:
     cost = estimate_training_cost(
-        dataset_tokens=2_000_000,
+        training_tokens=2_000_000,
         epochs=3,
         base_model="publishers/google/models/gemini-2.5-flash",
         prices_per_m_tokens=DEFAULT_TRAINING_PRICES,
@@ -90,7 +90,7 @@ def test_training_cost_is_tokens_times_epochs_times_price() -> None:
     assert (cost.billable_tokens, cost.price_per_m_tokens, cost.dollars) == (6_000_000, 5.0, 30.0)
     assert (
         estimate_training_cost(
-            dataset_tokens=1,
+            training_tokens=1,
             epochs=1,
             base_model="unknown-model",
             prices_per_m_tokens={},
