@@ -166,7 +166,7 @@ def test_a_prompt_of_the_train_file_in_the_test_file_is_a_leak_whatever_its_answ
 
 
 def test_shuffling_a_file_moves_no_example_between_splits() -> None:
-    # Before: 24 of 1,000 examples changed split when the file was shuffled.
+    # Before: 24, 26 and 31 of 1,000 examples changed split when the file was shuffled.
     records = questions(1000)
     _, written = split_file(jsonl(*records))
     reference = by_content(written)
@@ -178,7 +178,7 @@ def test_shuffling_a_file_moves_no_example_between_splits() -> None:
 
 
 def test_prepending_or_appending_rows_moves_no_existing_example() -> None:
-    # Before: prepending 200 rows moved 7 of the 1,000 original examples to another split.
+    # Before: prepending 200 rows moved 8 of the 1,000 original examples to another split.
     records = questions(1000)
     result, written = split_file(jsonl(*records))
     assert result.split.test_hash_below == result.split.validation_hash_from
@@ -200,7 +200,7 @@ def test_prepending_or_appending_rows_moves_no_existing_example() -> None:
 
 
 def test_a_file_sorted_by_label_gets_the_same_test_mix_as_shuffled() -> None:
-    # Before: sorted by label (neg, neu, pos), the test split was 36 pos / 25 neg / 17 neu.
+    # Before: 36 of the 900 examples were in another split when the file was sorted by label.
     labels = ("neg", "neu", "pos")
     records = [gemini(f"review {i}: how was it?", labels[i % 3]) for i in range(900)]
     shuffled = records[:]
@@ -216,6 +216,7 @@ def test_a_file_sorted_by_label_gets_the_same_test_mix_as_shuffled() -> None:
 
 
 def test_the_validation_limit_cuts_by_hash_not_by_position() -> None:
+    # Before: the first 256 held-out examples in file order were kept: reversing the file moved 1,024.
     records = questions(4000)
     options = {"base_model": "gemini-1.5-flash-002", "validation_fraction": 0.3, "test_fraction": 0.3}
     result, written = split_file(jsonl(*records), **options)
