@@ -38,10 +38,12 @@ applies it). A count does not depend on the order of the file, so the plan does 
 - **train never empty**: if the bands would hold out every example (a file of one or two
   examples), everything goes to train.
 
-These three depend on the dataset's counts, so adding rows can move an example when one of them
-applies (as the dataset grows a raised test band falls back toward the configured fraction, which
-moves examples from test to validation or train, never into test); with the configured bands,
-nothing moves.
+These three depend on the dataset's counts, never on positions, so they too are the same for a
+shuffled file. Adding rows can move existing examples only while one of them applies: as prompts
+are added a raised test band falls back toward the configured fraction (examples leave test for
+validation, and validation for train), growing past 80 prompts raises it (examples enter test), a
+limit cut moves down (held-out examples go to train). A dataset whose configured bands already
+hold 20 test prompts and stay within the limits keeps every example where it was.
 
 Memory is fixed: four counters per bucket (examples, new prompts, tokens, bytes of the training
 line), 512 KiB in all, whatever the size of the file.
