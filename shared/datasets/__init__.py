@@ -15,15 +15,20 @@ Pure Python on byte streams: no Google Cloud call happens in this package. The i
 
 API
 ---
-``prepare(stream, *, filename, size=None, options, sink=None, progress=None, seen=None) -> PrepareResult``
+``prepare(stream, *, filename, size=None, options, sink=None, progress=None, seen=None, split_plan=None) -> PrepareResult``
     One streaming pass. ``sink(split, line)`` receives each converted example as one Gemini JSONL
     line (bytes ending in ``\\n``), ``split`` in ``train`` / ``validation`` / ``test``.
     ``progress(bytes_read)`` is called about once per MiB. ``seen`` (a :class:`SeenExamples`)
-    is shared by the calls of one multi-file upload (manifest) so that an example in two of its
+    is shared by the calls of one multi-file upload (manifest) so that a prompt in two of its
     files is an ``example_in_multiple_splits`` error; set ``options.split`` to the file's role.
+    With ``options.split == "auto"`` the split is planned from the counts of the whole file
+    (:mod:`shared.datasets.split`): a pass without ``split_plan`` counts and reports the planned
+    split; writing needs ``split_plan=result.split.plan()`` of such a pass (a sink without it is a
+    ValueError).
 ``prepare_and_write(open_stream, *, filename, size, options, sink, ...) -> PrepareResult``
-    "Nothing is written for a rejected file": a validate-only pass (``sink=None``), then, only
-    when the result is ok, a second pass that feeds ``sink``. The caller owns the streams
+    "Nothing is written for a rejected file": a validate-only pass (``sink=None``) that also plans
+    the split, then, only when the result is ok, a second pass that applies the plan and feeds
+    ``sink``. The caller owns the streams
     (``open_stream`` is called once or twice) and what the sink writes to. ``prepare`` alone may
     call the sink before it finds an error late in the file (strict mode stops calling it after
     the first error, but earlier lines were already given), so a caller that uses ``prepare``
@@ -46,8 +51,9 @@ Strict by default: any error rejects the whole file (``ok`` false, ``examples`` 
 for file-level errors (unreadable, too large, no examples, too many examples).
 
 Memory is bounded for any size: records stream one at a time, and duplicate detection keeps one
-64-bit hash per distinct example (at most the model's training + validation + test maximum, about
-1M); token counts are kept in an ``array`` of 4-8 bytes per example for the percentiles.
+64-bit hash per distinct example and one per distinct prompt (each at most the model's training +
+validation + test maximum, about 1M); the split keeps four counters per hash bucket (512 KiB);
+token counts are kept in an ``array`` of 4-8 bytes per example for the percentiles.
 """
 
 from __future__ import annotations

@@ -11,9 +11,20 @@ record (``messages[2].content``), so users see their own field names, not ours. 
 tuning cannot express (tool calls, preference pairs, inline media, per-message weights) is
 rejected with a code that says so.
 
-Duplicate key: the texts and roles of the example joined, with every ASCII whitespace byte
-deleted. Deleting (rather than collapsing) whitespace keeps the hash pass cheap; it means two
-examples that differ only in whitespace, even where words break, count as duplicates.
+Two keys per example, both with every ASCII whitespace byte deleted:
+
+- ``key``, the duplicate key: the texts and roles of the whole example joined. Two examples with
+  the same key are the same example (same prompt, same answer); the second is dropped.
+- ``prompt_key``, the split key: the same for the *prompt* only (the system instruction and every
+  turn but the last, which is the model's answer), and case-folded (``str.casefold``). Every
+  example of one prompt lands in one split, so a prompt never straddles train and test, whatever
+  its answers.
+
+Deleting (rather than collapsing) whitespace keeps the hash pass cheap, and it errs on the safe
+side: two texts that differ only in whitespace, even where words break, are the same text. The
+split key folds case too, because a prompt in train and the same prompt in another case in test
+is the same leak; the duplicate key keeps case, so an answer that differs only in case is a
+different target (kept, and counted as a prompt-level duplicate).
 """
 
 from __future__ import annotations
@@ -76,8 +87,10 @@ class Example:
     """One converted example and what the rest of the pipeline needs to know about it."""
 
     record: dict[str, Any]
-    #: Normalised bytes whose hash decides duplicates and the split.
+    #: Normalised bytes of the whole example, whose hash decides duplicates.
     key: bytes
+    #: Normalised bytes of the prompt (all but the last turn), whose hash decides the split.
+    prompt_key: bytes
     #: UTF-8 bytes of every text (system, user, model), for the token estimate.
     text_bytes: int
     turns: int
@@ -190,6 +203,11 @@ def _finish(
     return _example(system_parts, [{"role": role, "parts": parts} for role, parts, _ in turns], notes)
 
 
+def _prompt_key(pieces: list[str], answer_at: int) -> bytes:
+    """The split key: ``pieces`` before the last turn's (its role, then its texts), case-folded."""
+    return _SEPARATOR.join(pieces[:answer_at]).casefold().encode().translate(None, ASCII_WHITESPACE)
+
+
 def _example(
     system_parts: list[dict[str, Any]] | None, contents: list[dict[str, Any]], notes: tuple[str, ...]
 ) -> Example:
@@ -200,7 +218,9 @@ def _example(
         pieces.append("system")
         for part in system_parts:
             pieces.append(part["text"])
+    answer_at = len(pieces)
     for content in contents:
+        answer_at = len(pieces)
         pieces.append(content["role"])
         for part in content["parts"]:
             text = part.get("text")
@@ -218,6 +238,7 @@ def _example(
     return Example(
         record=record,
         key=joined.translate(None, ASCII_WHITESPACE),
+        prompt_key=_prompt_key(pieces, answer_at),
         text_bytes=len(joined) - uri_chars,
         turns=len(contents),
         files=files,
@@ -250,6 +271,7 @@ def convert_gemini(record: dict[str, Any]) -> Example:
         for part in system_parts:
             pieces.append(part["text"])
     previous = "model"
+    answer_at = 0
     for item in contents:
         if type(item) is not dict or len(item) != 2:
             return _convert_gemini_general(record)
@@ -258,6 +280,7 @@ def convert_gemini(record: dict[str, Any]) -> Example:
         if role == previous or (role != "user" and role != "model") or type(parts) is not list or not parts:  # noqa: PLR1714
             return _convert_gemini_general(record)
         previous = role
+        answer_at = len(pieces)
         pieces.append(role)
         for part in parts:
             text = part.get("text") if type(part) is dict and len(part) == 1 else None
@@ -274,6 +297,7 @@ def convert_gemini(record: dict[str, Any]) -> Example:
     return Example(
         record=record,
         key=joined.translate(None, ASCII_WHITESPACE),
+        prompt_key=_prompt_key(pieces, answer_at),
         text_bytes=len(joined),
         turns=len(contents),
         files=0,

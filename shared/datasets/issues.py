@@ -28,7 +28,7 @@ ERROR_CODES: dict[str, str] = {
     "no_examples": "no valid example is left to train on",
     "too_many_examples": "more training examples than the model accepts",
     "too_many_validation_examples": "more validation examples than the model accepts",
-    "example_in_multiple_splits": "the same example is in more than one of train, validation, test",
+    "example_in_multiple_splits": "the same prompt (with this answer or another) is in more than one of train, validation, test",
     # record level: parsing and shape
     "invalid_json": "the line is not valid JSON",
     "data_type": "the record is not a JSON object",
@@ -76,6 +76,9 @@ WARNING_CODES: dict[str, str] = {
     "unknown_keys_dropped": "keys we do not convert were dropped",
     "tools_dropped": "tool declarations that no turn uses were dropped",
     "validation_capped": "held-out examples over the model's validation limit went to train",
+    "prompt_duplicates": "many prompts appear with several different answers: kept, each prompt in one split",
+    "test_split_raised": "the test share was raised so that a small dataset holds out the minimum test size",
+    "small_test_split": "the test split is below the minimum test size: its scores are too coarse to trust",
     "tokens_estimated": "token counts are estimates, not the Gemini tokenizer's",
     "errors_truncated": "the error list is capped; error_counts has every error",
 }

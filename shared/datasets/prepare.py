@@ -1,4 +1,9 @@
-"""One streaming pass over an upload: detect, convert, validate, deduplicate, split, report."""
+"""One streaming pass over an upload: detect, convert, validate, deduplicate, split, report.
+
+Two hashes per example: the whole example's (same prompt and same answer: a duplicate, dropped)
+and its prompt's (the split: every answer to one prompt lands in one split). See
+:mod:`shared.datasets.split` for the rule, and :func:`prepare_and_write` for the two passes.
+"""
 
 from __future__ import annotations
 
@@ -30,8 +35,17 @@ from shared.datasets.report import (
     SplitCounts,
     TaskInfo,
     TokenStats,
+    accuracy_half_width,
+    resolution_note,
 )
-from shared.datasets.split import SplitAllocator
+from shared.datasets.split import (
+    BUCKETS,
+    MAX_RAISED_TEST_FRACTION,
+    MIN_TEST_EXAMPLES,
+    SplitAllocator,
+    SplitPlan,
+    SplitTotals,
+)
 from shared.datasets.task import TaskInferrer
 from shared.datasets.tokens import CounterChoice, TokenizerFactory, choose_token_counter
 from shared.messages import Task
@@ -39,20 +53,26 @@ from shared.messages import Task
 Sink = Callable[[str, bytes], None]
 Progress = Callable[[int], None]
 _WARNING_LINES = 10
+#: Prompt-level duplicates (a prompt repeated with another answer) are a warning from this share of
+#: the examples up: a few repeated prompts are normal, many mean multi-answer data or label noise.
+PROMPT_DUPLICATE_WARNING_SHARE = 0.01
 
 
 class SeenExamples:
-    """Which split each example went to, shared by the prepare() calls of one multi-file upload.
+    """Which split each prompt went to, shared by the prepare() calls of one multi-file upload.
 
-    Holds one 64-bit hash per example. Preparing the same file twice (a validate-only pass, then
-    a writing pass) is harmless: only a hash seen in a *different* split is an error.
+    Holds one 64-bit hash per prompt (the split key, so a prompt in the train file and again in
+    the test file, with the same answer or another, is the same leak). Preparing the same file
+    twice (a validate-only pass, then a writing pass) is harmless: only a hash seen in a
+    *different* split is an error. A file split ``auto`` claims its prompts in the writing pass
+    only, once its split is planned.
     """
 
     def __init__(self) -> None:
         self._split_of: dict[int, str] = {}
 
     def claim(self, digest: int, split: str) -> str | None:
-        """Record the example; returns the other split that already has it, if any."""
+        """Record the prompt; returns the other split that already has it, if any."""
         other = self._split_of.setdefault(digest, split)
         return None if other == split else other
 
@@ -105,8 +125,21 @@ def prepare(
     progress: Progress | None = None,
     seen: SeenExamples | None = None,
     tokenizer_factory: TokenizerFactory | None = None,
+    split_plan: SplitPlan | None = None,
 ) -> PrepareResult:
-    """Read ``stream`` once and return the result; see the package docstring for the contract."""
+    """Read ``stream`` once and return the result; see the package docstring for the contract.
+
+    With ``options.split == "auto"`` the split needs the counts of the whole file (the minimum test
+    size, the validation limit): without ``split_plan`` this pass only counts, and its result
+    reports the split the plan it makes will give (``result.split.plan()``); writing (a ``sink``)
+    needs that plan, from a validate-only pass over the same bytes, as :func:`prepare_and_write`
+    does.
+    """
+    if sink is not None and options.split == "auto" and split_plan is None:
+        raise ValueError(
+            "writing an auto-split file needs the split plan of a validate-only pass over the same bytes: "
+            "use prepare_and_write, or pass split_plan=checked.split.plan()"
+        )
     limits = model_limits(options.base_model)
     run = _Run(options, limits)
     choice = choose_token_counter(limits, options.token_counting, tokenizer_factory)
@@ -117,17 +150,21 @@ def prepare(
         test_fraction=options.test_fraction,
         max_validation=limits.max_validation_examples,
         max_test=limits.max_test_examples,
+        plan=split_plan,
     )
     inferrer = TaskInferrer()
     token_counts = array("L")
-    train_tokens = 0
-    # Bytes of prepared/<id>/train.jsonl, counted in the validate-only pass too, so that a file
-    # that grows past Vertex AI's limit when converted is rejected before anything is written.
-    train_bytes = 0
+    # Bytes of prepared/<id>/train.jsonl are counted (per hash bucket, by the allocator) in the
+    # validate-only pass too, so that a file that grows past Vertex AI's limit when converted is
+    # rejected before anything is written. Until the split is planned every line is counted.
     hashes: set[int] = set()
-    # Past this many distinct examples the file is invalid anyway; stop growing the hash set.
+    prompts: set[int] = set()
+    several: set[int] = set()  # prompts with more than one answer
+    prompt_duplicate_lines: list[int] = []
+    # Past this many distinct examples the file is invalid anyway; stop growing the hash sets.
     max_tracked = limits.max_training_examples + limits.max_validation_examples + limits.max_test_examples
     duplicates = 0
+    prompt_duplicates = 0
     records_in = 0
     converter = cv.FileConverter(options.column_mapping)
     source_format: str | None = None
@@ -190,28 +227,46 @@ def prepare(
                     continue
                 if len(hashes) < max_tracked:
                     hashes.add(digest)
-                split_name = allocator.assign(digest)
-                if seen is not None:
-                    other = seen.claim(digest, split_name)
+                prompt = hash64(example.prompt_key, seed)
+                split_name = allocator.split_of(prompt)
+                if seen is not None and split_name is not None:
+                    other = seen.claim(prompt, split_name)
                     if other is not None:
                         run.error(
                             Issue(
                                 line=line,
                                 field="",
                                 code="example_in_multiple_splits",
-                                message=f"this example is also in the {other} file; train, validation and test must not share examples",
+                                message=f"this example's prompt is also in the {other} file (with this answer or another); "
+                                "train, validation and test must not share prompts",
                             )
                         )
-                        allocator.counts[split_name] -= 1
                         continue
+                new_prompt = prompt not in prompts
+                if new_prompt:
+                    if len(prompts) < max_tracked:
+                        prompts.add(prompt)
+                else:
+                    prompt_duplicates += 1
+                    several.add(prompt)
+                    if len(prompt_duplicate_lines) < _WARNING_LINES:
+                        prompt_duplicate_lines.append(line)
                 token_counts.append(tokens)
                 prepared_line: bytes | None = None
-                if split_name == "train":
-                    train_tokens += tokens
+                if split_name is None or split_name == "train":
                     prepared_line = dumps(example.record) + b"\n"
-                    train_bytes += len(prepared_line)
+                allocator.add(
+                    prompt,
+                    new_prompt=new_prompt,
+                    tokens=tokens,
+                    line_bytes=0 if prepared_line is None else len(prepared_line),
+                )
                 inferrer.observe(example)
-                if sink is not None and (options.skip_invalid or not run.error_counts):
+                if (
+                    sink is not None
+                    and split_name is not None
+                    and (options.skip_invalid or not run.error_counts)
+                ):
                     if prepared_line is None:
                         prepared_line = dumps(example.record) + b"\n"
                     sink(split_name, prepared_line)
@@ -222,10 +277,11 @@ def prepare(
     totals = _Totals(
         records_in=records_in,
         duplicates=duplicates,
+        prompt_duplicates=prompt_duplicates,
+        prompts_with_several_answers=len(several),
+        prompt_duplicate_lines=prompt_duplicate_lines,
         token_counts=token_counts,
-        train_tokens=train_tokens,
-        train_bytes=train_bytes,
-        allocator=allocator,
+        split=allocator.finish(),
         inferrer=inferrer,
         shape=converter.shape,
         source_format=source_format,
@@ -240,10 +296,11 @@ def prepare(
 class _Totals:
     records_in: int
     duplicates: int
+    prompt_duplicates: int
+    prompts_with_several_answers: int
+    prompt_duplicate_lines: list[int]
     token_counts: array
-    train_tokens: int
-    train_bytes: int
-    allocator: SplitAllocator
+    split: SplitTotals
     inferrer: TaskInferrer
     shape: str | None
     source_format: str | None
@@ -254,7 +311,8 @@ class _Totals:
 
 def _finish(run: _Run, totals: _Totals, *, filename: str) -> PrepareResult:
     options, limits, t = run.options, run.limits, totals
-    counts = t.allocator.counts
+    counts = t.split.examples
+    train_bytes = t.split.line_bytes["train"]
     valid = sum(counts.values())
     if not run.fatal:
         if t.records_in == 0:
@@ -268,11 +326,11 @@ def _finish(run: _Run, totals: _Totals, *, filename: str) -> PrepareResult:
                 "too_many_examples",
                 f"{counts['train']:,} training examples; {limits.name} accepts at most {limits.max_training_examples:,}",
             )
-        if t.train_bytes > limits.max_training_file_bytes:
+        if train_bytes > limits.max_training_file_bytes:
             run.file_error(
                 "training_file_too_large",
                 f"the prepared training file (Gemini JSONL, {counts['train']:,} examples) would have "
-                f"{t.train_bytes:,} bytes; Vertex AI accepts at most {limits.max_training_file_bytes:,} "
+                f"{train_bytes:,} bytes; Vertex AI accepts at most {limits.max_training_file_bytes:,} "
                 "bytes per training file: remove examples or shorten them",
             )
         if counts["validation"] > limits.max_validation_examples:
@@ -286,12 +344,7 @@ def _finish(run: _Run, totals: _Totals, *, filename: str) -> PrepareResult:
             0,
             f"{counts['train']} training examples; at least {RECOMMENDED_MIN_EXAMPLES} are recommended",
         )
-    if t.allocator.capped:
-        run.warn(
-            "validation_capped",
-            0,
-            f"{t.allocator.capped} held-out examples over the limit of {limits.max_validation_examples} went to train",
-        )
+    _split_warnings(run, t, valid)
     if options.skip_invalid and run.rejected:
         run.warn("records_skipped", 0, f"{run.rejected} invalid records were skipped")
     if t.choice.counter.method == "estimate":
@@ -342,7 +395,7 @@ def _finish(run: _Run, totals: _Totals, *, filename: str) -> PrepareResult:
             limits.assumed_default_epochs,
             "assumed: Vertex chooses its default, we assume this many",
         )
-    billable = t.train_tokens * epochs
+    billable = t.split.tokens["train"] * epochs
     price = options.price_per_m_tokens
     cost = CostEstimate(
         billable_tokens=billable,
@@ -379,18 +432,103 @@ def _finish(run: _Run, totals: _Totals, *, filename: str) -> PrepareResult:
         warnings=run.warning_list(),
         tokens=stats,
         duplicates=t.duplicates,
-        split=SplitCounts(
-            **counts,
-            mode=options.split,
-            seed=options.split_seed,
-            validation_fraction=options.validation_fraction,
-            test_fraction=options.test_fraction,
-        ),
+        split=_split_counts(options, t),
         task=task,
         recommended=recommended,
         hyperparameters=effective,
         estimated_cost=cost,
     )
+
+
+def _split_counts(options: PrepareOptions, t: _Totals) -> SplitCounts:
+    counts = t.split.examples
+    test_prompts = t.split.prompts["test"]
+    bands: dict[str, float] = {}
+    if options.split == "auto":
+        test_below, validation_from, validation_below = t.split.decision.plan.fractions()
+        bands = {
+            "test_hash_below": test_below,
+            "validation_hash_from": validation_from,
+            "validation_hash_below": validation_below,
+        }
+    return SplitCounts(
+        **counts,
+        mode=options.split,
+        seed=options.split_seed,
+        validation_fraction=options.validation_fraction,
+        test_fraction=options.test_fraction,
+        test_prompts=test_prompts,
+        prompt_duplicates=t.prompt_duplicates,
+        prompts_with_several_answers=t.prompts_with_several_answers,
+        min_test_examples=MIN_TEST_EXAMPLES,
+        **bands,
+        test_points_per_example=round(100 / test_prompts, 2) if test_prompts else None,
+        test_ci95_half_width=round(accuracy_half_width(test_prompts), 3) if test_prompts else None,
+    )
+
+
+def _split_warnings(run: _Run, t: _Totals, valid: int) -> None:
+    """What the split did that a user must know: prompts with several answers, a small test split."""
+    options, limits = run.options, run.limits
+    decision = t.split.decision
+    if t.prompt_duplicates and t.prompt_duplicates >= PROMPT_DUPLICATE_WARNING_SHARE * valid:
+        run.warnings["prompt_duplicates"] = [
+            t.prompt_duplicates,
+            t.prompt_duplicate_lines,
+            f"{t.prompts_with_several_answers:,} prompts have several different answers "
+            f"({t.prompt_duplicates:,} examples repeat a prompt already in the file with another answer). "
+            "They are kept, every answer of a prompt in the same split (so no test prompt is trained on); "
+            "if the answers are meant to agree (labels), they are inconsistent: check them",
+        ]
+    capped = decision.capped_test + decision.capped_validation
+    if capped:
+        which = " and ".join(
+            name
+            for name, n in (("test", decision.capped_test), ("validation", decision.capped_validation))
+            if n
+        )
+        run.warn(
+            "validation_capped",
+            0,
+            f"{capped:,} held-out examples over the limit of {limits.max_validation_examples:,} per split "
+            f"({which}) went to train (those of the highest prompt hashes, whatever the order of the file)",
+        )
+    test_prompts = t.split.prompts["test"]
+    if decision.raised_from is not None:
+        share = decision.plan.test_end / BUCKETS
+        run.warn(
+            "test_split_raised",
+            0,
+            f"the configured test fraction ({options.test_fraction:g}) held out {decision.raised_from} distinct "
+            f"prompts, fewer than the minimum of {MIN_TEST_EXAMPLES}; the test share was raised to {share:.3f} "
+            f"of the hash range so that {test_prompts} are held out (train gives up the difference)",
+        )
+    if decision.all_train:
+        run.warn(
+            "small_test_split",
+            0,
+            f"WARNING: the dataset is far too small to hold anything out ({valid} examples): every example is "
+            "in train, the test split is empty and the evaluation has nothing to score. Upload at least "
+            f"{int(MIN_TEST_EXAMPLES / MAX_RAISED_TEST_FRACTION)} distinct prompts, or a test file of your own "
+            "(a manifest's test)",
+        )
+        return
+    wants_test = (options.split == "auto" and options.test_fraction > 0) or options.split == "test"
+    if wants_test and valid and test_prompts < MIN_TEST_EXAMPLES:
+        why = (
+            f"the dataset has {t.split.prompts['train'] + t.split.prompts['validation'] + test_prompts} distinct "
+            f"prompts, too few to hold out {MIN_TEST_EXAMPLES} without taking more than "
+            f"{MAX_RAISED_TEST_FRACTION:.0%} of them from training"
+            if options.split == "auto"
+            else "this is the whole test file"
+        )
+        run.warn(
+            "small_test_split",
+            0,
+            f"WARNING: the test split has only {test_prompts} distinct prompts (the minimum is "
+            f"{MIN_TEST_EXAMPLES}; {why}). {resolution_note(test_prompts)} Treat its scores, and the verdict "
+            "improved / regressed, as anecdotes; upload more examples or a larger test file",
+        )
 
 
 def prepare_and_write(
@@ -406,7 +544,9 @@ def prepare_and_write(
 ) -> PrepareResult:
     """Validate in a first pass and write in a second only when the file is accepted.
 
-    ``sink`` is never called for a rejected file. ``open_stream`` is called once or twice and
+    The first pass also plans the split (:mod:`shared.datasets.split`: the minimum test size and
+    the validation limit need the file's counts); the second applies that plan. ``sink`` is never
+    called for a rejected file. ``open_stream`` is called once or twice and
     each stream is closed here. Both passes see the same bytes, so the second result equals the
     first.
     """
@@ -422,4 +562,4 @@ def prepare_and_write(
     if not checked.ok:
         return checked
     with contextlib.closing(open_stream()) as stream:
-        return prepare(stream, sink=sink, **kwargs)
+        return prepare(stream, sink=sink, split_plan=checked.split.plan(), **kwargs)

@@ -7,9 +7,12 @@ version for people.
 
 from __future__ import annotations
 
+import math
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.datasets.issues import ERROR_CODES, DatasetWarning, Issue
+from shared.datasets.split import SplitPlan
 
 
 class TokenStats(BaseModel):
@@ -27,6 +30,30 @@ class TokenStats(BaseModel):
     limit_per_example: int = 0
 
 
+def accuracy_half_width(n: int, p: float = 0.5) -> float:
+    """Half-width of a 95 % interval on an accuracy ``p`` measured on ``n`` test items.
+
+    The normal approximation ``1.96 * sqrt(p * (1 - p) / n)``: simple, and enough to say how coarse
+    a test split is. It is widest at ``p = 0.5``. 20 items: about ±0.22 at 0.5, ±0.18 at 0.8;
+    100 items: ±0.10 at 0.5; 1,000: ±0.03. ``n`` counts distinct prompts, since several answers to
+    one prompt are not independent measurements.
+    """
+    if n <= 0:
+        raise ValueError("no test items")
+    return 1.96 * math.sqrt(p * (1 - p) / n)
+
+
+def resolution_note(n: int) -> str:
+    """One sentence on what a test split of ``n`` items can tell apart."""
+    if n <= 0:
+        return "The test split is empty: the evaluation has nothing to score."
+    return (
+        f"With {n:,} test prompts one example moves an accuracy by {100 / n:.1f} points; a 95 % interval "
+        f"on an accuracy of 0.5 is about ±{accuracy_half_width(n):.2f} "
+        f"(±{accuracy_half_width(n, 0.8):.2f} at 0.8), so smaller differences between two models are noise."
+    )
+
+
 class SplitCounts(BaseModel):
     train: int = 0
     validation: int = 0
@@ -35,6 +62,36 @@ class SplitCounts(BaseModel):
     seed: int = 0
     validation_fraction: float = 0.0
     test_fraction: float = 0.0
+    #: Distinct prompts in the test split: the independent items a test score rests on.
+    test_prompts: int | None = None
+    #: Examples kept whose prompt is already in the file with another answer (same split as it).
+    prompt_duplicates: int | None = None
+    #: Prompts that have more than one answer in the file.
+    prompts_with_several_answers: int | None = None
+    #: The smallest test split (distinct prompts) held out of a dataset large enough to give it.
+    min_test_examples: int | None = None
+    #: The bands of the prompt hash (mapped to [0, 1)) used in ``auto`` mode: test is
+    #: ``hash < test_hash_below``, validation ``validation_hash_from <= hash < validation_hash_below``.
+    #: The configured fractions unless the minimum test size or the validation limit moved them.
+    test_hash_below: float | None = None
+    validation_hash_from: float | None = None
+    validation_hash_below: float | None = None
+    #: Points of accuracy one test prompt is worth (100 / test_prompts).
+    test_points_per_example: float | None = None
+    #: Half-width of a 95 % interval on an accuracy of 0.5 over the test prompts.
+    test_ci95_half_width: float | None = None
+
+    def plan(self) -> SplitPlan | None:
+        """The bands as a plan for the writing pass (``prepare(..., split_plan=...)``); None unless auto."""
+        if (
+            self.test_hash_below is None
+            or self.validation_hash_from is None
+            or self.validation_hash_below is None
+        ):
+            return None
+        return SplitPlan.from_fractions(
+            self.test_hash_below, self.validation_hash_from, self.validation_hash_below
+        )
 
 
 class Recommended(BaseModel):
@@ -104,6 +161,25 @@ def _fmt_int(n: int) -> str:
     return f"{n:,}"
 
 
+def _split_rule(split: SplitCounts) -> str:
+    if split.mode != "auto":
+        return (
+            f"The file is the test split: {split.test:,} examples, {split.test_prompts:,} distinct prompts."
+        )
+    bands = ""
+    if split.test_hash_below is not None and split.validation_hash_below is not None:
+        bands = (
+            f" (test below {split.test_hash_below:.4f}, validation from {split.validation_hash_from:.4f} "
+            f"below {split.validation_hash_below:.4f}; configured {split.test_fraction:g} / "
+            f"{split.validation_fraction:g})"
+        )
+    return (
+        f"{split.test:,} test examples, {split.test_prompts:,} distinct prompts. Each example's split is decided "
+        f"by the seeded hash of its prompt alone{bands}, so every answer to one prompt is in one split and the "
+        "order of the file does not matter."
+    )
+
+
 def render_report(result: PrepareResult) -> str:
     """A Markdown report a person can read top to bottom."""
     verdict = "ACCEPTED" if result.ok else "REJECTED"
@@ -127,8 +203,14 @@ def render_report(result: PrepareResult) -> str:
         f"| examples written | {_fmt_int(result.examples)} |",
         f"| records with errors | {_fmt_int(result.rejected)} |",
         f"| duplicates removed | {_fmt_int(result.duplicates)} |",
-        f"| split train / validation / test | {result.split.train} / {result.split.validation} / {result.split.test} |",
     ]
+    split = result.split
+    if split.prompt_duplicates is not None:
+        lines.append(
+            f"| prompt-level duplicates kept (same prompt, another answer) | {_fmt_int(split.prompt_duplicates)}"
+            f" ({_fmt_int(split.prompts_with_several_answers or 0)} prompts with several answers) |"
+        )
+    lines.append(f"| split train / validation / test | {split.train} / {split.validation} / {split.test} |")
     if result.task is not None:
         lines.append(f"| task | {result.task.value} ({result.task.source}: {result.task.reason}) |")
     t = result.tokens
@@ -138,9 +220,10 @@ def render_report(result: PrepareResult) -> str:
         f"total {_fmt_int(t.total)}, min {t.min}, mean {t.mean:.0f}, median {t.p50}, p95 {t.p95}, "
         f"max {t.max} (limit {_fmt_int(t.limit_per_example)}).",
         f"Method: {t.description}" + (f" Why not exact: {t.fallback_reason}." if t.fallback_reason else ""),
-        "",
-        "## Hyperparameters",
     ]
+    if split.test_prompts is not None and split.mode in ("auto", "test"):
+        lines += ["", "## Test split", _split_rule(split), "", resolution_note(split.test_prompts)]
+    lines += ["", "## Hyperparameters"]
     r, h, c = result.recommended, result.hyperparameters, result.estimated_cost
 
     def show(value: object) -> str:

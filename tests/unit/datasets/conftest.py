@@ -15,7 +15,11 @@ REALWORLD = Path(__file__).resolve().parents[3] / ".." / "shared" / "datasets" /
 def run(
     data: bytes, filename: str = "data.jsonl", **options: Any
 ) -> tuple[PrepareResult, dict[str, list[dict[str, Any]]]]:
-    """prepare() on in-memory bytes, estimate mode; returns the result and what the sink got."""
+    """prepare() on in-memory bytes, estimate mode; returns the result and what the sink got.
+
+    Two passes, as ingest makes them: a validate-only pass plans the split, the second applies
+    the plan and writes (also for a rejected file, to see what a lone prepare() gives the sink).
+    """
     options.setdefault("token_counting", "estimate")
     written: dict[str, list[dict[str, Any]]] = {"train": [], "validation": [], "test": []}
 
@@ -24,9 +28,17 @@ def run(
         assert line.count(b"\n") == 1
         written[split].append(orjson.loads(line))
 
+    prepared = PrepareOptions(**options)
+    checked = prepare(io.BytesIO(data), filename=filename, size=len(data), options=prepared)
     result = prepare(
-        io.BytesIO(data), filename=filename, size=len(data), options=PrepareOptions(**options), sink=sink
+        io.BytesIO(data),
+        filename=filename,
+        size=len(data),
+        options=prepared,
+        sink=sink,
+        split_plan=checked.split.plan(),
     )
+    assert result == checked, "the writing pass must report what the validate-only pass planned"
     return result, written
 
 

@@ -215,3 +215,36 @@ def test_random_csv_never_crashes(rows: list[list[str]], header: list[str]) -> N
     data = buffer.getvalue().encode()
     result = prepare(io.BytesIO(data), filename="x.csv", options=PrepareOptions(token_counting="estimate"))
     check_invariants(result, line_count=physical_lines(data))
+
+
+_TEXTS = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12).filter(str.strip)
+
+
+@st.composite
+def qa_rows(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Rows of a few prompts with a few answers each (repeats, case and spacing variants included)."""
+    prompts = draw(st.lists(_TEXTS, min_size=1, max_size=30, unique=True))
+    rows = draw(st.lists(st.tuples(st.sampled_from(prompts), _TEXTS), min_size=1, max_size=40))
+    return [
+        {"contents": [{"role": "user", "parts": [{"text": p}]}, {"role": "model", "parts": [{"text": a}]}]}
+        for p, a in rows
+    ]
+
+
+@SETTINGS
+@given(rows=qa_rows(), data=st.data())
+def test_the_split_ignores_the_order_of_the_file_and_never_splits_a_prompt(
+    rows: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    def splits(records: list[dict[str, Any]]) -> dict[bytes, str]:
+        result, written = run(jsonl(*records))
+        assert result.ok, result.errors
+        return {orjson.dumps(r): split for split, kept in written.items() for r in kept}
+
+    first = splits(rows)
+    assert splits(data.draw(st.permutations(rows))) == first
+    split_of_prompt: dict[str, str] = {}
+    for record, split in first.items():
+        text = orjson.loads(record)["contents"][0]["parts"][0]["text"]
+        prompt = text.casefold().encode().translate(None, b" \t\n\v\f\r")  # the split key's normalisation
+        assert split_of_prompt.setdefault(prompt, split) == split
