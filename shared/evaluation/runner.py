@@ -359,13 +359,13 @@ def response_text(response: types.GenerateContentResponse) -> ModelAnswer:
     """
     reason = _finish_reason(response)
     text = response.text
+    if not text and reason == MAX_TOKENS:
+        return ModelAnswer("", None, reason, truncated=True)
     if text is not None:
         return ModelAnswer(text, finish_reason=reason)
     feedback = response.prompt_feedback
     if feedback is not None and feedback.block_reason is not None:
         return ModelAnswer(None, f"prompt blocked: {feedback.block_reason}", reason)
-    if reason == MAX_TOKENS:
-        return ModelAnswer("", None, reason, truncated=True)
     return ModelAnswer(None, f"no text in the response (finish reason {reason})", reason)
 
 

@@ -156,6 +156,9 @@ def test_an_empty_max_tokens_response_is_a_truncated_answer_not_a_failed_call() 
     whole = response_text(_response(_answer("positive")))
 
     assert (cut.text, cut.error, cut.finish_reason, cut.truncated) == ("", None, "MAX_TOKENS", True)
+    # An empty text part (what a small model that spent its tokens on nothing sends) is the same.
+    empty = response_text(_response(_answer("", "MAX_TOKENS")))
+    assert (empty.text, empty.error, empty.truncated) == ("", None, True)
     assert (partial.text, partial.finish_reason, partial.truncated) == ("posi", "MAX_TOKENS", False)
     assert blocked.text is None
     assert "blocked" in (blocked.error or "")
