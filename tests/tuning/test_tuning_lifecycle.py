@@ -137,7 +137,12 @@ def test_training_loss_falls_and_metric_series_are_stored(
     assert series["/eval_total_loss"][-1]["value"] < series["/eval_total_loss"][0]["value"] + 0.5
     assert all(0 <= p["value"] <= 1 for p in series["/eval_fraction_of_correct_next_step_preds"])
     stored = Path(local_record(tiny_service, finished_job)["localTuning"]["metricsPath"])
-    assert len(stored.read_text().splitlines()) == 18 * 3 + 3 * 3
+    # Five series per step and per epoch: loss, accuracy and count over content tokens, and
+    # accuracy and count over every labelled token (end-of-turn and newline included).
+    assert len(stored.read_text().splitlines()) == 18 * 5 + 3 * 5
+    content = series["/train_num_predictions"]
+    every = series["/train_num_predictions_all_tokens"]
+    assert all(c["value"] < e["value"] for c, e in zip(content, every, strict=True))
 
 
 def test_tuned_endpoint_and_checkpoints_generate_and_count_tokens(
