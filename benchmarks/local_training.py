@@ -125,17 +125,16 @@ def bare_loop(job_dir: Path) -> dict[str, Any]:
     torch.manual_seed(spec.seed)
     model = get_peft_model(base, lora).to(device)
     max_tokens = models.LOCAL_MODELS[spec.local_model].max_sequence_tokens
-    examples = [
-        data.tokenize_example(tokenizer, example, max_tokens)
-        for example in data.examples_from_jsonl((job_dir / "training.jsonl").read_text())
-    ]
+    examples = data.prepare_dataset(
+        tokenizer, data.examples_from_jsonl((job_dir / "training.jsonl").read_text()), max_tokens
+    ).examples
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=spec.learning_rate)
     model.train()
     seconds, tokens = [], []
     for epoch in range(1, spec.epochs + 1):
         for batch in data.epoch_batches(examples, spec.batch_size, spec.seed, epoch, tokenizer.pad_token_id):
             step_started = time.perf_counter()
-            on_device = {key: value.to(device) for key, value in batch.items()}
+            on_device = {key: value.to(device) for key, value in data.model_inputs(batch).items()}
             loss = model(**on_device).loss
             loss.backward()
             optimizer.step()

@@ -61,6 +61,7 @@ from shared.evaluation.runner import (
     parse_test_examples,
     plan_chunk,
     run_predictions,
+    truncation_counts,
 )
 from shared.idempotency import IdempotencyStore
 from shared.leases import Heartbeat
@@ -360,6 +361,8 @@ def _acquire(
             "invocations": 1,
             "base_failures": 0,
             "tuned_failures": 0,
+            "base_truncated": 0,
+            "tuned_truncated": 0,
             "lease_owner": owner,
             "lease_expires": now + lease,
             "started": now,
@@ -455,6 +458,7 @@ def _run_chunks(
             end,
             base_failures=sum(p.base_output is None for p in predictions),
             tuned_failures=sum(p.tuned_output is None for p in predictions),
+            truncated=truncation_counts(predictions),
         )
         chunks_done += 1
         chunk_s = time.monotonic() - chunk_started
@@ -470,7 +474,15 @@ def _run_chunks(
 
 
 def _advance(
-    ref: Any, runtime: Runtime, owner: str, start: int, end: int, *, base_failures: int, tuned_failures: int
+    ref: Any,
+    runtime: Runtime,
+    owner: str,
+    start: int,
+    end: int,
+    *,
+    base_failures: int,
+    tuned_failures: int,
+    truncated: tuple[int, int] = (0, 0),
 ) -> int:
     """Commit chunk [start, end): the cursor moves only from ``start``, and only for the lease holder."""
     from google.cloud import firestore
@@ -492,6 +504,8 @@ def _advance(
                 "chunks": firestore.ArrayUnion([chunk_name(start, end)]),
                 "base_failures": firestore.Increment(base_failures),
                 "tuned_failures": firestore.Increment(tuned_failures),
+                "base_truncated": firestore.Increment(truncated[0]),
+                "tuned_truncated": firestore.Increment(truncated[1]),
                 "lease_expires": now + timedelta(seconds=runtime.settings.idempotency_lease_s),
                 "updated": now,
             },
@@ -542,6 +556,7 @@ def _finalize(
         compute_metrics(task_choice.task, references, answers, labels=task_choice.labels, prompts=prompts)
         for answers in ([p.base_output for p in predictions], [p.tuned_output for p in predictions])
     )
+    base_truncated, tuned_truncated = truncation_counts(predictions)
     curves, curves_note = fetch_loss_curves(settings, job.tuning_job_name)
     statistics, cost, cost_note = _dataset_facts(runtime, job)
     summary = build_summary(
@@ -558,6 +573,8 @@ def _finalize(
         cost=cost,
         dataset_statistics=statistics,
         loss_curves=curves,
+        base_truncated=base_truncated,
+        tuned_truncated=tuned_truncated,
     )
     notes = [n for n in (curves_note, cost_note) if n]
     if notes:

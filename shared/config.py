@@ -115,7 +115,11 @@ class Settings(BaseSettings):
     tuning_api_token: str = Field(
         "local", description="Bearer token sent to tuning_api_url (ignored for Vertex AI)."
     )
-    thinking_budget: int = Field(0, ge=0, description="Thinking budget when querying tuned thinking models.")
+    thinking_budget: int = Field(
+        0,
+        ge=0,
+        description="Thinking budget when querying thinking models (0: off where the model allows it; 2.5 Pro gets at least 128); added on top of the answer's output budget.",
+    )
 
     # --- Evaluation (completion) ---------------------------------------------------------------
     evaluation_time_budget_s: float = Field(
@@ -135,7 +139,7 @@ class Settings(BaseSettings):
     evaluation_max_output_tokens: int = Field(
         1024,
         ge=1,
-        description="Ceiling of maxOutputTokens per evaluation call (base and tuned alike); each run asks for twice its longest reference + 16, at most this.",
+        description="Ceiling of the answer's output tokens per evaluation call (base and tuned alike); each run asks for twice its longest reference + 16, at most this, plus the thinking budget for a model that thinks.",
     )
     evaluation_temperature: float = Field(
         0.0, ge=0, le=2, description="Temperature of each evaluation call (base and tuned alike)."

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -36,9 +36,54 @@ class Example:
 
 @dataclass(frozen=True)
 class TokenizedExample:
+    """One example as the model sees it. ``labels`` copy the ids of the model turns (what the
+    loss trains on) and are IGNORE_INDEX elsewhere; ``content_labels`` are the same without the
+    chat template's tokens (end-of-turn, newlines, other special or whitespace-only tokens), the
+    tokens next-step accuracy is measured on. ``truncated``: the start of the prompt was cut so
+    that the answer fits the context."""
+
     input_ids: list[int]
     labels: list[int]
     truncated: bool
+    content_labels: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DroppedExample:
+    """An example that cannot be trained on: its answer alone does not fit the context."""
+
+    index: int
+    reason: str
+
+
+#: At most this many indices / reasons are listed in the stats (their counts are always whole).
+MAX_LISTED_EXAMPLES = 1000
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """A dataset tokenised for training or validation, with what fitting it into the context did.
+
+    ``stats()`` uses the field names of Vertex's ``SupervisedTuningDataStats`` where it has them
+    (``totalTruncatedExampleCount``, ``truncatedExampleIndices``, ``droppedExampleReasons``);
+    indices are 0-based positions of the examples in the dataset file.
+    """
+
+    examples: list[TokenizedExample]
+    example_count: int
+    truncated_indices: list[int]
+    dropped: list[DroppedExample]
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "exampleCount": self.example_count,
+            "totalTruncatedExampleCount": len(self.truncated_indices),
+            "truncatedExampleIndices": self.truncated_indices[:MAX_LISTED_EXAMPLES],
+            "droppedExampleCount": len(self.dropped),
+            "droppedExampleReasons": [
+                f"example {d.index}: {d.reason}" for d in self.dropped[:MAX_LISTED_EXAMPLES]
+            ],
+        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,18 +222,52 @@ def _render_ids(
     return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
 
 
+class TemplateTokens:
+    """Which token ids belong to the chat template rather than to an answer's content: special
+    tokens (``<|im_end|>``, ``<|im_start|>``, padding) and tokens that decode to whitespace only
+    (the newline after each turn). Decoded once per id, on demand."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self._tokenizer = tokenizer
+        self._special = set(tokenizer.all_special_ids)
+        self._known: dict[int, bool] = {}
+
+    def __contains__(self, token_id: object) -> bool:
+        if not isinstance(token_id, int):
+            return False
+        known = self._known.get(token_id)
+        if known is None:
+            known = token_id in self._special or not self._tokenizer.decode([token_id]).strip()
+            self._known[token_id] = known
+        return known
+
+
+class AnswerTooLongError(ValueError):
+    """The final model turn alone does not fit the context: the example cannot be trained on."""
+
+
 def tokenize_example(
-    tokenizer: PreTrainedTokenizerBase, example: Example, max_tokens: int
+    tokenizer: PreTrainedTokenizerBase,
+    example: Example,
+    max_tokens: int,
+    template: TemplateTokens | None = None,
 ) -> TokenizedExample:
-    """Token ids of the whole conversation; labels copy the ids of model turns (their text and
-    end-of-turn marker) and are IGNORE_INDEX elsewhere.
+    """Token ids of the whole conversation, fitted into ``max_tokens``; labels copy the ids of
+    model turns (their text and end-of-turn marker) and are IGNORE_INDEX elsewhere.
 
     Each model turn's span is found by rendering the conversation up to the generation prompt
     before it and up to its end: chat templates render prefixes as prefixes, which is checked.
+
+    A conversation longer than ``max_tokens`` loses the start of its prompt (system instruction
+    and early turns first), never its answer: the final model turn is what the example teaches.
+    The window keeps at least one token before the answer, from which its first token is
+    predicted. When even that does not fit, :class:`AnswerTooLongError` (the caller drops the
+    example and counts it).
     """
     messages = example.messages
     input_ids = _render_ids(tokenizer, messages, prompt=False)
     labels = [IGNORE_INDEX] * len(input_ids)
+    answer_start = len(input_ids)
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
@@ -197,22 +276,73 @@ def tokenize_example(
         if start >= end or input_ids[:end] != _render_ids(tokenizer, messages[: index + 1], prompt=False):
             raise DatasetError("the chat template does not render conversation prefixes as prefixes")
         labels[start:end] = input_ids[start:end]
+        answer_start = start
     truncated = len(input_ids) > max_tokens
-    return TokenizedExample(input_ids[:max_tokens], labels[:max_tokens], truncated)
+    if truncated:
+        needed = len(input_ids) - answer_start + 1  # the answer, and the token that predicts its first
+        if needed > max_tokens:
+            raise AnswerTooLongError(
+                f"answer_too_long: the model turn needs {needed:,} tokens with the one before it; "
+                f"the local model's context holds {max_tokens:,}"
+            )
+        input_ids, labels = input_ids[-max_tokens:], labels[-max_tokens:]
+    template = template or TemplateTokens(tokenizer)
+    content_labels = [
+        IGNORE_INDEX if label == IGNORE_INDEX or label in template else label for label in labels
+    ]
+    return TokenizedExample(input_ids, labels, truncated, content_labels)
+
+
+def prepare_dataset(
+    tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], max_tokens: int
+) -> PreparedDataset:
+    """Every example tokenised and fitted into ``max_tokens``: long prompts are cut from the left
+    (counted as truncated), examples whose answer alone does not fit are dropped (counted, with
+    the reason)."""
+    template = TemplateTokens(tokenizer)
+    kept: list[TokenizedExample] = []
+    truncated: list[int] = []
+    dropped: list[DroppedExample] = []
+    for index, example in enumerate(examples):
+        try:
+            tokenized = tokenize_example(tokenizer, example, max_tokens, template)
+        except AnswerTooLongError as exc:
+            dropped.append(DroppedExample(index, str(exc)))
+            continue
+        kept.append(tokenized)
+        if tokenized.truncated:
+            truncated.append(index)
+    return PreparedDataset(kept, len(examples), truncated, dropped)
+
+
+#: The keys of a collated batch that the model takes (``content_labels`` is for accuracy only).
+MODEL_INPUTS = ("input_ids", "labels", "attention_mask")
 
 
 def collate(batch: Sequence[TokenizedExample], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded tensors for one batch (padding is masked and ignored by the loss)."""
+    """Right-padded tensors for one batch (padding is masked and ignored by the loss):
+    :data:`MODEL_INPUTS` and ``content_labels``."""
     width = max(len(example.input_ids) for example in batch)
     input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
     labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+    content_labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
     attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
     for row, example in enumerate(batch):
         length = len(example.input_ids)
         input_ids[row, :length] = torch.tensor(example.input_ids)
         labels[row, :length] = torch.tensor(example.labels)
+        content_labels[row, :length] = torch.tensor(example.content_labels or example.labels)
         attention_mask[row, :length] = 1
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "attention_mask": attention_mask,
+        "content_labels": content_labels,
+    }
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key: batch[key] for key in MODEL_INPUTS}
 
 
 def epoch_batches(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -57,6 +58,16 @@ CANCEL_GRACE_S = 30.0
 MAX_EPOCHS = 100
 SUPERVISED_SPEC_KEYS = ("trainingDatasetUri", "validationDatasetUri", "exportLastCheckpointOnly")
 MAX_LABELS = 64
+#: Metric series recorded per step (``/train_...``) and per epoch (``/eval_...``): (series, event
+#: key). Next-step accuracy and its count are over the answers' content tokens (no end-of-turn,
+#: newline or other template token); the ``_all_tokens`` series count every labelled token.
+METRIC_KEYS = (
+    ("total_loss", "loss"),
+    ("fraction_of_correct_next_step_preds", "accuracy"),
+    ("num_predictions", "predictions"),
+    ("fraction_of_correct_next_step_preds_all_tokens", "accuracyAllTokens"),
+    ("num_predictions_all_tokens", "predictionsAllTokens"),
+)
 
 
 def now_rfc3339() -> str:
@@ -71,7 +82,7 @@ def new_numeric_id() -> str:
 def write_json_atomically(path: Path, value: Any) -> None:
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as handle:
-        json.dump(value, handle, indent=2)
+        json.dump(value, handle, indent=2, allow_nan=False)
     os.replace(temp, path)
 
 
@@ -293,6 +304,8 @@ class JobStore:
         if path.is_file():
             for line in path.read_text().splitlines():
                 point = json.loads(line)
+                if isinstance(point.get("value"), float) and not math.isfinite(point["value"]):
+                    continue  # written by an older service as a NaN literal: not a value
                 series.setdefault(point.pop("metric"), []).append(point)
         return {
             "name": job["name"],
@@ -459,9 +472,13 @@ class JobStore:
         step_tokens: list[int] = []
         with open(self.job_dir(job_id) / "metrics.jsonl", "a") as metrics:
 
-            def record(metric: str, event: dict[str, Any], value: float) -> None:
+            def record(metric: str, event: dict[str, Any], key: str) -> None:
+                # A value the trainer left out (a mean over no token) is no point; NaN never is one.
+                value = event.get(key)
+                if not isinstance(value, int | float) or not math.isfinite(value):
+                    return
                 point = {"metric": metric, "step": event["step"], "epoch": event["epoch"], "value": value}
-                metrics.write(json.dumps(point) + "\n")
+                metrics.write(json.dumps(point, allow_nan=False) + "\n")
 
             for line in process.stdout:
                 try:
@@ -471,9 +488,8 @@ class JobStore:
                 last = event
                 kind = event["event"]
                 if kind == "step":
-                    record("/train_total_loss", event, event["loss"])
-                    record("/train_fraction_of_correct_next_step_preds", event, event["accuracy"])
-                    record("/train_num_predictions", event, event["predictions"])
+                    for metric, key in METRIC_KEYS:
+                        record(f"/train_{metric}", event, key)
                     metrics.flush()
                     step_seconds.append(event["seconds"])
                     step_tokens.append(event["tokens"])
@@ -482,9 +498,8 @@ class JobStore:
                             "step"
                         ]
                 elif kind == "eval":
-                    record("/eval_total_loss", event, event["loss"])
-                    record("/eval_fraction_of_correct_next_step_preds", event, event["accuracy"])
-                    record("/eval_num_predictions", event, event["predictions"])
+                    for metric, key in METRIC_KEYS:
+                        record(f"/eval_{metric}", event, key)
                     metrics.flush()
                 else:
                     self._apply(job_id, event, step_seconds, step_tokens)
@@ -500,14 +515,21 @@ class JobStore:
             if kind == "started":
                 local["device"] = event["device"]
                 local["timings"] = {"setupSeconds": event["setupSeconds"]}
+                training = event.get("trainingDataStats") or {}
                 job["tuningDataStats"] = {
                     "supervisedTuningDataStats": {
                         "tuningDatasetExampleCount": event["trainingExamples"],
                         "totalTruncatedExampleCount": event["truncatedExamples"],
+                        "truncatedExampleIndices": training.get("truncatedExampleIndices", []),
+                        "droppedExampleReasons": training.get("droppedExampleReasons", []),
                         "totalBillableTokenCount": event["datasetTokens"] * local["training"]["epochs"],
                         "tuningStepCount": event["totalSteps"],
                     }
                 }
+                # Vertex has no stats of the validation set; both sets' full counts are kept here.
+                local["trainingDataStats"] = training
+                if event.get("validationDataStats"):
+                    local["validationDataStats"] = event["validationDataStats"]
             elif kind == "checkpoint":
                 local.setdefault("checkpoints", []).append({"epoch": event["epoch"], "step": event["step"]})
                 local["checkpointEndpointIds"][str(event["epoch"])] = new_numeric_id()
@@ -547,7 +569,8 @@ class JobStore:
         if job.get("outputUri"):
             try:
                 data.write_text(
-                    job["outputUri"].rstrip("/") + "/metrics.json", json.dumps(self.metrics(job_id))
+                    job["outputUri"].rstrip("/") + "/metrics.json",
+                    json.dumps(self.metrics(job_id), allow_nan=False),
                 )
             except Exception:
                 log.exception("writing metrics of job %s to %s failed", job_id, job["outputUri"])

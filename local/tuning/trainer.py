@@ -25,6 +25,7 @@ Hyperparameter mapping (Vertex -> here):
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import signal
@@ -97,8 +98,9 @@ def lora_model(base: PreTrainedModel, spec: TrainingSpec) -> PeftModel:
 
 def prepare(
     spec: TrainingSpec, job_dir: Path, device: torch.device
-) -> tuple[PeftModel, PreTrainedTokenizerBase, list[data.TokenizedExample], list[data.TokenizedExample]]:
-    """The LoRA model on ``device`` and the tokenised datasets (shared with the benchmark's bare loop)."""
+) -> tuple[PeftModel, PreTrainedTokenizerBase, data.PreparedDataset, data.PreparedDataset]:
+    """The LoRA model on ``device`` and the tokenised datasets, fitted into the model's context
+    (long prompts cut from the left, examples whose answer does not fit dropped: both counted)."""
     training = data.examples_from_jsonl((job_dir / "training.jsonl").read_text())
     validation = (
         data.examples_from_jsonl((job_dir / "validation.jsonl").read_text()) if spec.has_validation else []
@@ -113,11 +115,69 @@ def prepare(
     else:
         base, tokenizer = models.load_base(spec.local_model)
     max_tokens = models.LOCAL_MODELS[spec.local_model].max_sequence_tokens
-    training_ids = [data.tokenize_example(tokenizer, example, max_tokens) for example in training]
-    validation_ids = [data.tokenize_example(tokenizer, example, max_tokens) for example in validation]
+    training_set = data.prepare_dataset(tokenizer, training, max_tokens)
+    validation_set = data.prepare_dataset(tokenizer, validation, max_tokens)
+    if not training_set.examples:
+        raise NoTrainableExamplesError(
+            f"all {training_set.example_count:,} training examples were dropped: the model turn of each "
+            f"is longer than the local model's context of {max_tokens:,} tokens "
+            f"(first: {training_set.dropped[0].reason})"
+        )
     torch.manual_seed(spec.seed)
     model = lora_model(base, spec).to(device)
-    return model, tokenizer, training_ids, validation_ids
+    return model, tokenizer, training_set, validation_set
+
+
+class NoTrainableExamplesError(ValueError):
+    """Every training example was dropped: nothing is left to train on."""
+
+
+@dataclass
+class TokenStats:
+    """Sums over batches: the loss weighted by labelled tokens, and next-token accuracy over the
+    answers' content tokens (``content_*``) and over every labelled token (``all_*``).
+
+    A batch without labelled tokens adds nothing (its loss is NaN: a mean over no token), and a
+    value with nothing under it is omitted from :meth:`values`, never NaN.
+    """
+
+    loss_sum: float = 0.0
+    loss_tokens: int = 0
+    content_correct: int = 0
+    content_predictions: int = 0
+    all_correct: int = 0
+    all_predictions: int = 0
+    skipped_batches: int = 0
+
+    def add(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], loss: float) -> None:
+        all_correct, all_predictions = next_token_stats(logits, batch["labels"])
+        content_correct, content_predictions = next_token_stats(logits, batch["content_labels"])
+        self.all_correct += all_correct
+        self.all_predictions += all_predictions
+        self.content_correct += content_correct
+        self.content_predictions += content_predictions
+        if all_predictions and math.isfinite(loss):
+            self.loss_sum += loss * all_predictions
+            self.loss_tokens += all_predictions
+        else:
+            self.skipped_batches += 1
+
+    def values(self) -> dict[str, float | int]:
+        """The event fields: ``loss``, ``accuracy`` (content tokens), ``predictions`` (content
+        tokens), ``accuracyAllTokens``, ``predictionsAllTokens``; a ratio over nothing is left out."""
+        out: dict[str, float | int] = {
+            "predictions": self.content_predictions,
+            "predictionsAllTokens": self.all_predictions,
+        }
+        if self.loss_tokens:
+            out["loss"] = self.loss_sum / self.loss_tokens
+        if self.content_predictions:
+            out["accuracy"] = self.content_correct / self.content_predictions
+        if self.all_predictions:
+            out["accuracyAllTokens"] = self.all_correct / self.all_predictions
+        if self.skipped_batches:
+            out["skippedBatches"] = self.skipped_batches
+        return out
 
 
 def next_token_stats(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
@@ -135,26 +195,19 @@ def evaluate(
     batch_size: int,
     pad_id: int,
     device: torch.device,
-) -> dict[str, float]:
-    """Token-weighted loss and next-token accuracy over ``examples``."""
+) -> dict[str, float | int]:
+    """Token-weighted loss and next-token accuracy over ``examples`` (see :class:`TokenStats`)."""
     model.eval()
-    total_loss, correct, predictions = 0.0, 0, 0
+    stats = TokenStats()
     for start in range(0, len(examples), batch_size):
         batch = {
             key: value.to(device)
             for key, value in data.collate(examples[start : start + batch_size], pad_id).items()
         }
-        output = model(**batch)
-        batch_correct, batch_predictions = next_token_stats(output.logits, batch["labels"])
-        total_loss += float(output.loss) * batch_predictions
-        correct += batch_correct
-        predictions += batch_predictions
+        output = model(**data.model_inputs(batch))
+        stats.add(output.logits, batch, float(output.loss))
     model.train()
-    return {
-        "loss": total_loss / max(predictions, 1),
-        "accuracy": correct / max(predictions, 1),
-        "predictions": predictions,
-    }
+    return stats.values()
 
 
 class Trainer:
@@ -171,7 +224,8 @@ class Trainer:
         """Step events are sent in bunches (at most every STEP_EVENT_INTERVAL_S): waking the
         service for every step of a fast model steals CPU from torch's threads and slowed tiny
         training tenfold on 2 cores. Every other event goes out at once."""
-        self._pending.append(json.dumps({"event": event, **fields}) + "\n")
+        # allow_nan=False: a NaN or infinity is an error here, never a non-standard JSON literal.
+        self._pending.append(json.dumps({"event": event, **fields}, allow_nan=False) + "\n")
         if event != "step" or time.monotonic() - self._last_flush >= STEP_EVENT_INTERVAL_S:
             self.events.write("".join(self._pending))
             self.events.flush()
@@ -186,16 +240,19 @@ class Trainer:
         spec = TrainingSpec.load(self.job_dir)
         device = models.torch_device()
         started = time.perf_counter()
-        model, tokenizer, training, validation = prepare(spec, self.job_dir, device)
+        model, tokenizer, training_set, validation_set = prepare(spec, self.job_dir, device)
+        training, validation = training_set.examples, validation_set.examples
         pad_id = int(tokenizer.pad_token_id)
         per_epoch = data.steps_per_epoch(len(training), spec.batch_size)
         self.emit(
             "started",
             device=str(device),
             setupSeconds=time.perf_counter() - started,
-            trainingExamples=len(training),
-            validationExamples=len(validation),
-            truncatedExamples=sum(example.truncated for example in training),
+            trainingExamples=training_set.example_count,
+            validationExamples=validation_set.example_count,
+            truncatedExamples=len(training_set.truncated_indices),
+            trainingDataStats=training_set.stats(),
+            validationDataStats=validation_set.stats() if spec.has_validation else None,
             datasetTokens=sum(len(example.input_ids) for example in training),
             stepsPerEpoch=per_epoch,
             totalSteps=per_epoch * spec.epochs,
@@ -216,21 +273,24 @@ class Trainer:
                     return 0
                 step_started = time.perf_counter()
                 batch = {key: value.to(device) for key, value in cpu_batch.items()}
-                output = model(**batch)
-                output.loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                correct, predictions = next_token_stats(output.logits.detach(), batch["labels"])
+                output = model(**data.model_inputs(batch))
                 loss = float(output.loss.detach())
+                # A batch with no labelled token has a NaN loss (a mean over nothing): stepping on
+                # it would write NaN into every adapter weight. It is skipped, and said so.
+                trainable = math.isfinite(loss) and bool((batch["labels"][:, 1:] != data.IGNORE_INDEX).any())
+                if trainable:
+                    output.loss.backward()
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                stats = TokenStats()
+                stats.add(output.logits.detach(), batch, loss)
                 step += 1
                 self.step = step
                 self.emit(
                     "step",
                     step=step,
                     epoch=epoch,
-                    loss=loss,
-                    accuracy=correct / max(predictions, 1),
-                    predictions=predictions,
+                    **stats.values(),
                     tokens=int(batch["attention_mask"].sum()),
                     seconds=time.perf_counter() - step_started,
                 )

@@ -62,6 +62,31 @@ ALLOWED_FILE_MIME_TYPES: frozenset[str] = frozenset(
 )
 
 RecommendationFamily = Literal["pro", "flash"]
+#: How a model thinks: "none" (it does not, and a thinking config is an error), "optional" (it
+#: thinks unless told a thinking budget of 0), "always" (thinking cannot be turned off).
+ThinkingMode = Literal["none", "optional", "always"]
+
+
+@dataclass(frozen=True, slots=True)
+class Thinking:
+    """How a base model (and so a model tuned from it) thinks, and what that costs in output tokens.
+
+    On Gemini 2.5 the thinking tokens count against ``maxOutputTokens``: a model that thinks needs
+    room for its thinking budget on top of the answer, or it ends MAX_TOKENS before any text.
+    """
+
+    mode: ThinkingMode = "none"
+    #: Smallest thinking budget accepted while thinking (2.5 Pro: 128; 0 turns "optional" off).
+    min_budget: int = 0
+    #: Largest thinking budget accepted; None: unknown (nothing is clamped).
+    max_budget: int | None = None
+    #: Largest ``maxOutputTokens`` the model accepts (thinking tokens included on 2.5).
+    max_output_tokens: int = 8_192
+    #: Empty when the values are documented; else what they were assumed from (said in the report).
+    assumed: str = ""
+
+
+NO_THINKING = Thinking()
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +109,7 @@ class ModelLimits:
     #: Vertex picks its own default server-side; this is our stated assumption, not its value.
     assumed_default_epochs: int = 10
     recommendation_family: RecommendationFamily = "flash"
+    thinking: Thinking = NO_THINKING
 
     @property
     def max_test_examples(self) -> int:
@@ -96,6 +122,12 @@ _GEMINI_2 = {
     "max_training_examples": 1_000_000,
     "max_validation_examples": 5_000,
 }
+#: Gemini API / Vertex model pages: 2.5 Pro thinks always (budget 128-32,768), 2.5 Flash unless
+#: told 0 (0-24,576), 2.5 Flash-Lite only when given a budget (512-24,576); all three accept up
+#: to 65,535 output tokens, thinking included.
+_PRO_25_THINKING = Thinking("always", min_budget=128, max_budget=32_768, max_output_tokens=65_535)
+_FLASH_25_THINKING = Thinking("optional", max_budget=24_576, max_output_tokens=65_535)
+_FLASH_LITE_25_THINKING = Thinking("optional", min_budget=512, max_budget=24_576, max_output_tokens=65_535)
 _GEMINI_15 = {
     "max_tokens_per_example": 32_000,
     "max_training_examples": 1_000_000,
@@ -111,18 +143,21 @@ MODEL_LIMITS: dict[str, ModelLimits] = {
             adapter_sizes=(1, 2, 4, 8),
             tokenizer_model="gemini-2.5-pro",
             recommendation_family="pro",
+            thinking=_PRO_25_THINKING,
         ),
         ModelLimits(
             "gemini-2.5-flash",
             **_GEMINI_2,
             adapter_sizes=(1, 2, 4, 8, 16),
             tokenizer_model="gemini-2.5-flash",
+            thinking=_FLASH_25_THINKING,
         ),
         ModelLimits(
             "gemini-2.5-flash-lite",
             **_GEMINI_2,
             adapter_sizes=(1, 2, 4, 8, 16),
             tokenizer_model="gemini-2.5-flash-lite",
+            thinking=_FLASH_LITE_25_THINKING,
         ),
         ModelLimits(
             "gemini-2.0-flash-001",
@@ -168,6 +203,35 @@ def model_limits(base_model: str) -> ModelLimits:
             field="base_model",
         )
     return row
+
+
+def model_thinking(base_model: str) -> Thinking:
+    """How ``base_model`` thinks: its row's :class:`Thinking`, else a rule on the name, marked as
+    assumed (a tuned model's resource name, or a model without a row yet).
+
+    The rule for names without a row: Gemini 3 and later, and every other "-pro" model, are taken
+    to think always, with 2.5 Pro's smallest budget (Gemini 3 documents thinking *levels* whose
+    lowest does not promise no thinking at all, and 3 Pro cannot turn it off); other Gemini 2.5
+    models are taken to be like 2.5 Flash; anything else does not think.
+    """
+    name = canonical_model_name(base_model.rsplit("/", 1)[-1])
+    row = MODEL_LIMITS.get(name)
+    if row is not None:
+        return row.thinking
+    if name.startswith("gemini-3") or (name.startswith("gemini-2.5") and "-pro" in name):
+        return Thinking(
+            "always",
+            min_budget=_PRO_25_THINKING.min_budget,
+            max_output_tokens=_PRO_25_THINKING.max_output_tokens,
+            assumed=f"{name} has no row in the model table: taken to think always, like gemini-2.5-pro",
+        )
+    if name.startswith("gemini-2.5"):
+        return Thinking(
+            "optional",
+            max_output_tokens=_FLASH_25_THINKING.max_output_tokens,
+            assumed=f"{name} has no row in the model table: taken to think unless told 0, like gemini-2.5-flash",
+        )
+    return NO_THINKING
 
 
 #: Every adapter size some base model accepts (the shape of Hyperparameters.adapter_size).

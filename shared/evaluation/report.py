@@ -68,6 +68,29 @@ class ExampleCounts(BaseModel):
     test_examples: int
     base_failures: int
     tuned_failures: int
+    #: Answers cut off by the output limit (finish reason MAX_TOKENS) before any text: scored as
+    #: empty answers, counted apart from failed calls.
+    base_truncated: int = 0
+    tuned_truncated: int = 0
+
+    def truncation_text(self) -> str:
+        """The clause naming the answers cut off by the output limit, for the fact lines ("": none)."""
+        if not (self.base_truncated or self.tuned_truncated):
+            return ""
+        return (
+            f"; cut off by the output limit (MAX_TOKENS): base {self.base_truncated:,}, "
+            f"tuned {self.tuned_truncated:,}"
+        )
+
+
+def truncation_note(count: int) -> str:
+    """The summary note for ``count`` answers of one model that the output limit cut off."""
+    answers = "answer was" if count == 1 else "answers were"
+    return (
+        f"{count:,} {answers} cut off by the output limit (MAX_TOKENS) before any text and scored "
+        "as empty; a thinking model may need a larger SFTPIPE_THINKING_BUDGET or "
+        "SFTPIPE_EVALUATION_MAX_OUTPUT_TOKENS"
+    )
 
 
 class CostEstimate(BaseModel):
@@ -231,11 +254,15 @@ def build_summary(
     dataset_statistics: Mapping[str, str | int | float] | None = None,
     loss_curves: Mapping[str, Sequence[LossPoint]] | None = None,
     tolerance: float = VERDICT_TOLERANCE,
+    base_truncated: int = 0,
+    tuned_truncated: int = 0,
 ) -> EvaluationSummary:
     """Compare the base and tuned model's scores and decide the verdict on the primary metric.
 
     The primary metric is the one the scores name (both are scored on the same references, so
     they agree): for generation it depends on the references' length (``primary_metric_for``).
+    ``*_truncated``: answers cut off by the output limit before any text (in the counts and the
+    notes); they are among the scored answers, as empty ones, and not among the failed calls.
     """
     primary = base.primary_metric if base.task is task_choice.task else PRIMARY_METRIC[task_choice.task]
     comparisons = [
@@ -260,6 +287,11 @@ def build_summary(
     }
     curves = {name: list(points) for name, points in (loss_curves or {}).items()}
     notes = [f"base model: {note}" for note in base.notes] + [f"tuned model: {note}" for note in tuned.notes]
+    notes += [
+        f"{model} model: {truncation_note(count)}"
+        for model, count in (("base", base_truncated), ("tuned", tuned_truncated))
+        if count
+    ]
     return EvaluationSummary(
         job_id=job_id,
         dataset_id=dataset_id,
@@ -280,7 +312,11 @@ def build_summary(
             f"({primary_comparison.delta:+.3f}; tolerance ±{tolerance:g})"
         ),
         counts=ExampleCounts(
-            test_examples=base.count, base_failures=base.failed, tuned_failures=tuned.failed
+            test_examples=base.count,
+            base_failures=base.failed,
+            tuned_failures=tuned.failed,
+            base_truncated=base_truncated,
+            tuned_truncated=tuned_truncated,
         ),
         tuning_duration_s=tuning_duration_s,
         evaluation_duration_s=evaluation_duration_s,
@@ -543,7 +579,8 @@ def render_report_html(summary: EvaluationSummary, examples: Sequence[ExampleCom
         ),
         (
             "test examples",
-            f"{counts.test_examples:,} (failed calls: base {counts.base_failures:,}, tuned {counts.tuned_failures:,})",
+            f"{counts.test_examples:,} (failed calls: base {counts.base_failures:,}, "
+            f"tuned {counts.tuned_failures:,}{counts.truncation_text()})",
         ),
         ("tuning duration", format_duration(summary.tuning_duration_s)),
         ("evaluation duration", format_duration(summary.evaluation_duration_s)),

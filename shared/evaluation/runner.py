@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict
 
 from shared.config import Settings
+from shared.datasets.limits import model_thinking
 from shared.errors import PermanentError
 from shared.tuning.client import generation_config, make_client
 
@@ -36,8 +37,11 @@ if TYPE_CHECKING:
 
 #: Error text kept per failed call (an API error can quote a whole request back).
 ERROR_TEXT_LIMIT = 500
-#: Gemini 2.5 Pro cannot switch thinking off; its smallest budget is 128 tokens.
-PRO_MIN_THINKING_BUDGET = 128
+#: Gemini 2.5 Pro cannot switch thinking off; its smallest budget is 128 tokens (the model
+#: table, shared/datasets/limits.py, holds it per model).
+PRO_MIN_THINKING_BUDGET = model_thinking("gemini-2.5-pro").min_budget
+#: The finish reason of an answer cut off by maxOutputTokens.
+MAX_TOKENS = "MAX_TOKENS"
 
 
 class TestExample(BaseModel):
@@ -59,7 +63,12 @@ class TestExample(BaseModel):
 
 
 class Prediction(BaseModel):
-    """One line of ``predictions.jsonl``: both answers to one test example. None: the call failed."""
+    """One line of ``predictions.jsonl``: both answers to one test example. None: the call failed.
+
+    ``*_truncated``: the answer ended MAX_TOKENS before any text (the output limit was spent,
+    on thinking for a model that thinks); its output is "" and it is scored as an empty answer,
+    but counted apart from failed calls so that the report says so.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -72,6 +81,10 @@ class Prediction(BaseModel):
     tuned_error: str | None = None
     base_latency_s: float | None = None
     tuned_latency_s: float | None = None
+    base_finish_reason: str | None = None
+    tuned_finish_reason: str | None = None
+    base_truncated: bool = False
+    tuned_truncated: bool = False
 
     def to_jsonl(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json")) + b"\n"
@@ -82,6 +95,8 @@ class GenerationOptions:
     """How both models are asked; the same for base and tuned, so the comparison is fair."""
 
     temperature: float = 0.0
+    #: What is sent as maxOutputTokens: the answer budget, plus the thinking budget for a model
+    #: that thinks (:func:`max_output_tokens_for`).
     max_output_tokens: int = 1024
     #: None: no thinking config is sent (the model does not think, or cannot be told).
     thinking_budget: int | None = None
@@ -93,10 +108,12 @@ class GenerationOptions:
     def from_settings(
         cls, settings: Settings, base_model: str, examples: Sequence[TestExample] = ()
     ) -> GenerationOptions:
+        thinking_budget = thinking_budget_for(base_model, settings.thinking_budget)
+        answer_budget = output_budget(examples, settings.evaluation_max_output_tokens)
         return cls(
             temperature=settings.evaluation_temperature,
-            max_output_tokens=output_budget(examples, settings.evaluation_max_output_tokens),
-            thinking_budget=thinking_budget_for(base_model, settings.thinking_budget),
+            max_output_tokens=max_output_tokens_for(base_model, answer_budget, thinking_budget),
+            thinking_budget=thinking_budget,
             concurrency=settings.evaluation_concurrency,
             requests_per_minute=settings.evaluation_rpm,
             request_timeout_s=settings.evaluation_request_timeout_s,
@@ -108,7 +125,7 @@ OUTPUT_MARGIN_TOKENS = 16
 
 
 def output_budget(examples: Sequence[TestExample], ceiling: int) -> int:
-    """Output tokens to ask for: enough for the longest reference twice over, at most ``ceiling``.
+    """Answer tokens to allow: enough for the longest reference twice over, at most ``ceiling``.
 
     Answers are scored against the references, so a far longer answer cannot score better; the
     bound keeps a rambling base model from costing minutes (and money) per example. The token
@@ -118,6 +135,20 @@ def output_budget(examples: Sequence[TestExample], ceiling: int) -> int:
         return ceiling
     longest = max(-(-len(example.reference.encode()) // 4) for example in examples)
     return max(1, min(ceiling, 2 * longest + OUTPUT_MARGIN_TOKENS))
+
+
+def max_output_tokens_for(base_model: str, answer_budget: int, thinking_budget: int | None) -> int:
+    """maxOutputTokens for an answer of ``answer_budget`` tokens from a model that may think.
+
+    Thinking tokens count against maxOutputTokens on Gemini 2.5, so a model that thinks (2.5 Pro
+    always does) gets its thinking budget on top of the answer budget; without that room every
+    answer ends MAX_TOKENS with no text. The sum is capped at what the model accepts. A model
+    told not to think (budget 0), or that cannot think, keeps the answer budget alone.
+    """
+    if not thinking_budget:
+        return answer_budget
+    ceiling = model_thinking(base_model).max_output_tokens
+    return max(1, min(ceiling, answer_budget + thinking_budget))
 
 
 # --- Test examples -----------------------------------------------------------------------------
@@ -182,17 +213,23 @@ def parse_test_examples(lines: Iterable[bytes]) -> list[TestExample]:
 
 def is_thinking_model(model: str) -> bool:
     """Gemini 2.5 and later think by default; earlier models reject a thinking config."""
-    name = model.rsplit("/", 1)[-1]
-    return name.startswith(("gemini-2.5", "gemini-3"))
+    return model_thinking(model).mode != "none"
 
 
 def thinking_budget_for(base_model: str, budget: int) -> int | None:
-    """The thinking budget to send for models tuned from ``base_model`` (None: send none)."""
-    if not is_thinking_model(base_model):
+    """The thinking budget to send for models tuned from ``base_model`` (None: send none).
+
+    ``budget`` is the setting (0: do not think). A model that cannot turn thinking off (2.5 Pro)
+    gets at least its smallest budget, set explicitly so that :func:`max_output_tokens_for` knows
+    how much room to leave; every budget is held inside the model's accepted range.
+    """
+    thinking = model_thinking(base_model)
+    if thinking.mode == "none":
         return None
-    if "-pro" in base_model.rsplit("/", 1)[-1]:
-        return max(budget, PRO_MIN_THINKING_BUDGET)
-    return budget
+    if thinking.mode == "optional" and budget == 0:
+        return 0
+    budget = max(budget, thinking.min_budget)
+    return budget if thinking.max_budget is None else min(budget, thinking.max_budget)
 
 
 def request_config(example: TestExample, options: GenerationOptions) -> types.GenerateContentConfig:
@@ -295,16 +332,69 @@ def describe_error(exc: BaseException) -> str:
     return text[:ERROR_TEXT_LIMIT]
 
 
-def response_text(response: types.GenerateContentResponse) -> tuple[str | None, str | None]:
-    """(answer, None) or (None, why there is no answer) for a response without text."""
+@dataclass(frozen=True)
+class ModelAnswer:
+    """What one call answered: text (None: no answer), why not, the finish reason, and whether
+    the output limit cut it off before any text (then ``text`` is "")."""
+
+    text: str | None
+    error: str | None = None
+    finish_reason: str | None = None
+    truncated: bool = False
+    seconds: float = 0.0
+
+
+def _finish_reason(response: types.GenerateContentResponse) -> str | None:
+    reason = response.candidates[0].finish_reason if response.candidates else None
+    if reason is None:
+        return None
+    return str(getattr(reason, "value", reason))
+
+
+def response_text(response: types.GenerateContentResponse) -> ModelAnswer:
+    """The answer in ``response``: its text, or why there is none.
+
+    An answer that ended MAX_TOKENS without text is not a failed call: the model spent the output
+    limit (on thinking, for a thinking model). It is an empty answer marked ``truncated``.
+    """
+    reason = _finish_reason(response)
     text = response.text
+    if not text and reason == MAX_TOKENS:
+        return ModelAnswer("", None, reason, truncated=True)
     if text is not None:
-        return text, None
+        return ModelAnswer(text, finish_reason=reason)
     feedback = response.prompt_feedback
     if feedback is not None and feedback.block_reason is not None:
-        return None, f"prompt blocked: {feedback.block_reason}"
-    reason = response.candidates[0].finish_reason if response.candidates else None
-    return None, f"no text in the response (finish reason {reason})"
+        return ModelAnswer(None, f"prompt blocked: {feedback.block_reason}", reason)
+    return ModelAnswer(None, f"no text in the response (finish reason {reason})", reason)
+
+
+def make_prediction(example: TestExample, base: ModelAnswer, tuned: ModelAnswer) -> Prediction:
+    """One line of predictions.jsonl from both models' answers to ``example``."""
+    return Prediction(
+        index=example.index,
+        prompt=example.prompt_text,
+        reference=example.reference,
+        base_output=base.text,
+        tuned_output=tuned.text,
+        base_error=base.error,
+        tuned_error=tuned.error,
+        base_latency_s=round(base.seconds, 3),
+        tuned_latency_s=round(tuned.seconds, 3),
+        base_finish_reason=base.finish_reason,
+        tuned_finish_reason=tuned.finish_reason,
+        base_truncated=base.truncated,
+        tuned_truncated=tuned.truncated,
+    )
+
+
+def truncation_counts(predictions: Iterable[Prediction]) -> tuple[int, int]:
+    """(base, tuned) answers cut off by the output limit before any text."""
+    base = tuned = 0
+    for prediction in predictions:
+        base += prediction.base_truncated
+        tuned += prediction.tuned_truncated
+    return base, tuned
 
 
 class CallDeadline:
@@ -343,9 +433,9 @@ async def _ask(
     slots: asyncio.Semaphore,
     deadline: CallDeadline,
     first_example: bool = False,
-) -> tuple[str | None, str | None, float]:
-    """(answer, error, seconds) for one example and one model; never raises for a failed call,
-    only :class:`_NotStartedError` for one that the deadline kept from starting."""
+) -> ModelAnswer:
+    """The answer of one model to one example; never raises for a failed call, only
+    :class:`_NotStartedError` for one that the deadline kept from starting."""
     async with slots:
         await limiter.acquire()
         if not deadline.may_start(first_example=first_example):
@@ -359,11 +449,13 @@ async def _ask(
                 timeout=options.request_timeout_s,
             )
         except TimeoutError:
-            return None, f"timed out after {options.request_timeout_s:g} s", time.monotonic() - started
+            return ModelAnswer(
+                None, f"timed out after {options.request_timeout_s:g} s", seconds=time.monotonic() - started
+            )
         except Exception as exc:  # one failed example must not fail the run
-            return None, describe_error(exc), time.monotonic() - started
-        answer, error = response_text(response)
-        return answer, error, time.monotonic() - started
+            return ModelAnswer(None, describe_error(exc), seconds=time.monotonic() - started)
+        answer = response_text(response)
+        return replace(answer, seconds=time.monotonic() - started)
 
 
 async def generate_predictions(
@@ -395,18 +487,8 @@ async def generate_predictions(
                 raise outcome
         if any(isinstance(outcome, _NotStartedError) for outcome in asked):
             return None
-        (base, base_error, base_s), (tuned, tuned_error, tuned_s) = asked  # type: ignore[misc]
-        return Prediction(
-            index=example.index,
-            prompt=example.prompt_text,
-            reference=example.reference,
-            base_output=base,
-            tuned_output=tuned,
-            base_error=base_error,
-            tuned_error=tuned_error,
-            base_latency_s=round(base_s, 3),
-            tuned_latency_s=round(tuned_s, 3),
-        )
+        base, tuned = asked
+        return make_prediction(example, base, tuned)  # type: ignore[arg-type]
 
     answered = await asyncio.gather(*(one(position, example) for position, example in enumerate(examples)))
     done: list[Prediction] = []

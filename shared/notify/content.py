@@ -234,7 +234,8 @@ def evaluated_notification(outcome: EvaluatedOutcome) -> Notification:
         ("Tuning duration", format_duration(summary.tuning_duration_s)),
         (
             "Test examples",
-            f"{counts.test_examples:,} (failed calls: base {counts.base_failures}, tuned {counts.tuned_failures})",
+            f"{counts.test_examples:,} (failed calls: base {counts.base_failures}, "
+            f"tuned {counts.tuned_failures}{counts.truncation_text()})",
         ),
     ]
     if summary.tuned_endpoint:

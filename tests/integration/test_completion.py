@@ -174,6 +174,8 @@ def _check_report(objects: dict[str, bytes], job: JobRecord, test_examples: int)
         "test_examples": test_examples,
         "base_failures": 0,
         "tuned_failures": 0,
+        "base_truncated": 0,
+        "tuned_truncated": 0,
     }
     assert (summary["task"], summary["task_decided_by"]) == ("classification", "inferred")
     assert summary["primary_metric"] == "macro_f1"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import random
 import signal
 import time
 import urllib.request
@@ -137,7 +139,12 @@ def test_training_loss_falls_and_metric_series_are_stored(
     assert series["/eval_total_loss"][-1]["value"] < series["/eval_total_loss"][0]["value"] + 0.5
     assert all(0 <= p["value"] <= 1 for p in series["/eval_fraction_of_correct_next_step_preds"])
     stored = Path(local_record(tiny_service, finished_job)["localTuning"]["metricsPath"])
-    assert len(stored.read_text().splitlines()) == 18 * 3 + 3 * 3
+    # Five series per step and per epoch: loss, accuracy and count over content tokens, and
+    # accuracy and count over every labelled token (end-of-turn and newline included).
+    assert len(stored.read_text().splitlines()) == 18 * 5 + 3 * 5
+    content = series["/train_num_predictions"]
+    every = series["/train_num_predictions_all_tokens"]
+    assert all(c["value"] < e["value"] for c, e in zip(content, every, strict=True))
 
 
 def test_tuned_endpoint_and_checkpoints_generate_and_count_tokens(
@@ -411,3 +418,39 @@ def test_a_stopped_service_fails_its_running_job_with_the_reason(
     assert stopped.error is not None
     assert "was stopped" in str(stopped.error.message)
     assert isinstance(stopped.end_time, datetime)
+
+
+def test_long_prompts_train_on_their_answers_and_answers_too_long_are_dropped(
+    tiny_service: TuningService, upload: Callable[..., str]
+) -> None:
+    """Before: the tiny model's 256-token window was the start of the conversation, so a long
+    review kept none of its answer (labels all -100) and its batch's loss was NaN, which made the
+    epoch's validation loss NaN in metrics.jsonl; validation truncation was not counted."""
+    rng_records = sample.sentiment_records(16, seed=11)
+    long_review = " ".join(sample.review(random.Random(n), "positive") for n in range(80))
+    essay = sample.record("Write about the soup.", long_review)  # an answer over 256 tokens
+    training = [*rng_records[:6], sample.record(long_review, "positive"), *rng_records[6:12], essay]
+    validation = [sample.record(long_review, "positive"), *rng_records[12:]]
+
+    job = tune(tiny_service, upload(training), upload(validation), epoch_count=2)
+    assert job.name is not None
+    done = wait_for_end(tiny_service.client(), job.name, timeout=120)
+
+    assert done.state == types.JobState.JOB_STATE_SUCCEEDED, done.error
+    stats = done.tuning_data_stats.supervised_tuning_data_stats  # type: ignore[union-attr]
+    assert stats is not None
+    assert stats.tuning_dataset_example_count == 14
+    assert (stats.total_truncated_example_count, stats.truncated_example_indices) == (1, [6])
+    assert len(stats.dropped_example_reasons or []) == 1
+    assert (stats.dropped_example_reasons or [""])[0].startswith("example 13: answer_too_long")
+    assert stats.tuning_step_count == 2 * 2  # 13 examples kept, batches of 8
+    local = local_record(tiny_service, done)["localTuning"]
+    assert local["validationDataStats"]["totalTruncatedExampleCount"] == 1
+    assert local["validationDataStats"]["truncatedExampleIndices"] == [0]
+    stored = Path(local["metricsPath"]).read_text()
+    assert "NaN" not in stored
+    series = metric_series(tiny_service, done)
+    values = [p["value"] for points in series.values() for p in points]
+    assert all(math.isfinite(v) for v in values)
+    assert [p["epoch"] for p in series["/eval_total_loss"]] == [1, 2]
+    assert len(series["/train_total_loss"]) == 4

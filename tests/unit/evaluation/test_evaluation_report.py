@@ -65,7 +65,13 @@ def test_summary_json_has_deltas_counts_and_schema() -> None:
     assert document["verdict"] == "improved"
     assert document["verdict_tolerance"] == 0.01
     assert document["verdict_reason"] == "f1 0.600 -> 0.700 (+0.100; tolerance ±0.01)"
-    assert document["counts"] == {"test_examples": 10, "base_failures": 1, "tuned_failures": 0}
+    assert document["counts"] == {
+        "test_examples": 10,
+        "base_failures": 1,
+        "tuned_failures": 0,
+        "base_truncated": 0,
+        "tuned_truncated": 0,
+    }
     metrics = {m["name"]: m for m in document["metrics"]}
     assert metrics["exact_match"]["delta"] == pytest.approx(0.2)
     assert metrics["f1"]["primary"] is True
