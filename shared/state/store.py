@@ -74,29 +74,7 @@ class JobStore:
     # ---------------------------------------------------------------------------------- writes
     def create_queued(self, job_id: str, request: dict[str, Any], dataset_id: str, base_model: str) -> bool:
         """Create the job as QUEUED (sequence 0) with its outbox event; False if it already exists."""
-        now = utcnow()
-        record = JobRecord(
-            job_id=job_id,
-            dataset_id=dataset_id,
-            request=request,
-            base_model=base_model,
-            status=QUEUED,
-            history=[],
-            created=now,
-            updated=now,
-            queued_at=now,
-            last_progress_at=now,
-        ).model_dump(mode="python")
-        record["history"] = [{"sequence": 0, "state": QUEUED, "at": now, "detail": "request received"}]
-        event = JobEventV1(job_id=job_id, dataset_id=dataset_id, sequence=0, state=QUEUED, occurred_at=now)
-        batch = self.db.batch()
-        batch.create(self.jobs.document(job_id), record)
-        batch.create(self.outbox.document(_outbox_id(job_id, 0)), _outbox_doc(event))
-        try:
-            batch.commit()
-        except gexc.AlreadyExists:
-            return False
-        return True
+        return self._create(job_id, request, dataset_id, base_model, failed_reason=None)
 
     def create_failed(
         self, job_id: str, request: dict[str, Any], dataset_id: str, base_model: str, reason: str
@@ -104,38 +82,51 @@ class JobStore:
         """Create the job already FAILED with ``reason`` (a request that can never be submitted),
         with its QUEUED and FAILED events, in one commit: no dispatch can claim it in between.
         False if the job exists."""
+        return self._create(job_id, request, dataset_id, base_model, failed_reason=reason)
+
+    def _create(
+        self,
+        job_id: str,
+        request: dict[str, Any],
+        dataset_id: str,
+        base_model: str,
+        *,
+        failed_reason: str | None,
+    ) -> bool:
         now = utcnow()
+        history = [{"sequence": 0, "state": QUEUED, "at": now, "detail": "request received"}]
+        events = [JobEventV1(job_id=job_id, dataset_id=dataset_id, sequence=0, state=QUEUED, occurred_at=now)]
+        if failed_reason is not None:
+            history.append({"sequence": 1, "state": FAILED, "at": now, "detail": failed_reason})
+            events.append(
+                JobEventV1(
+                    job_id=job_id,
+                    dataset_id=dataset_id,
+                    sequence=1,
+                    state=FAILED,
+                    previous_state=QUEUED,
+                    terminal=True,
+                    error=failed_reason,
+                    occurred_at=now,
+                )
+            )
         record = JobRecord(
             job_id=job_id,
             dataset_id=dataset_id,
             request=request,
             base_model=base_model,
-            status=FAILED,
-            sequence=1,
-            error=reason,
+            status=QUEUED if failed_reason is None else FAILED,
+            sequence=len(events) - 1,
+            error=failed_reason,
             created=now,
             updated=now,
             queued_at=now,
-            ended_at=now,
+            last_progress_at=now,
+            ended_at=None if failed_reason is None else now,
         ).model_dump(mode="python")
-        record["history"] = [
-            {"sequence": 0, "state": QUEUED, "at": now, "detail": "request received"},
-            {"sequence": 1, "state": FAILED, "at": now, "detail": reason},
-        ]
-        record["awaiting_completion"] = True
-        events = [
-            JobEventV1(job_id=job_id, dataset_id=dataset_id, sequence=0, state=QUEUED, occurred_at=now),
-            JobEventV1(
-                job_id=job_id,
-                dataset_id=dataset_id,
-                sequence=1,
-                state=FAILED,
-                previous_state=QUEUED,
-                terminal=True,
-                error=reason,
-                occurred_at=now,
-            ),
-        ]
+        record["history"] = history
+        if failed_reason is not None:
+            record["awaiting_completion"] = True  # until the reconciler sees completion's record
         batch = self.db.batch()
         batch.create(self.jobs.document(job_id), record)
         for event in events:
