@@ -472,19 +472,27 @@ def test_a_completion_worker_killed_mid_evaluation_still_ends_it_with_one_notice
     for pid in worker_pids(stack, "completion"):
         os.kill(pid, signal.SIGKILL)
 
+    # The killed invocation's lease lapses without its heartbeat; another invocation takes it
+    # over (the redelivery, or the reconciler's continuation) and resumes the work.
+    wait_for(
+        lambda: _evaluation(runtime, job.job_id).get("invocations", 0) >= 2,
+        timeout=RECOVERY_S,
+        what="another invocation to resume the evaluation",
+    )
+    resumed_in = time.monotonic() - killed_at
     wait_for(
         lambda: _evaluation(runtime, job.job_id).get("status") == "DONE",
-        timeout=RECOVERY_S + 60,
+        timeout=RECOVERY_S,
         what="the evaluation to end after its worker was killed",
     )
     recovered_in = time.monotonic() - killed_at
-    print(f"recovered {recovered_in:.1f} s after the kill")  # the figure, with pytest -s
+    print(f"resumed {resumed_in:.1f} s and done {recovered_in:.1f} s after the kill")  # with pytest -s
 
     evaluation = _evaluation(runtime, job.job_id)
     assert evaluation["cursor"] == evaluation["total"] == examples
     assert evaluation["invocations"] >= 2  # the killed one, and the one that took over its lease
     _check_report(_report_objects(runtime, job.job_id), job, examples)
-    assert recovered_in < RECOVERY_S + 60, f"recovered in {recovered_in:.0f} s"
+    assert resumed_in < RECOVERY_S, f"resumed in {resumed_in:.0f} s"
     wait_for(lambda: _files_naming(stack["SFTPIPE_SLACK_DIR"], "*.json", job.job_id), what="a Slack post")
     wait_for(lambda: _files_naming(stack["SFTPIPE_MAIL_DIR"], "*.eml", job.job_id), what="a mail")
     time.sleep(5)
