@@ -58,9 +58,16 @@ def gemini(user: str, model: str, system: str | None = None) -> dict[str, Any]:
     return record
 
 
+#: The public samples live beside the repository (CI has them); a lone clone does not, and the
+#: tests that read them are skipped there with this reason instead of failing.
+REALWORLD_MISSING = f"the public real-world samples are not at {REALWORLD.resolve()} (a lone clone)"
+requires_realworld = pytest.mark.skipif(not REALWORLD.is_dir(), reason=REALWORLD_MISSING)
+
+
 @pytest.fixture
 def realworld() -> Path:
-    assert REALWORLD.is_dir(), f"real-world samples expected at {REALWORLD}"
+    if not REALWORLD.is_dir():
+        pytest.skip(REALWORLD_MISSING)
     return REALWORLD
 
 

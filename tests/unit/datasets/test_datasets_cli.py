@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import CONTRACT_KEYS, REALWORLD, gemini, jsonl
+from conftest import CONTRACT_KEYS, REALWORLD, gemini, jsonl, requires_realworld
 
 from shared.cli import main
 
@@ -16,6 +16,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
+@requires_realworld
 def test_valid_file_exits_0_and_writes_gemini_jsonl(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -41,6 +42,7 @@ def test_valid_file_exits_0_and_writes_gemini_jsonl(
     assert "ACCEPTED" in (out / "report.md").read_text()
 
 
+@requires_realworld
 def test_invalid_file_exits_1_and_writes_no_dataset(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -63,6 +65,7 @@ def test_invalid_file_exits_1_and_writes_no_dataset(
     assert (out / "report.md").exists()
 
 
+@requires_realworld
 def test_skip_invalid_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, stdout = run_cli(
         capsys, str(REALWORLD / "openai_cookbook_toy_chat_fine_tuning.jsonl"), "--json", "--skip-invalid"
