@@ -4,8 +4,8 @@ stranded, and finish it or end it with the reason (architecture.md, "reconciler"
 Each repair is logged with its ids and counted in the tick's result:
 - ``datasets_reingested`` / ``datasets_rejected``: a dataset still VALIDATING whose ingest claim
   has lapsed (its worker died, and its event's deliveries are spent or waiting behind the lease)
-  is ingested again here, at most :data:`MAX_INGEST_ATTEMPTS` times in all, then REJECTED as
-  ``ingest_incomplete`` with a notice;
+  is ingested again here (:data:`MAX_REINGESTS_PER_TICK` a tick), at most
+  :data:`MAX_INGEST_ATTEMPTS` times in all, then REJECTED as ``ingest_incomplete`` with a notice;
 - ``requests_republished``: a READY dataset whose tuning request never became a job (the publish
   was lost, or the tuner's deliveries were spent) gets its stored request published again;
 - ``requests_failed``: a request dead-lettered on the tuner's subscription for a dataset we know
@@ -48,6 +48,9 @@ log = get_logger("sftpipe.reconciler")
 #: Ingest runs of one dataset in all (its own event's, then the reconciler's) before it is
 #: REJECTED as ``ingest_incomplete``: a file that kills its worker every time must end.
 MAX_INGEST_ATTEMPTS = 3
+#: Datasets one tick ingests again: each can take as long as an ingest, inside the poller's own
+#: timeout; the others wait for the next tick.
+MAX_REINGESTS_PER_TICK = 1
 #: Seconds a dataset stays READY without a job before its request is published again, and
 #: between two such publishes.
 REPUBLISH_AFTER_S = 120
@@ -112,6 +115,8 @@ def _stranded_datasets(runtime: Runtime, client: genai.Client, now: datetime, co
     datasets = runtime.firestore.collection(settings.datasets_collection)
     query = datasets.where(filter=FieldFilter("status", "==", VALIDATING)).limit(SCAN_LIMIT)
     for snapshot in query.stream():
+        if counts["datasets_reingested"] >= MAX_REINGESTS_PER_TICK:
+            break
         dataset = snapshot.to_dict()
         dataset_id = snapshot.id
         with log_context(dataset_id=dataset_id):
