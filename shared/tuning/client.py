@@ -16,7 +16,6 @@ from shared.budgets import (
     READ_RETRY_ATTEMPTS,
     RETRY_INITIAL_DELAY_S,
     RETRY_MAX_DELAY_S,
-    read_call_worst_case_s,
 )
 from shared.config import Settings
 
@@ -27,12 +26,6 @@ if TYPE_CHECKING:
 #: Retryable HTTP statuses of tuning reads; the create opts out of every retry per request
 #: (``shared.tuning.submit``). The numbers live in ``shared.budgets``.
 RETRYABLE = (408, 500, 502, 503, 504)
-RETRY_ATTEMPTS = READ_RETRY_ATTEMPTS
-
-
-def worst_case_call_s() -> float:
-    """Longest a tuning read can take with every retry (``shared.budgets``)."""
-    return read_call_worst_case_s()
 
 
 def make_client(
@@ -48,7 +41,7 @@ def make_client(
         api_version="v1",
         timeout=int(timeout_s * 1000) if timeout_s is not None else None,
         retry_options=types.HttpRetryOptions(
-            attempts=RETRY_ATTEMPTS,
+            attempts=READ_RETRY_ATTEMPTS,
             initial_delay=RETRY_INITIAL_DELAY_S,
             max_delay=RETRY_MAX_DELAY_S,
             http_status_codes=codes,
