@@ -138,12 +138,7 @@ def _notify_not_evaluated(
 ) -> dict[str, Any]:
     settings = runtime.settings
     short_state = state.removeprefix("JOB_STATE_").lower()
-    store = IdempotencyStore(
-        runtime.firestore,
-        settings.idempotency_collection,
-        settings.idempotency_lease_s,
-        max_hold_s=settings.function_timeout_s,
-    )
+    store = IdempotencyStore.from_settings(runtime.firestore, settings)
 
     def notify_ended() -> dict[str, Any]:
         from shared.notify.content import JobEndedOutcome
@@ -192,12 +187,7 @@ def _notify_stalled(job: JobRecord, event: JobEventV1, runtime: Runtime) -> dict
         log.info("stale stall alert ignored", extra={"state": job.status})
         return None
     settings = runtime.settings
-    store = IdempotencyStore(
-        runtime.firestore,
-        settings.idempotency_collection,
-        settings.idempotency_lease_s,
-        max_hold_s=settings.function_timeout_s,
-    )
+    store = IdempotencyStore.from_settings(runtime.firestore, settings)
 
     def notify_stalled() -> dict[str, Any]:
         from shared.notify.content import JobStalledOutcome

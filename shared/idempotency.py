@@ -29,6 +29,8 @@ from shared.logging import get_logger
 if TYPE_CHECKING:
     from google.cloud import firestore
 
+    from shared.config import Settings
+
 IN_PROGRESS = "IN_PROGRESS"
 COMPLETED = "COMPLETED"
 FAILED = "FAILED"
@@ -48,6 +50,16 @@ class IdempotencyStore:
         self._collection = collection
         self._lease = timedelta(seconds=lease_s)
         self._max_hold_s = max_hold_s
+
+    @classmethod
+    def from_settings(cls, db: firestore.Client, settings: Settings) -> IdempotencyStore:
+        """The deployment's store: its collection and lease, held at most one function timeout."""
+        return cls(
+            db,
+            settings.idempotency_collection,
+            settings.idempotency_lease_s,
+            max_hold_s=settings.function_timeout_s,
+        )
 
     def run_once(self, key: str, handler: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """Run ``handler`` at most once to completion for ``key`` and return its (stored) result."""
@@ -126,34 +138,30 @@ class IdempotencyStore:
 
     def _renew(self, ref: Any, owner: str) -> bool:
         """Extend our IN_PROGRESS claim by a lease (the heartbeat); False once it is not ours."""
-        from google.cloud import firestore
-
-        @firestore.transactional
-        def renew(transaction: Any) -> bool:
-            snapshot = ref.get(transaction=transaction)
-            current = snapshot.to_dict() if snapshot.exists else None
-            if not current or current.get("status") != IN_PROGRESS or current.get("owner") != owner:
-                return False
-            transaction.update(ref, {"lease_expires": datetime.now(UTC) + self._lease})
-            return True
-
-        return renew(self._db.transaction())
+        return self._if_ours(
+            ref, owner, lambda t: t.update(ref, {"lease_expires": datetime.now(UTC) + self._lease})
+        )
 
     def _release(self, ref: Any, owner: str) -> None:
         """Delete our claim so that the redelivery can run; never someone else's."""
+        try:
+            if not self._if_ours(ref, owner, lambda t: t.delete(ref)):
+                log.warning("idempotency claim was taken over before it could be released")
+        except gexc.GoogleAPICallError:
+            log.warning("could not release the idempotency claim; it expires by itself", exc_info=True)
+
+    def _if_ours(self, ref: Any, owner: str, act: Callable[[Any], object]) -> bool:
+        """In one transaction: ``act(transaction)`` if the claim is still ``owner``'s IN_PROGRESS
+        one; False (and nothing done) otherwise."""
         from google.cloud import firestore
 
         @firestore.transactional
-        def release(transaction: Any) -> bool:
+        def attempt(transaction: Any) -> bool:
             snapshot = ref.get(transaction=transaction)
             current = snapshot.to_dict() if snapshot.exists else None
             if not current or current.get("status") != IN_PROGRESS or current.get("owner") != owner:
                 return False
-            transaction.delete(ref)
+            act(transaction)
             return True
 
-        try:
-            if not release(self._db.transaction()):
-                log.warning("idempotency claim was taken over before it could be released")
-        except gexc.GoogleAPICallError:
-            log.warning("could not release the idempotency claim; it expires by itself", exc_info=True)
+        return attempt(self._db.transaction())

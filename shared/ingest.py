@@ -92,12 +92,7 @@ def ingest_upload(obj: StorageObject, event_type: str, runtime: Runtime) -> dict
         log.info("upload ignored: %s", reason, extra={"object": obj.uri})
         return None
     bind(dataset_id=obj.dataset_id)
-    store = IdempotencyStore(
-        runtime.firestore,
-        settings.idempotency_collection,
-        settings.idempotency_lease_s,
-        max_hold_s=settings.function_timeout_s,
-    )
+    store = IdempotencyStore.from_settings(runtime.firestore, settings)
     return store.run_once(f"ingest-{obj.dataset_id}", lambda: _ingest(obj, runtime))
 
 
