@@ -34,49 +34,44 @@ class EvaluatedOutcome(BaseModel):
         return self.kind
 
 
-class JobEndedOutcome(BaseModel):
-    """A tuning job that ended without a model to evaluate."""
+class _JobOutcome(BaseModel):
+    """What every notice about one tuning job carries."""
 
     model_config = ConfigDict(frozen=True)
 
-    kind: Literal["job_ended"] = "job_ended"
     job_id: str
     dataset_id: str
     base_model: str
-    state: str = Field(description="JobState name (JOB_STATE_FAILED) or short form (FAILED).")
-    reason: str
-    duration_s: float | None = None
+    state: str
     tuning_job_name: str | None = None
     link: str | None = None
 
     @property
     def short_state(self) -> str:
         return self.state.removeprefix("JOB_STATE_").lower()
+
+
+class JobEndedOutcome(_JobOutcome):
+    """A tuning job that ended without a model to evaluate."""
+
+    kind: Literal["job_ended"] = "job_ended"
+    state: str = Field(description="JobState name (JOB_STATE_FAILED) or short form (FAILED).")
+    reason: str
+    duration_s: float | None = None
 
     @property
     def event_key(self) -> str:
         return f"{self.kind}:{self.short_state}"
 
 
-class JobStalledOutcome(BaseModel):
+class JobStalledOutcome(_JobOutcome):
     """A tuning job without progress for ``SFTPIPE_STALL_AFTER_S``: the poller's ``stalled`` event."""
 
-    model_config = ConfigDict(frozen=True)
-
     kind: Literal["job_stalled"] = "job_stalled"
-    job_id: str
-    dataset_id: str
-    base_model: str
     state: str = Field(description="The job's status when the alert was raised (JOB_STATE_RUNNING...).")
     #: When the poller raised the alert: it tells one stall from the next.
     occurred_at: datetime
     last_progress_at: datetime | None = None
-    tuning_job_name: str | None = None
-    link: str | None = None
-
-    @property
-    def short_state(self) -> str:
-        return self.state.removeprefix("JOB_STATE_").lower()
 
     @property
     def event_key(self) -> str:
