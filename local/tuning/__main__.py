@@ -1,5 +1,5 @@
 import sys
 
-from local.tuning.cli import main
+from shared.cli.tuning_service import main
 
 sys.exit(main())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from local.demo import _Follower
+from shared.cli.demo import _Follower
 
 
 def _follower(tmp_path: Path, dataset_id: str) -> _Follower:

@@ -18,7 +18,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-SAMPLE = Path(__file__).parent / "samples" / "reviews.jsonl"
+from shared.cli.output import console as output_console
+from shared.cli.output import metric_table
+
+SAMPLE = Path(__file__).resolve().parents[2] / "local" / "samples" / "reviews.jsonl"
 #: Upload settings of the demo (custom metadata, as a person would set them).
 DEMO_METADATA = {"epochs": "2", "task": "classification", "learning-rate-multiplier": "5"}
 #: Minutes the demo waits for the whole run before it gives up (and says where the logs are).
@@ -39,11 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from local.stack import Stack, StackError, StackOptions
 
-    console = Console(stderr=True)
+    console = output_console(stderr=True)
     model = "tiny" if args.tiny else "smollm2"
     stack = Stack(args.run_dir)
     started = time.monotonic()
@@ -199,7 +200,6 @@ class _Follower:
         return table
 
     def conclude(self, bucket: Any, console: Any, run_dir: Path, started: float) -> int:
-        from shared.tuning.ops_cli import metric_table
 
         if self.dataset.get("status") == "REJECTED":
             console.print(f"[red]the dataset was rejected[/red]: {self.dataset.get('error_counts')}")

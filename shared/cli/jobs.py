@@ -1,4 +1,5 @@
-"""Operator commands: ``sftpipe status [JOB_ID] [--json]`` and ``sftpipe cancel JOB_ID``.
+"""Operator commands: ``sftpipe status [JOB_ID] [--json]``, ``sftpipe cancel JOB_ID`` and
+``sftpipe report JOB_ID [--json] [--out DIR]``.
 
 They read the same settings as the functions (``eval "$(sftpipe stack env)"`` for the local stack).
 """
@@ -7,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import UTC, datetime
 from typing import Any
+
+from shared.cli.output import EXIT_FAILED, EXIT_OK, console, emit_json, error, metric_table, say
 
 #: Jobs listed by `sftpipe status` without a job id (newest first).
 STATUS_LIMIT = 50
@@ -54,16 +56,15 @@ def run_status(args: argparse.Namespace) -> int:
     if args.job_id:
         job = store.get(args.job_id)
         if job is None:
-            print(f"error: no job {args.job_id}", file=sys.stderr)
-            return 1
+            error("status", f"no job {args.job_id}")
+            return EXIT_FAILED
         jobs = [job]
     else:
         jobs = store.recent(STATUS_LIMIT)
     rows = [job_summary(job) for job in jobs]
     if args.json:
-        print(json.dumps(rows))
-        return 0
-    from rich.console import Console
+        emit_json(rows)
+        return EXIT_OK
     from rich.table import Table
 
     table = Table("job", "state", "base model", "dataset", "age", "endpoint")
@@ -77,8 +78,8 @@ def run_status(args: argparse.Namespace) -> int:
             age,
             row["tuned_endpoint"] or "",
         )
-    Console().print(table)
-    return 0
+    console().print(table)
+    return EXIT_OK
 
 
 def run_cancel(args: argparse.Namespace) -> int:
@@ -87,43 +88,29 @@ def run_cancel(args: argparse.Namespace) -> int:
     runtime, store = _store()
     job = store.get(args.job_id)
     if job is None:
-        print(f"error: no job {args.job_id}", file=sys.stderr)
-        return 1
+        error("cancel", f"no job {args.job_id}")
+        return EXIT_FAILED
     if job.status in TERMINAL:
-        print(f"job {job.job_id} has already ended ({job.status})", file=sys.stderr)
-        return 0
+        say(f"job {job.job_id} has already ended ({job.status})")
+        return EXIT_OK
     if job.tuning_job_name is None:
         event = store.record_transition(
             job.job_id, "JOB_STATE_CANCELLED", detail="cancelled before submission", allow_from=[QUEUED]
         )
         if event is None:
-            print(f"job {job.job_id} is being submitted; try again in a few seconds", file=sys.stderr)
-            return 1
-        print(f"job {job.job_id} cancelled before submission", file=sys.stderr)
-        return 0
+            say(f"job {job.job_id} is being submitted; try again in a few seconds")
+            return EXIT_FAILED
+        say(f"job {job.job_id} cancelled before submission")
+        return EXIT_OK
     runtime.tuning.tunings.cancel(name=job.tuning_job_name)
-    print(f"cancel requested for {job.tuning_job_name}; the poller records CANCELLED", file=sys.stderr)
-    return 0
+    say(f"cancel requested for {job.tuning_job_name}; the poller records CANCELLED")
+    return EXIT_OK
 
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job_id", help="the job whose evaluation report to show")
     parser.add_argument("--json", action="store_true", help="print summary.json")
     parser.add_argument("--out", default=None, help="download report.html and summary.json into this folder")
-
-
-def metric_table(summary: dict[str, Any]) -> Any:
-    """The metric table of a summary.json, base versus tuned (a rich Table; * marks the primary)."""
-    from rich.table import Table
-
-    title = f"{summary['task']}: base {summary['base_model']} vs tuned ({summary['verdict']})"
-    table = Table(title=title, min_width=len(title) + 4)  # the title on one line, not wrapped
-    for column in ("metric", "base", "tuned", "delta"):
-        table.add_column(column, justify="left" if column == "metric" else "right")
-    for metric in summary["metrics"]:
-        name = metric["name"] + (" *" if metric.get("primary") else "")
-        table.add_row(name, f"{metric['base']:.3f}", f"{metric['tuned']:.3f}", f"{metric['delta']:+.3f}")
-    return table
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -136,8 +123,8 @@ def run_report(args: argparse.Namespace) -> int:
     evaluation = snapshot.to_dict() if snapshot.exists else None
     if not evaluation or not evaluation.get("summary_uri"):
         status = (evaluation or {}).get("status", "not started")
-        print(f"error: no report for {args.job_id} yet (evaluation: {status})", file=sys.stderr)
-        return 1
+        error("report", f"no report for {args.job_id} yet (evaluation: {status})")
+        return EXIT_FAILED
     bucket = runtime.storage.bucket(runtime.settings.bucket)
     prefix = f"{runtime.settings.reports_prefix}{args.job_id}/"
     summary = json.loads(bucket.blob(f"{prefix}summary.json").download_as_bytes())
@@ -147,13 +134,11 @@ def run_report(args: argparse.Namespace) -> int:
         bucket.blob(f"{prefix}report.html").download_to_filename(str(out / "report.html"))
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if args.json:
-        print(json.dumps(summary))
-        return 0
-    from rich.console import Console
-
-    console = Console()
-    console.print(metric_table(summary))
-    console.print(f"report: {evaluation['report_uri']}", soft_wrap=True)
+        emit_json(summary)
+        return EXIT_OK
+    out_console = console()
+    out_console.print(metric_table(summary))
+    out_console.print(f"report: {evaluation['report_uri']}", soft_wrap=True)
     if args.out:
-        console.print(f"downloaded: {Path(args.out) / 'report.html'}", soft_wrap=True)
-    return 0
+        out_console.print(f"downloaded: {Path(args.out) / 'report.html'}", soft_wrap=True)
+    return EXIT_OK

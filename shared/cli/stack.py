@@ -1,4 +1,7 @@
-"""``sftpipe stack up | down | status | env``."""
+"""``sftpipe stack up | down | status | env`` and ``sftpipe logs``: the local stack of real services.
+
+The stack itself is ``local.stack``, imported only when a command runs.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,9 @@ import argparse
 import json
 import os
 import shlex
-import sys
 from pathlib import Path
+
+from shared.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, emit, emit_json, say
 
 DEFAULT_RUN_DIR = ".sftpipe/stack"
 
@@ -56,7 +60,6 @@ def run(args: argparse.Namespace) -> int:
     from local.stack import Stack, StackError, StackOptions
 
     stack = Stack(args.run_dir or default_run_dir())
-    say = lambda text: print(text, file=sys.stderr)  # noqa: E731 - stdout is kept for data
     try:
         if args.action == "up":
             function_env = dict(_parse_setting(item) for item in args.set)
@@ -69,34 +72,34 @@ def run(args: argparse.Namespace) -> int:
             )
             env = stack.up(options, log=say)
             say(f'run `eval "$(sftpipe stack env --run-dir {shlex.quote(str(stack.run_dir))})"` to use it')
-            return 0 if env else 1
+            return EXIT_OK if env else EXIT_FAILED
         if args.action == "down":
             stopped = stack.down()
             say(f"stopped {len(stopped)} processes" if stopped else "nothing was running")
-            return 0
+            return EXIT_OK
         if args.action == "status":
             status = stack.status()
             if args.json:
-                print(json.dumps(status))
+                emit_json(status)
             else:
                 say(f"stack in {status['run_dir']}: {'running' if status['running'] else 'not running'}")
                 for name, process in status["processes"].items():
                     state = "alive" if process["alive"] else "dead"
-                    print(f"{name:12} pid {process['pid']:>7}  {state:5}  {process['log']}")
-            return 0 if status["running"] else 3
+                    emit(f"{name:12} pid {process['pid']:>7}  {state:5}  {process['log']}")
+            return EXIT_OK if status["running"] else 3
         if args.action == "env":
             env = stack.env()
             summary = _env_summary(env)
             if args.json:
-                print(json.dumps(summary))
+                emit_json(summary)
             else:
                 for key, value in env.items():
-                    print(f"export {key}={shlex.quote(value)}")
-            return 0
+                    emit(f"export {key}={shlex.quote(value)}")
+            return EXIT_OK
     except (StackError, ServiceUnavailableError) as exc:
         say(f"error: {exc}")
-        return 1
-    return 2
+        return EXIT_FAILED
+    return EXIT_USAGE
 
 
 def _parse_setting(item: str) -> tuple[str, str]:
@@ -138,17 +141,17 @@ def add_logs_arguments(parser: argparse.ArgumentParser) -> None:
 def run_logs(args: argparse.Namespace) -> int:
     log_dir = (args.run_dir or default_run_dir()) / "logs"
     names = args.names or ["ingest", "tuner", "poller", "completion"]
-    status = 0
+    status = EXIT_OK
     for name in names:
         path = log_dir / f"{name}.log"
         if not path.exists():
-            print(f"error: no log {path}", file=sys.stderr)
-            status = 1
+            say(f"error: no log {path}")
+            status = EXIT_FAILED
             continue
         lines = path.read_text(errors="replace").splitlines()[-args.lines :]
-        print(f"== {name} ({path})")
+        emit(f"== {name} ({path})")
         for line in lines:
-            print(line if args.raw else _pretty(line))
+            emit(line if args.raw else _pretty(line))
     return status
 
 

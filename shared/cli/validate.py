@@ -12,9 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
-EXIT_VALID = 0
-EXIT_INVALID = 1
-EXIT_USAGE = 2
+from shared.cli.output import EXIT_FAILED as EXIT_INVALID
+from shared.cli.output import EXIT_OK as EXIT_VALID
+from shared.cli.output import EXIT_USAGE, console, emit_json, error
+
 #: Files at least this large get a progress bar.
 PROGRESS_MIN_BYTES = 16 * 1024 * 1024
 SPLITS = ("train", "validation", "test")
@@ -57,10 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _usage_error(args: argparse.Namespace, message: str) -> int:
     if args.json:
-        import orjson
-
-        sys.stdout.buffer.write(orjson.dumps({"ok": False, "usage_error": message}) + b"\n")
-    print(f"sftpipe validate: error: {message}", file=sys.stderr)
+        emit_json({"ok": False, "usage_error": message})
+    error("validate", message)
     return EXIT_USAGE
 
 
@@ -171,15 +170,14 @@ def run(args: argparse.Namespace) -> int:
         return _usage_error(args, exc.message)
 
     if args.json:
-        sys.stdout.buffer.write(orjson.dumps(result.model_dump(mode="json")) + b"\n")
-        sys.stdout.flush()
+        emit_json(result.model_dump(mode="json"))
     else:
-        from rich.console import Console
         from rich.markdown import Markdown
 
-        Console().print(Markdown(render_report(result)))
+        out_console = console()
+        out_console.print(Markdown(render_report(result)))
         if out_dir is not None and result.ok:
-            Console().print(
+            out_console.print(
                 f"Wrote {', '.join(f'{s}.jsonl' for s in SPLITS)} and report.json/.md to {out_dir}"
             )
     return EXIT_VALID if result.ok else EXIT_INVALID

@@ -18,7 +18,6 @@ the environment (``eval "$(sftpipe stack env)"`` for the local stack).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,9 +25,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from shared.runtime import Runtime
 
-EXIT_OK = 0
-EXIT_REJECTED = 1
-EXIT_USAGE = 2
+from shared.cli.output import EXIT_FAILED as EXIT_REJECTED
+from shared.cli.output import EXIT_OK, EXIT_USAGE, emit, error, say
+
 EXIT_TIMEOUT = 3
 #: Seconds between two reads of the dataset document with --wait.
 WAIT_POLL_S = 1.0
@@ -139,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"--base-model: {exc.message}")
     except (SubmitError, OSError, GoogleAPIError) as exc:
         return _fail(str(exc))
-    print(dataset_id, flush=True)
+    emit(dataset_id)
     if not args.wait:
         return EXIT_OK
     try:
@@ -173,7 +172,7 @@ def _submit_manifest(manifest_path: Path, runtime: Runtime) -> str:
             )
     for local, object_name in pending:
         _upload(runtime, local, object_name, {})
-        print(f"uploaded {local} to gs://{settings.bucket}/{object_name}", file=sys.stderr)
+        say(f"uploaded {local} to gs://{settings.bucket}/{object_name}")
     return _upload(runtime, manifest_path, f"{settings.incoming_prefix}{manifest_path.name}", {})
 
 
@@ -195,13 +194,13 @@ def _wait(runtime: Runtime, dataset_id: str, timeout_s: float) -> int:
         dataset = document.get().to_dict() or {}
         status = dataset.get("status")
         if status in SETTLED:
-            print(f"{status} {dataset.get('report_uri', '')}", flush=True)
+            emit(f"{status} {dataset.get('report_uri', '')}")
             return EXIT_OK if status == "READY" else EXIT_REJECTED
         time.sleep(WAIT_POLL_S)
-    print(f"sftpipe submit: {dataset_id} did not settle within {timeout_s:.0f} s", file=sys.stderr)
+    say(f"sftpipe submit: {dataset_id} did not settle within {timeout_s:.0f} s")
     return EXIT_TIMEOUT
 
 
 def _fail(message: str) -> int:
-    print(f"sftpipe submit: error: {message}", file=sys.stderr)
+    error("submit", message)
     return EXIT_USAGE

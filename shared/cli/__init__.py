@@ -1,8 +1,16 @@
-"""``sftpipe``: the command-line tool (validate, the local stack, operator commands).
+"""``sftpipe``: the command-line tool. Every command lives in this package, one module per group:
 
-Each command lives in the module that owns its logic; this file only wires argparse to them, and
-imports only the module of the command being run (the tuning service's pulls in torch), so that
-``sftpipe --help`` and ``sftpipe stack up`` stay fast.
+- ``validate``: check and convert a dataset file (``shared.cli.validate``);
+- ``submit``: upload a dataset or manifest to start a run (``shared.cli.submit``);
+- ``status``, ``cancel``, ``report``: operator commands on jobs (``shared.cli.jobs``);
+- ``stack``, ``logs``: the local stack of real services (``shared.cli.stack``);
+- ``demo``: the whole pipeline locally on the bundled sample (``shared.cli.demo``);
+- ``tuning-service``: the local Vertex-compatible tuning service (``shared.cli.tuning_service``).
+
+What they print and where (data on stdout, messages on stderr) is ``shared.cli.output``. The
+commands hold no pipeline logic: they parse arguments and call ``shared`` (or ``local`` for the
+local stack). This file only wires argparse to them, and imports only the module of the command
+being run (the tuning service's pulls in torch), so that ``sftpipe --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -16,18 +24,18 @@ from typing import Any
 # command name -> (target, help). A target "module" defines `add_arguments(parser)` and
 # `run(args) -> int`; "module:name" defines `add_name_arguments(parser)` and `run_name(args)`.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "stack": ("local.stack_cli", "start, stop and inspect the local stack of real services"),
-    "validate": ("shared.datasets.cli", "validate a dataset file and convert it to Gemini tuning JSONL"),
-    "submit": ("shared.submit_cli", "upload a dataset file (or a manifest and its files) to start a run"),
+    "stack": ("shared.cli.stack", "start, stop and inspect the local stack of real services"),
+    "validate": ("shared.cli.validate", "validate a dataset file and convert it to Gemini tuning JSONL"),
+    "submit": ("shared.cli.submit", "upload a dataset file (or a manifest and its files) to start a run"),
     "tuning-service": (
-        "local.tuning.cli",
+        "shared.cli.tuning_service",
         "run the local Vertex-compatible tuning service (LoRA on a small model)",
     ),
-    "status": ("shared.tuning.ops_cli:status", "show tuning jobs: state, base model, dataset, age, endpoint"),
-    "cancel": ("shared.tuning.ops_cli:cancel", "cancel a tuning job"),
-    "report": ("shared.tuning.ops_cli:report", "show a job's evaluation: metric table, report path"),
-    "logs": ("local.stack_cli:logs", "print the local functions' logs"),
-    "demo": ("local.demo", "run the whole pipeline locally on the bundled sample dataset"),
+    "status": ("shared.cli.jobs:status", "show tuning jobs: state, base model, dataset, age, endpoint"),
+    "cancel": ("shared.cli.jobs:cancel", "cancel a tuning job"),
+    "report": ("shared.cli.jobs:report", "show a job's evaluation: metric table, report path"),
+    "logs": ("shared.cli.stack:logs", "print the local functions' logs"),
+    "demo": ("shared.cli.demo", "run the whole pipeline locally on the bundled sample dataset"),
 }
 
 
@@ -60,7 +68,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(command if command in COMMANDS else "")
     args = parser.parse_args(arguments)
     return int(_entry(args._target, "run")(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
