@@ -7,7 +7,7 @@ locals {
   object_prefix = "projects/_/buckets/${google_storage_bucket.data.name}/objects/"
 
   # What ingest reads in the data bucket: the uploads under incoming/, and the files a manifest
-  # may name (shared/ingest_manifest.py, ReadPolicy: SFTPIPE_UPLOAD_PREFIXES). One grant with one
+  # may name (shared/ingest/manifest.py, ReadPolicy: SFTPIPE_UPLOAD_PREFIXES). One grant with one
   # condition, so that what ingest may read is one expression to review.
   ingest_read_prefixes = concat([var.incoming_prefix], var.upload_prefixes)
 

@@ -119,7 +119,7 @@ class UploadSettings(BaseModel):
 _METADATA_PREFIXES = ("x-goog-meta-", "sftpipe-")
 
 #: Code of a manifest file name that cannot name one plain object ('..', a leading '/', empty...):
-#: the same code ingest gives a name outside the uploads prefixes (shared.ingest_manifest).
+#: the same code ingest gives a name outside the uploads prefixes (shared.ingest.manifest).
 FILE_NOT_ALLOWED = "manifest_file_not_allowed"
 
 
@@ -173,7 +173,7 @@ class TuningManifest(UploadSettings):
     ``gs://bucket/object`` URI. The named files must live outside the upload prefix
     (``incoming/``), or each of them would start a run of its own; ingest rejects a manifest that
     names an object there, and one that names an object outside the uploads prefixes or the
-    allowed buckets (``shared.ingest_manifest.ReadPolicy``). With only ``train``, the train file
+    allowed buckets (``shared.ingest.manifest.ReadPolicy``). With only ``train``, the train file
     is split into train/validation/test; given ``validation`` / ``test`` files are used as they are.
     """
 

@@ -25,7 +25,7 @@ import shared.idempotency
 from shared.config import Settings
 from shared.dead_letter import dead_letter_topic
 from shared.events import PubSubMessage
-from shared.ingest_manifest import ReadPolicy
+from shared.ingest.manifest import ReadPolicy
 from shared.messages import PollTickV1, parse_message
 
 REPO = Path(__file__).resolve().parents[2]

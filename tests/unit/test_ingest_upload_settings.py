@@ -9,7 +9,7 @@ import pytest
 
 from shared.config import Settings
 from shared.events import StorageObject
-from shared.ingest import _prepare_file
+from shared.ingest.upload import _prepare_file
 from shared.runtime import Runtime
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from shared.config import Settings
 from shared.events import StorageObject
-from shared.ingest_manifest import (
+from shared.ingest.manifest import (
     MANIFEST_ERROR_CODES,
     ReadPolicy,
     normalise_prefixes,

@@ -16,7 +16,7 @@ from conftest import gemini, jsonl, run
 from shared.config import Settings
 from shared.datasets import PrepareOptions
 from shared.events import StorageObject
-from shared.ingest import _file_outcome, _tuning_request
+from shared.ingest.upload import _file_outcome, _tuning_request
 from shared.messages import Task, TuningRequestV1
 
 WORDS = (

@@ -20,7 +20,7 @@ from shared.evaluation.metrics import (
 )
 from shared.evaluation.report import build_summary, estimate_training_cost, render_report_html
 from shared.events import StorageObject
-from shared.ingest import _file_outcome, _tuning_request
+from shared.ingest.upload import _file_outcome, _tuning_request
 from shared.messages import Task
 from shared.state.jobs import JobRecord
 

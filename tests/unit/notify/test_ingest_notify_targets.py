@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shared.config import Settings
 from shared.events import StorageObject
-from shared.ingest import _notify_targets, _Outcome, _tuning_request
+from shared.ingest.upload import _notify_targets, _Outcome, _tuning_request
 from shared.messages import Hyperparameters, NotifyTargets
 
 

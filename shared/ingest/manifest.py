@@ -15,7 +15,7 @@ enough, then validates the files with one shared
 
 Strict across the manifest: the run is accepted only when every file is. Files are fed to the
 caller's ``sink`` as they pass, and the caller commits what the sink wrote only when the whole
-manifest is ``ok`` (``shared.ingest`` does). Each file is read at the generation seen when it was
+manifest is ``ok`` (``shared.ingest.upload`` does). Each file is read at the generation seen when it was
 checked, so the validating and the writing pass see the same bytes.
 
 Nothing here retries or records: a transient GCS failure raises, and the caller's idempotency

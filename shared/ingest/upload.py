@@ -10,7 +10,7 @@ For an object under ``incoming/`` (not empty, not a folder placeholder):
    test}.jsonl``. Writers are committed only after that pass succeeded, so a crash leaves no
    partial object; the generation read is pinned to the event's. A manifest
    (``*.tuning.json|yaml``) names several files instead and carries the settings itself:
-   ``shared.ingest_manifest`` prepares them, and the writers are committed only when every file
+   ``shared.ingest.manifest`` prepares them, and the writers are committed only when every file
    is valid;
 4. write ``report.json`` and ``report.md`` next to them (for a rejection too; a manifest's
    report.json has each file's result and the totals);
@@ -47,7 +47,7 @@ from shared.datasets.report import TaskInfo
 from shared.errors import ConfigurationError
 from shared.events import GCS_NOTIFICATION_FINALIZE, StorageObject
 from shared.idempotency import IdempotencyStore
-from shared.ingest_manifest import ManifestReport, prepare_manifest, render_manifest_report
+from shared.ingest.manifest import ManifestReport, prepare_manifest, render_manifest_report
 from shared.logging import bind, get_logger
 from shared.messages import Hyperparameters, NotifyTargets, Task, TuningRequestV1
 from shared.runtime import Runtime
@@ -332,7 +332,7 @@ def _task_fields(task: TaskInfo | None, given_by: str) -> dict[str, Any]:
 
 
 def _prepare_manifest(obj: StorageObject, runtime: Runtime, sink: Sink) -> _Outcome:
-    """A manifest naming several files: settings from the manifest (shared.ingest_manifest)."""
+    """A manifest naming several files: settings from the manifest (shared.ingest.manifest)."""
     prepared = prepare_manifest(obj, runtime, sink)
     report, manifest, options = prepared.report, prepared.manifest, prepared.options
     train = report.train_result()
