@@ -8,8 +8,8 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from shared.adapter import deliver
-from shared.completion import handle_job_message
 from shared.dead_letter import dead_letter_for
+from shared.evaluation.completion import handle_job_message
 from shared.events import parse_pubsub_event
 from shared.messages import EvaluationContinuationV1, JobEventV1, parse_message
 from shared.runtime import get_runtime

@@ -272,7 +272,7 @@ def _dead_lettered_requests(
 
 
 def _idle_evaluations(runtime: Runtime, client: genai.Client, now: datetime, counts: dict[str, int]) -> None:
-    from shared.completion import REPORTED, RUNNING
+    from shared.evaluation.record import REPORTED, RUNNING
 
     settings = runtime.settings
     evaluations = runtime.firestore.collection(settings.evaluations_collection)

@@ -26,9 +26,9 @@ from google.genai import types
 
 from local.services import free_port
 from local.tuning import sample
-from shared.completion import handle_job_message
 from shared.config import Settings
 from shared.errors import PermanentError, TransientError
+from shared.evaluation.completion import handle_job_message
 from shared.events import PubSubMessage
 from shared.messages import EvaluationContinuationV1, JobEventV1, TuningRequestV1, parse_message
 from shared.runtime import Runtime

@@ -7,9 +7,9 @@ import io
 import orjson
 import pytest
 
-from shared.completion import _task_choice
 from shared.config import Settings
 from shared.datasets import PrepareOptions, prepare
+from shared.evaluation.finalize import decide_task
 from shared.evaluation.metrics import (
     TaskChoice,
     choose_task,
@@ -184,7 +184,7 @@ def test_completion_reports_an_inferred_task_as_inferred_with_its_evidence() -> 
     )
     job = _job(orjson.loads(request.to_json()))
 
-    choice = _task_choice(job, ["intent_01", "intent_02"], ["utterance a", "utterance b"])
+    choice = decide_task(job, ["intent_01", "intent_02"], ["utterance a", "utterance b"])
 
     assert (choice.task, choice.decided_by) == (Task.CLASSIFICATION, "inferred")
     assert "one of 30 labels (each seen >= 2 times)" in choice.reason
@@ -202,7 +202,7 @@ def test_completion_reports_an_inferred_task_as_inferred_with_its_evidence() -> 
 
 
 def test_completion_reports_a_task_the_user_set_as_explicit() -> None:
-    choice = _task_choice(
+    choice = decide_task(
         _job({"task": "generation", "task_evidence": "set by the manifest ('task')"}),
         ["positive", "negative", "positive", "negative"],
         ["a", "b", "c", "d"],
@@ -212,13 +212,13 @@ def test_completion_reports_a_task_the_user_set_as_explicit() -> None:
         "explicit",
         "set by the manifest ('task')",
     )
-    published = _task_choice(_job({"task": "extractive_qa"}), ["x"], ["x y"])
+    published = decide_task(_job({"task": "extractive_qa"}), ["x"], ["x y"])
     assert (published.decided_by, published.reason) == ("explicit", "given in the request")
 
 
 def test_completion_decides_with_the_same_rule_when_the_request_has_no_decision() -> None:
     references = [f"intent_{i % 25}" for i in range(100)]
-    choice = _task_choice(_job({}), references, [f"text {i}" for i in range(100)])
+    choice = decide_task(_job({}), references, [f"text {i}" for i in range(100)])
     # Before: at most 20 labels were classification, so 25 intents were "generation".
     assert (choice.task, choice.decided_by) == (Task.CLASSIFICATION, "inferred")
     assert choice.reason.endswith("(decided on the test split)")

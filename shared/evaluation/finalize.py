@@ -1,0 +1,149 @@
+"""The last step of an evaluation: merge the chunks, score both models, write the report.
+
+:func:`finalize` runs once every example has answers from both models; it writes
+``predictions.jsonl``, ``summary.json`` and ``report.html`` under ``reports/<job_id>/`` and records
+REPORTED (the notices are sent after it, by ``shared.evaluation.completion``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from google.api_core import exceptions as gexc
+
+from shared.evaluation.chunks import merged_predictions
+from shared.evaluation.inputs import dataset_facts, reports_bucket
+from shared.evaluation.losses import fetch_loss_curves
+from shared.evaluation.metrics import TaskChoice, choice_from_request, compute_metrics
+from shared.evaluation.notices import tuning_duration
+from shared.evaluation.record import REPORTED, LeaseLostError
+from shared.evaluation.report import (
+    ExampleComparison,
+    build_summary,
+    render_report_html,
+)
+from shared.evaluation.runner import (
+    Prediction,
+    TestExample,
+    content_text,
+    truncation_counts,
+)
+from shared.logging import get_logger
+from shared.runtime import Runtime
+from shared.state.jobs import JobRecord
+
+if TYPE_CHECKING:
+    pass
+
+log = get_logger("sftpipe.completion")
+
+#: Examples shown side by side in report.html (predictions.jsonl has all of them).
+REPORT_EXAMPLES = 12
+
+
+def finalize(
+    ref: Any, runtime: Runtime, job: JobRecord, examples: list[TestExample], owner: str
+) -> dict[str, Any]:
+    """Merge the chunks, score both models, write predictions.jsonl, summary.json and report.html."""
+    settings = runtime.settings
+    doc = ref.get().to_dict()
+    if doc.get("lease_owner") != owner:
+        raise LeaseLostError(job.job_id)
+    predictions = merged_predictions(runtime, job.job_id, doc["chunks"], doc["total"])
+    references = [p.reference for p in predictions]
+    task_choice = decide_task(job, references, [task_prompt(e) for e in examples])
+    # Identical prompts (system instruction and turns) share their reference answers (QA).
+    prompts = [orjson.dumps([e.system_instruction, e.contents]) for e in examples]
+    base, tuned = (
+        compute_metrics(task_choice.task, references, answers, labels=task_choice.labels, prompts=prompts)
+        for answers in ([p.base_output for p in predictions], [p.tuned_output for p in predictions])
+    )
+    base_truncated, tuned_truncated = truncation_counts(predictions)
+    curves, curves_note = fetch_loss_curves(settings, job.tuning_job_name)
+    statistics, cost, cost_note = dataset_facts(runtime, job)
+    summary = build_summary(
+        job_id=job.job_id,
+        dataset_id=job.dataset_id,
+        base_model=job.base_model,
+        task_choice=task_choice,
+        base=base,
+        tuned=tuned,
+        tuned_model=job.tuned_model,
+        tuned_endpoint=job.tuned_endpoint,
+        tuning_duration_s=tuning_duration(job),
+        evaluation_duration_s=(datetime.now(UTC) - doc["started"]).total_seconds(),
+        cost=cost,
+        dataset_statistics=statistics,
+        loss_curves=curves,
+        base_truncated=base_truncated,
+        tuned_truncated=tuned_truncated,
+    )
+    notes = [n for n in (curves_note, cost_note) if n]
+    if notes:
+        summary = summary.model_copy(update={"notes": [*summary.notes, *notes]})
+
+    prefix = f"{settings.reports_prefix}{job.job_id}/"
+    bucket = reports_bucket(runtime)
+    bucket.blob(f"{prefix}predictions.jsonl").upload_from_string(
+        b"".join(p.to_jsonl() for p in predictions), content_type="application/x-ndjson"
+    )
+    bucket.blob(f"{prefix}summary.json").upload_from_string(
+        summary.to_json(), content_type="application/json"
+    )
+    bucket.blob(f"{prefix}report.html").upload_from_string(
+        render_report_html(summary, report_examples(predictions)), content_type="text/html; charset=utf-8"
+    )
+    primary = summary.primary
+    fields = {
+        "status": REPORTED,
+        "task": summary.task.value,
+        "task_decided_by": summary.task_decided_by,
+        "task_reason": summary.task_reason,
+        "verdict": summary.verdict,
+        "primary_metric": primary.name,
+        "base_score": primary.base,
+        "tuned_score": primary.tuned,
+        "summary_object": f"{prefix}summary.json",
+        "report_uri": f"gs://{settings.bucket}/{prefix}report.html",
+        "summary_uri": f"gs://{settings.bucket}/{prefix}summary.json",
+        "predictions_uri": f"gs://{settings.bucket}/{prefix}predictions.jsonl",
+        "reported": datetime.now(UTC),
+        "updated": datetime.now(UTC),
+    }
+    ref.update(fields)
+    try:
+        runtime.firestore.collection(settings.jobs_collection).document(job.job_id).update(
+            {"evaluation_status": REPORTED, "evaluation_report_uri": fields["report_uri"]}
+        )
+    except gexc.NotFound:
+        log.warning("job document vanished before the evaluation was recorded on it")
+    log.info(
+        "evaluation reported",
+        extra={"task": summary.task.value, "verdict": summary.verdict, "report_uri": fields["report_uri"]},
+    )
+    return {**doc, **fields}
+
+
+def decide_task(job: JobRecord, references: list[str], prompts: list[str]) -> TaskChoice:
+    """The request's task decision: ``task`` (the user's: explicit), else ``inferred_task`` (ingest's
+    rule, with its evidence), else the same rule on the test split; labels from the request."""
+    return choice_from_request(job.request, references, prompts)
+
+
+def task_prompt(example: TestExample) -> str:
+    """The prompt as the task rule reads it at ingest: system instruction, then every turn but the last."""
+    system = content_text(example.system_instruction) if example.system_instruction else ""
+    return "\n\n".join(text for text in (system, example.prompt_text) if text)
+
+
+def report_examples(predictions: list[Prediction]) -> list[ExampleComparison]:
+    """Examples where the two models disagree first: they show what tuning changed."""
+    ordered = sorted(predictions, key=lambda p: (p.base_output == p.tuned_output, p.index))
+    return [
+        ExampleComparison(
+            prompt=p.prompt, reference=p.reference, base_output=p.base_output, tuned_output=p.tuned_output
+        )
+        for p in ordered[:REPORT_EXAMPLES]
+    ]
