@@ -16,6 +16,8 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
+# The three tests on the public samples are mirrored on our own fixtures in
+# test_datasets_shapes_in_repo.py (the test_cli_* tests there), which a lone clone runs.
 @requires_realworld
 def test_valid_file_exits_0_and_writes_gemini_jsonl(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
