@@ -9,6 +9,11 @@ are long enough for it (median :data:`BLEU_MIN_MEDIAN_TOKENS`+ tokens), else sen
 whenever no 4-gram matches, so on 1-3-token answers it would call a perfect model worse than a
 verbose one.
 
+Each score is also kept per example (:class:`ExampleScores`): a mean score's value of every
+example, the label indices of every classification answer, sacreBLEU's n-gram counts of every
+BLEU sentence. :mod:`shared.evaluation.confidence` recomputes every score, corpus-level ones
+included, from them on resamples of the examples, without scoring a text again.
+
 A prediction that is ``None`` is an example whose model call failed. It is scored as an empty
 answer, so that base and tuned model are always scored on the same examples, and it is counted in
 :attr:`MetricResult.failed`.
@@ -24,9 +29,9 @@ import re
 import statistics
 from collections import Counter
 from collections.abc import Hashable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import PermanentError
 from shared.evaluation.task_rule import (
@@ -46,8 +51,11 @@ if TYPE_CHECKING:
 __all__ = [
     "PRIMARY_METRIC",
     "ClassScores",
+    "ExampleScores",
     "MetricResult",
     "TaskChoice",
+    "bleu_from_statistics",
+    "bleu_statistics",
     "choice_from_request",
     "choose_task",
     "classification_metrics",
@@ -95,6 +103,27 @@ class ClassScores(BaseModel):
     support: int
 
 
+class ExampleScores(BaseModel):
+    """What each test example contributes to one model's scores: enough to recompute every score
+    on any resample of the examples (:mod:`shared.evaluation.confidence`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    count: int
+    #: Scores that are the mean of a per-example value (ROUGE, chrF, SQuAD EM / F1, exact match):
+    #: the score's name, then one value per example.
+    means: dict[str, list[float]] = {}
+    #: Classification: every allowed label, sorted, and per example the index in it of the
+    #: reference's label and of the answer, strict and lenient (-1: outside the label set).
+    labels: list[str] = []
+    gold: list[int] = []
+    strict: list[int] = []
+    lenient: list[int] = []
+    #: BLEU: sacreBLEU's statistics of each example (hypothesis length, reference length, then
+    #: matching and total n-grams for n = 1..4). Corpus BLEU is a function of their sums.
+    bleu: list[list[int]] = []
+
+
 class MetricResult(BaseModel):
     """Scores of one model on one test split."""
 
@@ -110,6 +139,8 @@ class MetricResult(BaseModel):
     primary: str = ""
     #: Why that metric, when it is not the task's default.
     primary_reason: str = ""
+    #: The scores per example, for the confidence intervals; not part of any stored document.
+    examples: ExampleScores | None = Field(default=None, exclude=True, repr=False)
 
     @property
     def primary_metric(self) -> str:
@@ -176,6 +207,13 @@ def classification_metrics(
     ``lenient_macro_f1`` first take the one allowed label a verbose answer names
     (:func:`extract_label`): "The sentiment is positive." counts as "positive".
     """
+    scores, per_class, _ = _classification(references, predictions, labels)
+    return scores, per_class
+
+
+def _classification(
+    references: Sequence[str], predictions: Sequence[str], labels: Sequence[str] | None
+) -> tuple[dict[str, float], dict[str, ClassScores], ExampleScores]:
     gold = [normalize_label(r) for r in references]
     label_set = set(gold) | {normalize_label(label) for label in labels or ()}
     strict = [normalize_label(p) for p in predictions]
@@ -187,7 +225,16 @@ def classification_metrics(
     lenient_scores, _ = _label_scores(gold, lenient, label_set)
     scores["lenient_accuracy"] = lenient_scores["accuracy"]
     scores["lenient_macro_f1"] = lenient_scores["macro_f1"]
-    return scores, per_class
+    names = sorted(label_set)
+    index = {name: number for number, name in enumerate(names)}
+    examples = ExampleScores(
+        count=len(gold),
+        labels=names,
+        gold=[index[g] for g in gold],
+        strict=[index.get(guess, -1) for guess in strict],
+        lenient=[index.get(guess, -1) for guess in lenient],
+    )
+    return scores, per_class, examples
 
 
 def _label_scores(
@@ -268,13 +315,21 @@ def qa_metrics(references: Sequence[str | Sequence[str]], predictions: Sequence[
 
     ``references[i]`` is one answer or the list of every acceptable answer of example i.
     """
+    return _means(_qa_per_example(references, predictions))
+
+
+def _qa_per_example(
+    references: Sequence[str | Sequence[str]], predictions: Sequence[str]
+) -> dict[str, list[float]]:
     pairs = list(zip(_as_sets(references), predictions, strict=True))
-    if not pairs:
-        return {"exact_match": 0.0, "f1": 0.0}
     return {
-        "exact_match": statistics.fmean(max(exact_match(r, p) for r in refs) for refs, p in pairs),
-        "f1": statistics.fmean(max(token_f1(r, p) for r in refs) for refs, p in pairs),
+        "exact_match": [max(exact_match(r, p) for r in refs) for refs, p in pairs],
+        "f1": [max(token_f1(r, p) for r in refs) for refs, p in pairs],
     }
+
+
+def _means(per_example: dict[str, list[float]]) -> dict[str, float]:
+    return {name: statistics.fmean(values) if values else 0.0 for name, values in per_example.items()}
 
 
 # --- ROUGE, chrF and BLEU ----------------------------------------------------------------------
@@ -321,16 +376,20 @@ def rouge_metrics(
     another order is not penalised as ``rougeL`` penalises it; texts are split into sentences
     first (:func:`sentences_per_line`), which the other types do not notice.
     """
+    return _means(_rouge_per_example(references, predictions, rouge_types))
+
+
+def _rouge_per_example(
+    references: Sequence[str], predictions: Sequence[str], rouge_types: Sequence[str]
+) -> dict[str, list[float]]:
     scorer = _rouge_scorer(rouge_types)
-    sums = dict.fromkeys(rouge_types, 0.0)
-    count = 0
+    values: dict[str, list[float]] = {rouge_type: [] for rouge_type in rouge_types}
     prepare = sentences_per_line if "rougeLsum" in rouge_types else str
     for reference, prediction in zip(references, predictions, strict=True):
         scores = scorer.score(prepare(reference), prepare(prediction))
         for rouge_type in rouge_types:
-            sums[rouge_type] += scores[rouge_type].fmeasure
-        count += 1
-    return {rouge_type: total / count if count else 0.0 for rouge_type, total in sums.items()}
+            values[rouge_type].append(scores[rouge_type].fmeasure)
+    return values
 
 
 def chrf(references: Sequence[str], predictions: Sequence[str]) -> float:
@@ -338,16 +397,20 @@ def chrf(references: Sequence[str], predictions: Sequence[str]) -> float:
 
     Two empty texts agree (1.0), as for token F1.
     """
+    values = _chrf_per_example(references, predictions)
+    return statistics.fmean(values) if values else 0.0
+
+
+def _chrf_per_example(references: Sequence[str], predictions: Sequence[str]) -> list[float]:
     from sacrebleu.metrics import CHRF
 
     metric = CHRF()
-    values = [
+    return [
         1.0
         if not reference.strip() and not prediction.strip()
         else metric.sentence_score(prediction, [reference]).score / 100
         for reference, prediction in zip(references, predictions, strict=True)
     ]
-    return statistics.fmean(values) if values else 0.0
 
 
 def bleu_text(text: str) -> str:
@@ -367,18 +430,38 @@ def bleu_tokens(text: str) -> list[str]:
 
 def corpus_bleu(predictions: Sequence[str], reference_sets: Sequence[Sequence[str]]) -> float:
     """Corpus BLEU on a 0-1 scale; ``reference_sets[k][i]`` is the k-th reference of example i."""
-    import sacrebleu
-
     if not predictions:
         return 0.0
-    return (
-        sacrebleu.corpus_bleu(
-            [bleu_text(p) for p in predictions],
-            [[bleu_text(r) for r in refs] for refs in reference_sets],
-            tokenize="13a",
-        ).score
-        / 100
+    return bleu_from_statistics(bleu_statistics(predictions, reference_sets))
+
+
+def _bleu_metric() -> Any:
+    from sacrebleu.metrics import BLEU
+
+    # sacrebleu.corpus_bleu's defaults (exponential smoothing), on text bleu_text prepared.
+    return BLEU(tokenize="13a")
+
+
+def bleu_statistics(predictions: Sequence[str], reference_sets: Sequence[Sequence[str]]) -> list[list[int]]:
+    """sacreBLEU's statistics of each example: [hypothesis length, reference length, matching
+    n-grams for n = 1..4, total n-grams for n = 1..4]. Corpus BLEU is computed from their sums,
+    which is what makes it cheap to recompute on resamples of the examples."""
+    if not predictions:
+        return []
+    # The statistics method is sacreBLEU's own route to its significance tests; it is what
+    # corpus_score sums.
+    statistics_ = _bleu_metric()._extract_corpus_statistics(
+        [bleu_text(p) for p in predictions], [[bleu_text(r) for r in refs] for refs in reference_sets]
     )
+    return [[int(value) for value in row] for row in statistics_]
+
+
+def bleu_from_statistics(rows: Sequence[Sequence[int]]) -> float:
+    """Corpus BLEU (0-1) of the examples whose :func:`bleu_statistics` these are."""
+    if not rows:
+        return 0.0
+    sums = [sum(column) for column in zip(*rows, strict=True)]
+    return _bleu_metric()._compute_score_from_stats(sums).score / 100
 
 
 def primary_metric_for(task: Task | str, references: Sequence[str]) -> tuple[str, str]:
@@ -436,9 +519,10 @@ def compute_metrics(
     per_class: dict[str, ClassScores] = {}
     primary, primary_reason = primary_metric_for(task, references)
     if task is Task.CLASSIFICATION:
-        scores, per_class = classification_metrics(references, answers, labels)
+        scores, per_class, examples = _classification(references, answers, labels)
     elif task is Task.SUMMARIZATION:
-        scores = rouge_metrics(references, answers, SUMMARY_ROUGE_TYPES)
+        means = _rouge_per_example(references, answers, SUMMARY_ROUGE_TYPES)
+        scores, examples = _means(means), ExampleScores(count=len(answers), means=means)
     elif task is Task.EXTRACTIVE_QA:
         reference_sets = (
             references_by_prompt(prompts, references) if prompts is not None else _as_sets(references)
@@ -449,18 +533,21 @@ def compute_metrics(
                 f"{shared} example{'s' if shared != 1 else ''} share{'' if shared != 1 else 's'} a prompt "
                 "with other answers: scored against the best of them"
             )
-        scores = qa_metrics(reference_sets, answers)
+        means = _qa_per_example(reference_sets, answers)
+        scores, examples = _means(means), ExampleScores(count=len(answers), means=means)
     else:
         scores = {}
+        bleu: list[list[int]] = []
         if primary == "bleu":  # else BLEU is degenerate here (primary_reason says why) and left out
-            scores["bleu"] = corpus_bleu(answers, [list(references)])
-        scores["chrf"] = chrf(references, answers)
-        scores.update(rouge_metrics(references, answers, ("rougeL",)))
-        scores["exact_match"] = (
-            statistics.fmean(exact_match(r, a) for r, a in zip(references, answers, strict=True))
-            if references
-            else 0.0
-        )
+            bleu = bleu_statistics(answers, [list(references)])
+            scores["bleu"] = bleu_from_statistics(bleu)
+        means = {
+            "chrf": _chrf_per_example(references, answers),
+            **_rouge_per_example(references, answers, ("rougeL",)),
+            "exact_match": [exact_match(r, a) for r, a in zip(references, answers, strict=True)],
+        }
+        scores.update(_means(means))
+        examples = ExampleScores(count=len(answers), means=means, bleu=bleu)
     return MetricResult(
         task=task,
         scores=scores,
@@ -470,4 +557,5 @@ def compute_metrics(
         notes=notes,
         primary=primary,
         primary_reason=primary_reason,
+        examples=examples,
     )
