@@ -49,8 +49,10 @@ if TYPE_CHECKING:
     from rouge_score.rouge_scorer import RougeScorer
 
 __all__ = [
+    "CONFUSION_MAX_LABELS",
     "PRIMARY_METRIC",
     "ClassScores",
+    "ConfusionMatrix",
     "ExampleScores",
     "MetricResult",
     "TaskChoice",
@@ -60,6 +62,8 @@ __all__ = [
     "choose_task",
     "classification_metrics",
     "compute_metrics",
+    "confusion_labels",
+    "confusion_matrix",
     "corpus_bleu",
     "exact_match",
     "extract_label",
@@ -86,6 +90,9 @@ PRIMARY_METRIC: dict[Task, str] = {
 #: n-gram order; below it, sentence-level chrF (character n-grams) is the primary metric.
 BLEU_MIN_MEDIAN_TOKENS = 4
 SUMMARY_ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+#: Classes a confusion matrix shows (summary.json and report.html): 30 rows of 31 columns still
+#: read as a table; with more classes the most frequent are shown and the rest counted apart.
+CONFUSION_MAX_LABELS = 30
 
 _UNICODE_TOKEN = re.compile(f"[{CJK}]|[^\\W_{CJK}]+")
 # BLEU: characters written without spaces (CJK, CJK punctuation, full-width forms) are tokens of
@@ -273,6 +280,61 @@ def _label_scores(
         "out_of_label_rate": sum(g not in label_set for g in guessed) / total if total else 0.0,
     }
     return scores, per_class
+
+
+class ConfusionMatrix(BaseModel):
+    """How one model's strict answers fall, per reference label."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: The classes, rows (reference) and columns (answer) in this order.
+    labels: list[str]
+    #: ``matrix[i][j]``: examples whose reference is ``labels[i]`` and whose answer is
+    #: ``labels[j]``; the last column counts answers that are none of ``labels``: outside the
+    #: label set, or a class left out of a matrix cut to :data:`CONFUSION_MAX_LABELS`.
+    matrix: list[list[int]]
+    #: Classes this model's references or answers use that the matrix leaves out, and the test
+    #: examples whose reference is one of them (not in any row).
+    omitted_labels: int = 0
+    omitted_examples: int = 0
+
+
+def confusion_labels(*models: ExampleScores, limit: int = CONFUSION_MAX_LABELS) -> list[str]:
+    """The classes of the models' confusion matrices, the same for all: every label a reference
+    or a strict answer uses, or the ``limit`` most frequent of them (references first, then
+    answers), in sorted order."""
+    references: Counter[str] = Counter()
+    answers: Counter[str] = Counter()
+    for model in models:
+        references.update(model.labels[gold] for gold in model.gold)
+        answers.update(model.labels[guess] for guess in model.strict if guess >= 0)
+    # The references are the same for every model: counting them once per model changes no order.
+    used = sorted(
+        references.keys() | answers.keys(), key=lambda name: (-references[name], -answers[name], name)
+    )
+    return sorted(used[:limit])
+
+
+def confusion_matrix(examples: ExampleScores, labels: Sequence[str]) -> ConfusionMatrix:
+    """The strict answers' confusion matrix over ``labels`` (:func:`confusion_labels`)."""
+    position = {name: number for number, name in enumerate(labels)}
+    other = len(labels)
+    matrix = [[0] * (other + 1) for _ in labels]
+    omitted = 0
+    left_out: set[str] = set()
+    for gold, guess in zip(examples.gold, examples.strict, strict=True):
+        answer = examples.labels[guess] if guess >= 0 else None
+        if answer is not None and answer not in position:
+            left_out.add(answer)
+        row = position.get(examples.labels[gold])
+        if row is None:
+            left_out.add(examples.labels[gold])
+            omitted += 1
+            continue
+        matrix[row][other if answer is None else position.get(answer, other)] += 1
+    return ConfusionMatrix(
+        labels=list(labels), matrix=matrix, omitted_labels=len(left_out), omitted_examples=omitted
+    )
 
 
 # --- Extractive QA -----------------------------------------------------------------------------

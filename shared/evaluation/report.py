@@ -32,7 +32,15 @@ from shared.evaluation.confidence import (
     excludes_zero,
     paired_bootstrap,
 )
-from shared.evaluation.metrics import PRIMARY_METRIC, ClassScores, MetricResult, TaskChoice
+from shared.evaluation.metrics import (
+    PRIMARY_METRIC,
+    ClassScores,
+    ConfusionMatrix,
+    MetricResult,
+    TaskChoice,
+    confusion_labels,
+    confusion_matrix,
+)
 from shared.messages import Task
 
 Verdict = Literal["improved", "regressed", "not_distinguishable"]
@@ -169,6 +177,8 @@ class EvaluationSummary(BaseModel):
     primary_reason: str = ""
     metrics: list[MetricComparison]
     per_class: dict[str, dict[Literal["base", "tuned"], ClassScores]] = Field(default_factory=dict)
+    #: Classification: each model's confusion matrix of strict answers, over the same classes.
+    confusion: dict[Literal["base", "tuned"], ConfusionMatrix] = Field(default_factory=dict)
     verdict: Verdict
     verdict_tolerance: float
     verdict_reason: str
@@ -404,6 +414,13 @@ def build_summary(
         for label, scores in base.per_class.items()
         if label in tuned.per_class
     }
+    confusion: dict[Literal["base", "tuned"], ConfusionMatrix] = {}
+    if base.examples.labels and tuned.examples.labels:
+        classes = confusion_labels(base.examples, tuned.examples)
+        confusion = {
+            "base": confusion_matrix(base.examples, classes),
+            "tuned": confusion_matrix(tuned.examples, classes),
+        }
     curves = {name: list(points) for name, points in (loss_curves or {}).items()}
     notes = [f"base model: {note}" for note in base.notes] + [f"tuned model: {note}" for note in tuned.notes]
     notes += [
@@ -424,6 +441,7 @@ def build_summary(
         primary_reason=base.primary_reason if primary == base.primary_metric else "",
         metrics=comparisons,
         per_class=per_class,
+        confusion=confusion,
         verdict=verdict,
         verdict_tolerance=tolerance,
         verdict_reason=reason,
@@ -508,6 +526,9 @@ th,td{padding:6px 12px;border-bottom:1px solid #e8eaed;text-align:left}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .improved{color:#188038;font-weight:600}.regressed{color:#d93025;font-weight:600}.not_distinguishable{color:#5f6368}
 .up{color:#188038}.down{color:#d93025}.ci{color:#5f6368;font-size:.85em;white-space:nowrap}
+.scroll{overflow-x:auto;margin:0 0 16px}table.confusion{min-width:0}
+table.confusion th{max-width:10em;overflow-wrap:anywhere;font-weight:500}
+table.confusion td.diagonal{font-weight:700;background:#e6f4ea}table.confusion td.zero{color:#bdc1c6}
 .card{background:#fff;border:1px solid #dadce0;border-radius:8px;padding:16px;margin:0 0 16px}
 .examples{display:grid;grid-template-columns:1fr 1fr 1fr;gap:12px}
 pre{white-space:pre-wrap;word-break:break-word;margin:4px 0 0;font:13px/1.45 ui-monospace,Menlo,Consolas,monospace;
@@ -697,6 +718,43 @@ def _per_class_table(summary: EvaluationSummary) -> str:
     )
 
 
+def _confusion_table(name: str, matrix: ConfusionMatrix) -> str:
+    header = "".join(f"<th class='num'>{_e(label)}</th>" for label in matrix.labels)
+    rows = []
+    for number, (row_label, row) in enumerate(zip(matrix.labels, matrix.matrix, strict=True)):
+        cells = "".join(
+            f"<td class='num {'diagonal' if column == number else 'zero' if count == 0 else ''}'>{count:,}</td>"
+            for column, count in enumerate(row)
+        )
+        rows.append(f"<tr><th>{_e(row_label)}</th>{cells}</tr>")
+    left_out = (
+        f"<p class='muted'>{matrix.omitted_labels:,} rarer classes are left out "
+        f"({matrix.omitted_examples:,} test examples have one as their reference; an answer naming "
+        "one counts as other).</p>"
+        if matrix.omitted_labels
+        else ""
+    )
+    return (
+        f"<h3>{_e(name)}</h3><div class='scroll'><table class='confusion'><thead><tr>"
+        f"<th>reference ↓ · answer →</th>{header}<th class='num'>other</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>{left_out}"
+    )
+
+
+def _confusion_section(summary: EvaluationSummary) -> str:
+    if not summary.confusion:
+        return ""
+    tables = "".join(
+        _confusion_table(f"{model} model", summary.confusion[model])
+        for model in ("base", "tuned")
+        if model in summary.confusion
+    )
+    return (
+        "<h2>Confusion matrices</h2><p class='muted'>Strict answers: one row per reference label, "
+        "one column per answer; “other” is an answer outside the label set.</p>" + tables
+    )
+
+
 def _output_block(label: str, text: str | None) -> str:
     body = (
         "<pre class='failed'>model call failed</pre>" if text is None else f"<pre>{_e(_truncate(text))}</pre>"
@@ -793,7 +851,7 @@ def render_report_html(summary: EvaluationSummary, examples: Sequence[ExampleCom
         f"{_e(_confidence_note(summary))}★ primary metric: the verdict is “improved” or “regressed” "
         f"when its Δ interval excludes zero and it moves by more than {summary.verdict_tolerance:g}, "
         "else “not distinguishable from the base model”.</p>"
-        f"{metric_bars_svg(summary.metrics)}{_per_class_table(summary)}{losses}"
+        f"{metric_bars_svg(summary.metrics)}{_per_class_table(summary)}{_confusion_section(summary)}{losses}"
         f"{_examples_section(examples)}"
         f"<h2>Dataset</h2>{statistics}<h2>Cost</h2>{cost}{notes}"
         f"<p class='muted'>Generated {_e(summary.generated_at.isoformat(timespec='seconds'))} by sftpipe.</p>"

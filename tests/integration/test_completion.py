@@ -190,6 +190,11 @@ def _check_report(objects: dict[str, bytes], job: JobRecord, test_examples: int)
     primary = next(m for m in summary["metrics"] if m["primary"])
     assert primary["significant"] or summary["verdict"] == "not_distinguishable"
     assert summary["confidence"]["resamples"] == 1000
+    # Each model's confusion matrix accounts for every test example.
+    for model in ("base", "tuned"):
+        confusion = summary["confusion"][model]
+        assert len(confusion["matrix"]) == len(confusion["labels"])
+        assert sum(map(sum, confusion["matrix"])) + confusion["omitted_examples"] == test_examples
     # The local tuning service exposes the loss series, so the report has the training curve.
     assert summary["loss_curves"]["training"], summary["notes"]
     html = objects["report.html"].decode()
