@@ -18,11 +18,11 @@ not prompts).
 The draws come from a numpy Generator seeded with :data:`BOOTSTRAP_SEED` and depend on nothing
 but the number of examples, so the same predictions always give the same report.
 
-Cost, measured (CPU time, one thread) for 1,000 resamples of 2,000 test examples, both models:
-classification 0.12 s with 5 labels and 0.47 s with 1,000, generation with BLEU 0.06 s,
-summarization 0.04 s, extractive QA 0.04 s; scoring the texts in the first place takes 0.02-3 s
-and the model calls minutes. Memory stays under 60 MB whatever the test split's size: resamples
-are drawn :data:`BATCH_CELLS` example draws at a time.
+Cost, measured by ``benchmarks/bootstrap_cost.py`` (CPU time, one thread) for 1,000 resamples of
+2,000 test examples, both models: classification about 0.13 s with 5 labels and 0.5 s with 1,000,
+generation with BLEU 0.07 s, summarization 0.05 s, extractive QA 0.04 s; scoring the texts in the
+first place takes 0.03-3.7 s and the model calls minutes. Peak memory 32-51 MB, and bounded
+whatever the test split's size: resamples are drawn :data:`BATCH_CELLS` example draws at a time.
 
 numpy is imported inside the functions: a cold start of a function that does not evaluate does
 not pay for it.
