@@ -36,6 +36,9 @@ from shared.state.jobs import JobRecord
 from shared.tuning.client import make_client
 from tests.integration.conftest import wait_for
 
+#: The tests share a module fixture (one per worker would build it again).
+pytestmark = pytest.mark.xdist_group("completion")
+
 BASE_MODEL = "gemini-2.5-flash"
 TEST_EXAMPLES = 10
 #: Evaluation through the stack: tuning is seconds, generation with the tiny model a few more.
@@ -205,6 +208,7 @@ def _check_report(objects: dict[str, bytes], job: JobRecord, test_examples: int)
     return summary
 
 
+@pytest.mark.slow(40)
 def test_duplicated_terminal_event_gives_one_evaluation_and_one_notification_per_channel(
     runtime: Runtime,
     stack: dict[str, str],
@@ -316,6 +320,7 @@ def continuations(runtime: Runtime) -> Iterator[tuple[str, Callable[[], list[Pub
     subscriber.close()
 
 
+@pytest.mark.slow(8)
 def test_long_evaluation_continues_across_invocations_and_counts_each_example_once(
     runtime: Runtime,
     stack: dict[str, str],
@@ -429,6 +434,7 @@ def test_an_evaluation_failure_whose_notice_failed_is_notified_by_the_redelivery
     assert len(_files_naming(stack["SFTPIPE_SLACK_DIR"], "*.json", job.job_id)) == 1
 
 
+@pytest.mark.slow(20)
 def test_no_evaluation_call_starts_that_could_outlive_the_invocation(
     runtime: Runtime,
     stack: dict[str, str],
@@ -468,6 +474,7 @@ def test_no_evaluation_call_starts_that_could_outlive_the_invocation(
     assert sorted(evaluation["chunks"]) == ["0000000-0000001", "0000001-0000002"]
 
 
+@pytest.mark.slow(160)
 def test_a_completion_worker_killed_mid_evaluation_still_ends_it_with_one_notice(
     runtime: Runtime, stack: dict[str, str], tuned_model: TunedModel
 ) -> None:

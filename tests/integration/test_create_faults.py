@@ -127,6 +127,7 @@ def test_a_create_that_reaches_the_service_late_is_not_made_again_before_it_sett
     assert _job(faulty, job_id)["tuning_job_name"] == tuning_job.name
 
 
+@pytest.mark.slow(15)
 def test_a_late_answer_to_an_expired_claim_does_not_overwrite_the_later_holders_record(
     runtime: Runtime, service: genai.Client
 ) -> None:
@@ -160,6 +161,7 @@ def test_a_late_answer_to_an_expired_claim_does_not_overwrite_the_later_holders_
     assert states[kept.name] == types.JobState.JOB_STATE_SUCCEEDED
 
 
+@pytest.mark.slow(18)
 def test_a_job_found_already_finished_on_recovery_is_recorded_as_the_poller_would(
     runtime: Runtime, service: genai.Client
 ) -> None:

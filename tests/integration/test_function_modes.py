@@ -83,6 +83,7 @@ def test_invalid_message_is_acknowledged_not_retried(runtime: Runtime) -> None:
     assert response.status_code == 200  # acknowledged: a 5xx would make Pub/Sub redeliver it
 
 
+@pytest.mark.slow(45)
 def test_transient_failure_answers_500_so_pubsub_redelivers(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from local.stack import Stack
 from shared.runtime import Runtime
@@ -66,6 +67,7 @@ def _dataset(runtime: Runtime, name: str) -> dict[str, Any] | None:
     return None
 
 
+@pytest.mark.slow(80)
 def test_an_ingest_worker_killed_mid_file_still_ends_the_dataset_with_one_notice(
     runtime: Runtime, stack: dict[str, str]
 ) -> None:

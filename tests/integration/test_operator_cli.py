@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from shared.messages import Hyperparameters, TuningRequestV1
 from shared.runtime import Runtime
@@ -37,6 +38,7 @@ def _job(runtime: Runtime, job_id: str) -> dict[str, Any]:
     return snapshot.to_dict() or {}
 
 
+@pytest.mark.slow(32)
 def test_status_lists_the_job_and_cancel_stops_it(runtime: Runtime, stack: dict[str, str]) -> None:
     lines = [
         orjson.dumps(

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from local.services import listening_ports, port_open
 from local.stack import Stack, StackOptions, _marked_processes, _start_ticks
 
@@ -35,6 +37,7 @@ def _stack(action: str, run_dir: Path, *options: str) -> subprocess.CompletedPro
     return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
 
 
+@pytest.mark.slow(30)
 def test_up_then_down_leaves_no_process_and_no_listening_port(tmp_path: Path) -> None:
     run_dir = tmp_path / "stack"
     up = _stack("up", run_dir)
@@ -66,6 +69,7 @@ def test_up_then_down_leaves_no_process_and_no_listening_port(tmp_path: Path) ->
     assert not (run_dir / "state.json").exists()
 
 
+@pytest.mark.slow(30)
 def test_up_after_a_killed_up_starts_a_clean_stack(tmp_path: Path) -> None:
     run_dir = tmp_path / "stack"
     crashed = subprocess.Popen(
@@ -94,6 +98,7 @@ def test_up_after_a_killed_up_starts_a_clean_stack(tmp_path: Path) -> None:
     assert _leftovers(state, run_dir) == ([], {})
 
 
+@pytest.mark.slow(27)
 def test_up_on_a_healthy_stack_is_a_no_op(tmp_path: Path) -> None:
     stack = Stack(tmp_path / "stack")
     first = stack.up(StackOptions())

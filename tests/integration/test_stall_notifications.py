@@ -77,6 +77,7 @@ def _document(runtime: Runtime, collection: str, job_id: str) -> dict[str, Any] 
     return snapshot.to_dict() if snapshot.exists else None
 
 
+@pytest.mark.slow(12)
 def test_a_stall_is_notified_once_per_stall_on_slack_and_by_mail(
     runtime: Runtime, stack: dict[str, str]
 ) -> None:

@@ -99,6 +99,7 @@ def _finished(runtime: Runtime, job_id: str) -> dict[str, Any] | None:
     return job if job and job["status"] in TERMINAL else None
 
 
+@pytest.mark.slow(35)
 def test_the_same_request_delivered_three_times_at_once_creates_one_job(
     runtime: Runtime, client: genai.Client
 ) -> None:
@@ -123,6 +124,7 @@ def test_the_same_request_delivered_three_times_at_once_creates_one_job(
     assert job["tuned_endpoint"]
 
 
+@pytest.mark.slow(18)
 def test_a_tuner_that_died_after_submitting_is_repaired_without_a_second_job(
     runtime: Runtime, client: genai.Client
 ) -> None:
@@ -159,6 +161,7 @@ def _tick_as_delivered(runtime: Runtime, client: genai.Client, attempts: int = 3
                 raise
 
 
+@pytest.mark.slow(50)
 def test_overlapping_poller_ticks_publish_one_event_per_transition(
     runtime: Runtime, client: genai.Client, subscribe: Subscribe
 ) -> None:
@@ -197,6 +200,7 @@ def test_overlapping_poller_ticks_publish_one_event_per_transition(
     assert [e["state"] for e in sorted(seen, key=lambda e: e["sequence"])][-1] == SUCCEEDED
 
 
+@pytest.mark.slow(35)
 def test_with_a_quota_of_one_three_requests_run_one_at_a_time_in_arrival_order(
     runtime: Runtime, client: genai.Client
 ) -> None:
@@ -349,6 +353,7 @@ def _add_unrecordable_job(store: JobStore, tuning_job_name: str, request: Tuning
     return job_id
 
 
+@pytest.mark.slow(20)
 def test_a_malformed_or_unrecordable_job_does_not_stop_the_tick_for_the_others(
     runtime: Runtime, client: genai.Client, subscribe: Subscribe
 ) -> None:
@@ -425,6 +430,7 @@ def test_a_claimed_job_that_fails_for_good_is_failed_and_the_next_one_still_subm
         client.tunings.cancel(name=job["tuning_job_name"])  # give the service's slot back
 
 
+@pytest.mark.slow(16)
 def test_an_unreachable_tuning_service_puts_the_claimed_job_back_and_claims_no_other(
     runtime: Runtime,
 ) -> None:

@@ -19,6 +19,9 @@ from tuning_helpers import TuningService, wait_for_end, wait_until
 
 from local.tuning import sample
 
+#: The tests share a module fixture (one per worker would build it again).
+pytestmark = pytest.mark.xdist_group("tuning-lifecycle")
+
 TRAINING_EXAMPLES = 48
 BATCH = 8
 
@@ -83,6 +86,7 @@ def finished_job(tiny_service: TuningService, datasets: dict[str, str]) -> types
     return wait_for_end(tiny_service.client(), job.name, timeout=60)
 
 
+@pytest.mark.slow(20)
 def test_tiny_job_succeeds_with_a_checkpoint_per_epoch(finished_job: types.TuningJob) -> None:
     job = finished_job
     assert job.state == types.JobState.JOB_STATE_SUCCEEDED, job.error
@@ -221,6 +225,7 @@ def test_asking_for_more_tokens_than_the_context_holds_stops_at_the_context(
     assert response.candidates[0].finish_reason == types.FinishReason.MAX_TOKENS
 
 
+@pytest.mark.slow(15)
 def test_list_pages_and_filters_on_labels(tiny_service: TuningService, datasets: dict[str, str]) -> None:
     names = {
         tune(tiny_service, datasets["training"], epoch_count=1, labels={"suite": "listing", "n": str(n)}).name
@@ -246,6 +251,7 @@ def test_list_pages_and_filters_on_labels(tiny_service: TuningService, datasets:
     assert bad_filter.value.code == 400
 
 
+@pytest.mark.slow(9)
 def test_cancel_stops_training_within_a_couple_of_steps(
     tiny_service: TuningService, datasets: dict[str, str]
 ) -> None:
@@ -324,6 +330,7 @@ def test_invalid_requests_are_rejected_with_400(
     assert (not_found.code, not_found.status) == (404, "NOT_FOUND")
 
 
+@pytest.mark.slow(18)
 def test_over_the_concurrent_job_quota_answers_429(
     new_service: Callable[..., TuningService], datasets: dict[str, str]
 ) -> None:
@@ -341,6 +348,7 @@ def test_over_the_concurrent_job_quota_answers_429(
     assert wait_for_end(client, accepted.name, timeout=60).state == types.JobState.JOB_STATE_SUCCEEDED
 
 
+@pytest.mark.slow(38)
 def test_jobs_and_adapters_survive_a_restart(
     new_service: Callable[..., TuningService], datasets: dict[str, str]
 ) -> None:
@@ -400,6 +408,7 @@ def test_jobs_and_adapters_survive_a_restart(
     assert listed == {done.name, interrupted.name}
 
 
+@pytest.mark.slow(20)
 def test_a_stopped_service_fails_its_running_job_with_the_reason(
     new_service: Callable[..., TuningService], datasets: dict[str, str]
 ) -> None:
@@ -420,6 +429,7 @@ def test_a_stopped_service_fails_its_running_job_with_the_reason(
     assert isinstance(stopped.end_time, datetime)
 
 
+@pytest.mark.slow(11)
 def test_long_prompts_train_on_their_answers_and_answers_too_long_are_dropped(
     tiny_service: TuningService, upload: Callable[..., str]
 ) -> None:

@@ -30,7 +30,7 @@ def accuracy(client: genai.Client, model: str, records: list[dict]) -> float:
     return correct / len(records)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(300)
 @pytest.mark.timeout(900)
 def test_tuning_smollm2_improves_held_out_accuracy(
     new_service: Callable[..., TuningService], upload: Callable[..., str]

@@ -15,7 +15,7 @@ import pytest
 
 from shared.evaluation.report import EvaluationSummary, ExampleComparison, render_report_html
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(3)
 
 XSS = "<script>alert(1)</script>"
 
