@@ -52,14 +52,25 @@ def console(*, stderr: bool = False) -> Console:
 
 
 def metric_table(summary: dict[str, Any]) -> Table:
-    """The metric table of a summary.json, base versus tuned (``*`` marks the primary metric)."""
+    """The metric table of a summary.json, base versus tuned (``*`` marks the primary metric, ``✱``
+    a delta whose interval excludes zero); the verdict and its reason are the title and caption."""
     from rich.table import Table
 
-    title = f"{summary['task']}: base {summary['base_model']} vs tuned ({summary['verdict']})"
-    table = Table(title=title, min_width=len(title) + 4)  # the title on one line, not wrapped
-    for column in ("metric", "base", "tuned", "delta"):
+    verdict = str(summary["verdict"]).replace("_", " ")
+    title = f"{summary['task']}: base {summary['base_model']} vs tuned ({verdict})"
+    # The title on one line, not wrapped; the reason (intervals, examples needed) below the table.
+    table = Table(title=title, caption=summary.get("verdict_reason"), min_width=len(title) + 4)
+    for column in ("metric", "base", "tuned", "delta", "delta 95% CI"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for metric in summary["metrics"]:
         name = metric["name"] + (" *" if metric.get("primary") else "")
-        table.add_row(name, f"{metric['base']:.3f}", f"{metric['tuned']:.3f}", f"{metric['delta']:+.3f}")
+        interval = metric.get("delta_ci")
+        shown = f"[{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else ""
+        table.add_row(
+            name,
+            f"{metric['base']:.3f}",
+            f"{metric['tuned']:.3f}",
+            f"{metric['delta']:+.3f}",
+            shown + (" ✱" if metric.get("significant") else ""),
+        )
     return table

@@ -9,6 +9,11 @@ are long enough for it (median :data:`BLEU_MIN_MEDIAN_TOKENS`+ tokens), else sen
 whenever no 4-gram matches, so on 1-3-token answers it would call a perfect model worse than a
 verbose one.
 
+Each score is also kept per example (:class:`ExampleScores`): a mean score's value of every
+example, the label indices of every classification answer, sacreBLEU's n-gram counts of every
+BLEU sentence. :mod:`shared.evaluation.confidence` recomputes every score, corpus-level ones
+included, from them on resamples of the examples, without scoring a text again.
+
 A prediction that is ``None`` is an example whose model call failed. It is scored as an empty
 answer, so that base and tuned model are always scored on the same examples, and it is counted in
 :attr:`MetricResult.failed`.
@@ -24,9 +29,9 @@ import re
 import statistics
 from collections import Counter
 from collections.abc import Hashable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import PermanentError
 from shared.evaluation.task_rule import (
@@ -44,14 +49,21 @@ if TYPE_CHECKING:
     from rouge_score.rouge_scorer import RougeScorer
 
 __all__ = [
+    "CONFUSION_MAX_LABELS",
     "PRIMARY_METRIC",
     "ClassScores",
+    "ConfusionMatrix",
+    "ExampleScores",
     "MetricResult",
     "TaskChoice",
+    "bleu_from_statistics",
+    "bleu_statistics",
     "choice_from_request",
     "choose_task",
     "classification_metrics",
     "compute_metrics",
+    "confusion_labels",
+    "confusion_matrix",
     "corpus_bleu",
     "exact_match",
     "extract_label",
@@ -78,6 +90,9 @@ PRIMARY_METRIC: dict[Task, str] = {
 #: n-gram order; below it, sentence-level chrF (character n-grams) is the primary metric.
 BLEU_MIN_MEDIAN_TOKENS = 4
 SUMMARY_ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+#: Classes a confusion matrix shows (summary.json and report.html): 30 rows of 31 columns still
+#: read as a table; with more classes the most frequent are shown and the rest counted apart.
+CONFUSION_MAX_LABELS = 30
 
 _UNICODE_TOKEN = re.compile(f"[{CJK}]|[^\\W_{CJK}]+")
 # BLEU: characters written without spaces (CJK, CJK punctuation, full-width forms) are tokens of
@@ -95,6 +110,27 @@ class ClassScores(BaseModel):
     support: int
 
 
+class ExampleScores(BaseModel):
+    """What each test example contributes to one model's scores: enough to recompute every score
+    on any resample of the examples (:mod:`shared.evaluation.confidence`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    count: int
+    #: Scores that are the mean of a per-example value (ROUGE, chrF, SQuAD EM / F1, exact match):
+    #: the score's name, then one value per example.
+    means: dict[str, list[float]] = {}
+    #: Classification: every allowed label, sorted, and per example the index in it of the
+    #: reference's label and of the answer, strict and lenient (-1: outside the label set).
+    labels: list[str] = []
+    gold: list[int] = []
+    strict: list[int] = []
+    lenient: list[int] = []
+    #: BLEU: sacreBLEU's statistics of each example (hypothesis length, reference length, then
+    #: matching and total n-grams for n = 1..4). Corpus BLEU is a function of their sums.
+    bleu: list[list[int]] = []
+
+
 class MetricResult(BaseModel):
     """Scores of one model on one test split."""
 
@@ -110,6 +146,8 @@ class MetricResult(BaseModel):
     primary: str = ""
     #: Why that metric, when it is not the task's default.
     primary_reason: str = ""
+    #: The scores per example, for the confidence intervals; not part of any stored document.
+    examples: ExampleScores | None = Field(default=None, exclude=True, repr=False)
 
     @property
     def primary_metric(self) -> str:
@@ -176,6 +214,13 @@ def classification_metrics(
     ``lenient_macro_f1`` first take the one allowed label a verbose answer names
     (:func:`extract_label`): "The sentiment is positive." counts as "positive".
     """
+    scores, per_class, _ = _classification(references, predictions, labels)
+    return scores, per_class
+
+
+def _classification(
+    references: Sequence[str], predictions: Sequence[str], labels: Sequence[str] | None
+) -> tuple[dict[str, float], dict[str, ClassScores], ExampleScores]:
     gold = [normalize_label(r) for r in references]
     label_set = set(gold) | {normalize_label(label) for label in labels or ()}
     strict = [normalize_label(p) for p in predictions]
@@ -187,7 +232,16 @@ def classification_metrics(
     lenient_scores, _ = _label_scores(gold, lenient, label_set)
     scores["lenient_accuracy"] = lenient_scores["accuracy"]
     scores["lenient_macro_f1"] = lenient_scores["macro_f1"]
-    return scores, per_class
+    names = sorted(label_set)
+    index = {name: number for number, name in enumerate(names)}
+    examples = ExampleScores(
+        count=len(gold),
+        labels=names,
+        gold=[index[g] for g in gold],
+        strict=[index.get(guess, -1) for guess in strict],
+        lenient=[index.get(guess, -1) for guess in lenient],
+    )
+    return scores, per_class, examples
 
 
 def _label_scores(
@@ -226,6 +280,61 @@ def _label_scores(
         "out_of_label_rate": sum(g not in label_set for g in guessed) / total if total else 0.0,
     }
     return scores, per_class
+
+
+class ConfusionMatrix(BaseModel):
+    """How one model's strict answers fall, per reference label."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: The classes, rows (reference) and columns (answer) in this order.
+    labels: list[str]
+    #: ``matrix[i][j]``: examples whose reference is ``labels[i]`` and whose answer is
+    #: ``labels[j]``; the last column counts answers that are none of ``labels``: outside the
+    #: label set, or a class left out of a matrix cut to :data:`CONFUSION_MAX_LABELS`.
+    matrix: list[list[int]]
+    #: Classes this model's references or answers use that the matrix leaves out, and the test
+    #: examples whose reference is one of them (not in any row).
+    omitted_labels: int = 0
+    omitted_examples: int = 0
+
+
+def confusion_labels(*models: ExampleScores, limit: int = CONFUSION_MAX_LABELS) -> list[str]:
+    """The classes of the models' confusion matrices, the same for all: every label a reference
+    or a strict answer uses, or the ``limit`` most frequent of them (references first, then
+    answers), in sorted order."""
+    references: Counter[str] = Counter()
+    answers: Counter[str] = Counter()
+    for model in models:
+        references.update(model.labels[gold] for gold in model.gold)
+        answers.update(model.labels[guess] for guess in model.strict if guess >= 0)
+    # The references are the same for every model: counting them once per model changes no order.
+    used = sorted(
+        references.keys() | answers.keys(), key=lambda name: (-references[name], -answers[name], name)
+    )
+    return sorted(used[:limit])
+
+
+def confusion_matrix(examples: ExampleScores, labels: Sequence[str]) -> ConfusionMatrix:
+    """The strict answers' confusion matrix over ``labels`` (:func:`confusion_labels`)."""
+    position = {name: number for number, name in enumerate(labels)}
+    other = len(labels)
+    matrix = [[0] * (other + 1) for _ in labels]
+    omitted = 0
+    left_out: set[str] = set()
+    for gold, guess in zip(examples.gold, examples.strict, strict=True):
+        answer = examples.labels[guess] if guess >= 0 else None
+        if answer is not None and answer not in position:
+            left_out.add(answer)
+        row = position.get(examples.labels[gold])
+        if row is None:
+            left_out.add(examples.labels[gold])
+            omitted += 1
+            continue
+        matrix[row][other if answer is None else position.get(answer, other)] += 1
+    return ConfusionMatrix(
+        labels=list(labels), matrix=matrix, omitted_labels=len(left_out), omitted_examples=omitted
+    )
 
 
 # --- Extractive QA -----------------------------------------------------------------------------
@@ -268,13 +377,21 @@ def qa_metrics(references: Sequence[str | Sequence[str]], predictions: Sequence[
 
     ``references[i]`` is one answer or the list of every acceptable answer of example i.
     """
+    return _means(_qa_per_example(references, predictions))
+
+
+def _qa_per_example(
+    references: Sequence[str | Sequence[str]], predictions: Sequence[str]
+) -> dict[str, list[float]]:
     pairs = list(zip(_as_sets(references), predictions, strict=True))
-    if not pairs:
-        return {"exact_match": 0.0, "f1": 0.0}
     return {
-        "exact_match": statistics.fmean(max(exact_match(r, p) for r in refs) for refs, p in pairs),
-        "f1": statistics.fmean(max(token_f1(r, p) for r in refs) for refs, p in pairs),
+        "exact_match": [max(exact_match(r, p) for r in refs) for refs, p in pairs],
+        "f1": [max(token_f1(r, p) for r in refs) for refs, p in pairs],
     }
+
+
+def _means(per_example: dict[str, list[float]]) -> dict[str, float]:
+    return {name: statistics.fmean(values) if values else 0.0 for name, values in per_example.items()}
 
 
 # --- ROUGE, chrF and BLEU ----------------------------------------------------------------------
@@ -321,16 +438,20 @@ def rouge_metrics(
     another order is not penalised as ``rougeL`` penalises it; texts are split into sentences
     first (:func:`sentences_per_line`), which the other types do not notice.
     """
+    return _means(_rouge_per_example(references, predictions, rouge_types))
+
+
+def _rouge_per_example(
+    references: Sequence[str], predictions: Sequence[str], rouge_types: Sequence[str]
+) -> dict[str, list[float]]:
     scorer = _rouge_scorer(rouge_types)
-    sums = dict.fromkeys(rouge_types, 0.0)
-    count = 0
+    values: dict[str, list[float]] = {rouge_type: [] for rouge_type in rouge_types}
     prepare = sentences_per_line if "rougeLsum" in rouge_types else str
     for reference, prediction in zip(references, predictions, strict=True):
         scores = scorer.score(prepare(reference), prepare(prediction))
         for rouge_type in rouge_types:
-            sums[rouge_type] += scores[rouge_type].fmeasure
-        count += 1
-    return {rouge_type: total / count if count else 0.0 for rouge_type, total in sums.items()}
+            values[rouge_type].append(scores[rouge_type].fmeasure)
+    return values
 
 
 def chrf(references: Sequence[str], predictions: Sequence[str]) -> float:
@@ -338,16 +459,20 @@ def chrf(references: Sequence[str], predictions: Sequence[str]) -> float:
 
     Two empty texts agree (1.0), as for token F1.
     """
+    values = _chrf_per_example(references, predictions)
+    return statistics.fmean(values) if values else 0.0
+
+
+def _chrf_per_example(references: Sequence[str], predictions: Sequence[str]) -> list[float]:
     from sacrebleu.metrics import CHRF
 
     metric = CHRF()
-    values = [
+    return [
         1.0
         if not reference.strip() and not prediction.strip()
         else metric.sentence_score(prediction, [reference]).score / 100
         for reference, prediction in zip(references, predictions, strict=True)
     ]
-    return statistics.fmean(values) if values else 0.0
 
 
 def bleu_text(text: str) -> str:
@@ -367,18 +492,38 @@ def bleu_tokens(text: str) -> list[str]:
 
 def corpus_bleu(predictions: Sequence[str], reference_sets: Sequence[Sequence[str]]) -> float:
     """Corpus BLEU on a 0-1 scale; ``reference_sets[k][i]`` is the k-th reference of example i."""
-    import sacrebleu
-
     if not predictions:
         return 0.0
-    return (
-        sacrebleu.corpus_bleu(
-            [bleu_text(p) for p in predictions],
-            [[bleu_text(r) for r in refs] for refs in reference_sets],
-            tokenize="13a",
-        ).score
-        / 100
+    return bleu_from_statistics(bleu_statistics(predictions, reference_sets))
+
+
+def _bleu_metric() -> Any:
+    from sacrebleu.metrics import BLEU
+
+    # sacrebleu.corpus_bleu's defaults (exponential smoothing), on text bleu_text prepared.
+    return BLEU(tokenize="13a")
+
+
+def bleu_statistics(predictions: Sequence[str], reference_sets: Sequence[Sequence[str]]) -> list[list[int]]:
+    """sacreBLEU's statistics of each example: [hypothesis length, reference length, matching
+    n-grams for n = 1..4, total n-grams for n = 1..4]. Corpus BLEU is computed from their sums,
+    which is what makes it cheap to recompute on resamples of the examples."""
+    if not predictions:
+        return []
+    # The statistics method is sacreBLEU's own route to its significance tests; it is what
+    # corpus_score sums.
+    statistics_ = _bleu_metric()._extract_corpus_statistics(
+        [bleu_text(p) for p in predictions], [[bleu_text(r) for r in refs] for refs in reference_sets]
     )
+    return [[int(value) for value in row] for row in statistics_]
+
+
+def bleu_from_statistics(rows: Sequence[Sequence[int]]) -> float:
+    """Corpus BLEU (0-1) of the examples whose :func:`bleu_statistics` these are."""
+    if not rows:
+        return 0.0
+    sums = [sum(column) for column in zip(*rows, strict=True)]
+    return _bleu_metric()._compute_score_from_stats(sums).score / 100
 
 
 def primary_metric_for(task: Task | str, references: Sequence[str]) -> tuple[str, str]:
@@ -436,9 +581,10 @@ def compute_metrics(
     per_class: dict[str, ClassScores] = {}
     primary, primary_reason = primary_metric_for(task, references)
     if task is Task.CLASSIFICATION:
-        scores, per_class = classification_metrics(references, answers, labels)
+        scores, per_class, examples = _classification(references, answers, labels)
     elif task is Task.SUMMARIZATION:
-        scores = rouge_metrics(references, answers, SUMMARY_ROUGE_TYPES)
+        means = _rouge_per_example(references, answers, SUMMARY_ROUGE_TYPES)
+        scores, examples = _means(means), ExampleScores(count=len(answers), means=means)
     elif task is Task.EXTRACTIVE_QA:
         reference_sets = (
             references_by_prompt(prompts, references) if prompts is not None else _as_sets(references)
@@ -449,18 +595,21 @@ def compute_metrics(
                 f"{shared} example{'s' if shared != 1 else ''} share{'' if shared != 1 else 's'} a prompt "
                 "with other answers: scored against the best of them"
             )
-        scores = qa_metrics(reference_sets, answers)
+        means = _qa_per_example(reference_sets, answers)
+        scores, examples = _means(means), ExampleScores(count=len(answers), means=means)
     else:
         scores = {}
+        bleu: list[list[int]] = []
         if primary == "bleu":  # else BLEU is degenerate here (primary_reason says why) and left out
-            scores["bleu"] = corpus_bleu(answers, [list(references)])
-        scores["chrf"] = chrf(references, answers)
-        scores.update(rouge_metrics(references, answers, ("rougeL",)))
-        scores["exact_match"] = (
-            statistics.fmean(exact_match(r, a) for r, a in zip(references, answers, strict=True))
-            if references
-            else 0.0
-        )
+            bleu = bleu_statistics(answers, [list(references)])
+            scores["bleu"] = bleu_from_statistics(bleu)
+        means = {
+            "chrf": _chrf_per_example(references, answers),
+            **_rouge_per_example(references, answers, ("rougeL",)),
+            "exact_match": [exact_match(r, a) for r, a in zip(references, answers, strict=True)],
+        }
+        scores.update(_means(means))
+        examples = ExampleScores(count=len(answers), means=means, bleu=bleu)
     return MetricResult(
         task=task,
         scores=scores,
@@ -470,4 +619,5 @@ def compute_metrics(
         notes=notes,
         primary=primary,
         primary_reason=primary_reason,
+        examples=examples,
     )

@@ -5,6 +5,11 @@ notifications show. The report is one self-contained HTML file: inline CSS, char
 drawn here, no JavaScript, no external resource, so it opens the same from GCS, a mail attachment
 or a laptop. Every piece of dataset or model text goes through :func:`html.escape` (a dataset may
 well contain ``<script>``), and that includes labels and names inside the SVG charts.
+
+Every score comes with its 95% interval (:mod:`shared.evaluation.confidence`), and the verdict
+says "improved" or "regressed" only when the primary metric's paired interval excludes zero and
+the change exceeds :data:`VERDICT_TOLERANCE`; otherwise the tuned model is "not distinguishable
+from the base model", with the number of test examples a clear answer would need.
 """
 
 from __future__ import annotations
@@ -16,16 +21,34 @@ from datetime import UTC, datetime
 from typing import ClassVar, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.evaluation.metrics import PRIMARY_METRIC, ClassScores, MetricResult, TaskChoice
+from shared.evaluation.confidence import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    CONFIDENCE_LEVEL,
+    MAX_EXAMPLES_NEEDED,
+    examples_needed,
+    excludes_zero,
+    paired_bootstrap,
+)
+from shared.evaluation.metrics import (
+    PRIMARY_METRIC,
+    ClassScores,
+    ConfusionMatrix,
+    MetricResult,
+    TaskChoice,
+    confusion_labels,
+    confusion_matrix,
+)
 from shared.messages import Task
 
-Verdict = Literal["improved", "regressed", "unchanged"]
+Verdict = Literal["improved", "regressed", "not_distinguishable"]
+Interval = tuple[float, float]
 
-#: Absolute change of the primary metric (0-1 scale) below which the tuned model is "unchanged".
-#: One point (0.01) is about the noise of a 200-300 example test split; smaller changes are not
-#: worth a "better" or "worse" headline.
+#: Smallest change of the primary metric (0-1 scale) that "improved" or "regressed" may report,
+#: on top of an interval that excludes zero: a real change of half a point is not worth a
+#: "better" or "worse" headline.
 VERDICT_TOLERANCE = 0.01
 #: Metrics where a smaller value is better (the verdict and the colours take it into account).
 LOWER_IS_BETTER = frozenset({"out_of_label_rate"})
@@ -60,6 +83,24 @@ class MetricComparison(BaseModel):
     delta: float
     primary: bool = False
     higher_is_better: bool = True
+    #: 95% intervals ([low, high]) of the base and tuned score and of the paired delta; None only
+    #: in a summary written before they existed.
+    base_ci: Interval | None = None
+    tuned_ci: Interval | None = None
+    delta_ci: Interval | None = None
+    #: The delta's interval excludes zero.
+    significant: bool = False
+
+
+class ConfidenceMethod(BaseModel):
+    """How the intervals were computed, so that a report can be reproduced from its predictions."""
+
+    model_config = ConfigDict(frozen=True)
+
+    method: str = "paired percentile bootstrap over test examples"
+    level: float = CONFIDENCE_LEVEL
+    resamples: int = BOOTSTRAP_RESAMPLES
+    seed: int = BOOTSTRAP_SEED
 
 
 class ExampleCounts(BaseModel):
@@ -136,9 +177,16 @@ class EvaluationSummary(BaseModel):
     primary_reason: str = ""
     metrics: list[MetricComparison]
     per_class: dict[str, dict[Literal["base", "tuned"], ClassScores]] = Field(default_factory=dict)
+    #: Classification: each model's confusion matrix of strict answers, over the same classes.
+    confusion: dict[Literal["base", "tuned"], ConfusionMatrix] = Field(default_factory=dict)
     verdict: Verdict
     verdict_tolerance: float
     verdict_reason: str
+    #: When the verdict is not_distinguishable: about how many test examples would make the
+    #: primary delta's interval exclude zero. None when the verdict is clear, or when no test
+    #: split would settle it (no change beyond the tolerance, or more than MAX_EXAMPLES_NEEDED).
+    examples_needed: int | None = None
+    confidence: ConfidenceMethod | None = None
     counts: ExampleCounts
     tuning_duration_s: float | None = None
     evaluation_duration_s: float | None = None
@@ -148,6 +196,13 @@ class EvaluationSummary(BaseModel):
     loss_signals: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     generated_at: datetime = Field(default_factory=utcnow)
+
+    @field_validator("verdict", mode="before")
+    @classmethod
+    def _legacy_verdict(cls, value: object) -> object:
+        # A summary written before the intervals said "unchanged"; an evaluation finalized by the
+        # old code is still notified by the new one.
+        return "not_distinguishable" if value == "unchanged" else value
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json", by_alias=True), option=orjson.OPT_INDENT_2)
@@ -161,15 +216,51 @@ class EvaluationSummary(BaseModel):
 
 
 def decide_verdict(
-    delta: float, tolerance: float = VERDICT_TOLERANCE, *, higher_is_better: bool = True
+    delta: float,
+    delta_ci: Interval | None,
+    tolerance: float = VERDICT_TOLERANCE,
+    *,
+    higher_is_better: bool = True,
 ) -> Verdict:
-    """improved / regressed when the primary metric moved by more than ``tolerance``, else unchanged."""
-    gain = delta if higher_is_better else -delta
-    if gain > tolerance:
+    """improved when the delta's interval lies entirely on the better side of zero and the delta
+    exceeds ``tolerance``; regressed, the same on the worse side; else not_distinguishable (also
+    without an interval: nothing says the change is more than noise)."""
+    if delta_ci is None:
+        return "not_distinguishable"
+    low, high = delta_ci
+    gain, gain_low, gain_high = (delta, low, high) if higher_is_better else (-delta, -high, -low)
+    if gain > tolerance and gain_low > 0:
         return "improved"
-    if gain < -tolerance:
+    if gain < -tolerance and gain_high < 0:
         return "regressed"
-    return "unchanged"
+    return "not_distinguishable"
+
+
+def format_interval(interval: Interval, *, signed: bool = False) -> str:
+    """``[0.550, 0.700]``, or ``[-0.020, +0.130]`` for a delta."""
+    low, high = interval
+    return f"[{low:+.3f}, {high:+.3f}]" if signed else f"[{low:.3f}, {high:.3f}]"
+
+
+def undecided_text(
+    comparison: MetricComparison, needed: int | None, test_examples: int, tolerance: float
+) -> str:
+    """Why a not_distinguishable verdict is not a clear answer, and what would make it one."""
+    gain = comparison.delta if comparison.higher_is_better else -comparison.delta
+    if comparison.delta == 0:
+        return "no difference at all: no number of test examples would show one of this size"
+    if abs(gain) <= tolerance:
+        real = "real, " if comparison.significant else ""
+        return (
+            f"the change is {real}within the tolerance ±{tolerance:g}: no number of test examples "
+            "would make a change this small a clear answer"
+        )
+    if needed is None:
+        return (
+            f"a clear answer would need more than {MAX_EXAMPLES_NEEDED:,} test examples "
+            f"(this test split has {test_examples:,})"
+        )
+    return f"a clear answer would need about {needed:,} test examples (this test split has {test_examples:,})"
 
 
 def estimate_training_cost(
@@ -263,28 +354,73 @@ def build_summary(
     they agree): for generation it depends on the references' length (``primary_metric_for``).
     ``*_truncated``: answers cut off by the output limit before any text (in the counts and the
     notes); they are among the scored answers, as empty ones, and not among the failed calls.
+
+    Both results must carry their per-example scores (:func:`compute_metrics` keeps them): the
+    intervals and the verdict are computed from them.
     """
+    if base.examples is None or tuned.examples is None:
+        raise ValueError("build_summary needs the per-example scores compute_metrics keeps")
+    intervals = paired_bootstrap(base.examples, tuned.examples)
     primary = base.primary_metric if base.task is task_choice.task else PRIMARY_METRIC[task_choice.task]
-    comparisons = [
-        MetricComparison(
-            name=name,
-            base=base_score,
-            tuned=tuned.scores.get(name, 0.0),
-            delta=tuned.scores.get(name, 0.0) - base_score,
-            primary=name == primary,
-            higher_is_better=name not in LOWER_IS_BETTER,
+    comparisons = []
+    for name, base_score in base.scores.items():
+        tuned_score = tuned.scores.get(name, 0.0)
+        interval = intervals.get(name)
+        comparisons.append(
+            MetricComparison(
+                name=name,
+                base=base_score,
+                tuned=tuned_score,
+                delta=tuned_score - base_score,
+                primary=name == primary,
+                higher_is_better=name not in LOWER_IS_BETTER,
+                base_ci=interval.base if interval else None,
+                tuned_ci=interval.tuned if interval else None,
+                delta_ci=interval.delta if interval else None,
+                significant=excludes_zero(interval.delta) if interval else False,
+            )
         )
-        for name, base_score in base.scores.items()
-    ]
     primary_comparison = next(c for c in comparisons if c.primary)
     verdict = decide_verdict(
-        primary_comparison.delta, tolerance, higher_is_better=primary_comparison.higher_is_better
+        primary_comparison.delta,
+        primary_comparison.delta_ci,
+        tolerance,
+        higher_is_better=primary_comparison.higher_is_better,
     )
+    primary_interval = intervals.get(primary)
+    needed = (
+        examples_needed(base.count, primary_comparison.delta, primary_interval.delta_se)
+        if verdict == "not_distinguishable"
+        and primary_interval is not None
+        and abs(primary_comparison.delta) > tolerance
+        else None
+    )
+    reason = (
+        f"{primary} {primary_comparison.base:.3f} -> {primary_comparison.tuned:.3f} "
+        f"({primary_comparison.delta:+.3f}"
+        + (
+            f", {CONFIDENCE_LEVEL:.0%} CI {format_interval(primary_comparison.delta_ci, signed=True)}"
+            if primary_comparison.delta_ci
+            else ""
+        )
+        + f"; tolerance ±{tolerance:g})"
+    )
+    if verdict == "not_distinguishable":
+        reason = f"not distinguishable from the base model: {reason}; " + undecided_text(
+            primary_comparison, needed, base.count, tolerance
+        )
     per_class: dict[str, dict[Literal["base", "tuned"], ClassScores]] = {
         label: {"base": scores, "tuned": tuned.per_class[label]}
         for label, scores in base.per_class.items()
         if label in tuned.per_class
     }
+    confusion: dict[Literal["base", "tuned"], ConfusionMatrix] = {}
+    if base.examples.labels and tuned.examples.labels:
+        classes = confusion_labels(base.examples, tuned.examples)
+        confusion = {
+            "base": confusion_matrix(base.examples, classes),
+            "tuned": confusion_matrix(tuned.examples, classes),
+        }
     curves = {name: list(points) for name, points in (loss_curves or {}).items()}
     notes = [f"base model: {note}" for note in base.notes] + [f"tuned model: {note}" for note in tuned.notes]
     notes += [
@@ -305,12 +441,12 @@ def build_summary(
         primary_reason=base.primary_reason if primary == base.primary_metric else "",
         metrics=comparisons,
         per_class=per_class,
+        confusion=confusion,
         verdict=verdict,
         verdict_tolerance=tolerance,
-        verdict_reason=(
-            f"{primary} {primary_comparison.base:.3f} -> {primary_comparison.tuned:.3f} "
-            f"({primary_comparison.delta:+.3f}; tolerance ±{tolerance:g})"
-        ),
+        verdict_reason=reason,
+        examples_needed=needed,
+        confidence=ConfidenceMethod(),
         counts=ExampleCounts(
             test_examples=base.count,
             base_failures=base.failed,
@@ -344,6 +480,11 @@ def format_duration(seconds: float | None) -> str:
     return f"{secs} s"
 
 
+def verdict_words(verdict: Verdict) -> str:
+    """The verdict as a reader sees it: ``not distinguishable``."""
+    return verdict.replace("_", " ")
+
+
 def format_score(value: float) -> str:
     return f"{value:.3f}"
 
@@ -354,7 +495,10 @@ def format_delta(value: float) -> str:
 
 
 def delta_direction(comparison: MetricComparison, tolerance: float) -> Verdict:
-    return decide_verdict(comparison.delta, tolerance, higher_is_better=comparison.higher_is_better)
+    """What the verdict rule says about this metric (the verdict itself reads the primary one)."""
+    return decide_verdict(
+        comparison.delta, comparison.delta_ci, tolerance, higher_is_better=comparison.higher_is_better
+    )
 
 
 # --- HTML --------------------------------------------------------------------------------------
@@ -364,7 +508,11 @@ _e = html.escape
 BASE_COLOUR = "#8c8c8c"
 TUNED_COLOUR = "#1a73e8"
 SERIES_COLOURS = ("#1a73e8", "#e8710a", "#188038", "#a142f4", "#d93025")
-VERDICT_COLOURS: dict[Verdict, str] = {"improved": "#188038", "regressed": "#d93025", "unchanged": "#5f6368"}
+VERDICT_COLOURS: dict[Verdict, str] = {
+    "improved": "#188038",
+    "regressed": "#d93025",
+    "not_distinguishable": "#5f6368",
+}
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;margin:0;color:#202124;background:#f8f9fa}
@@ -376,7 +524,11 @@ dl.facts dt{color:#5f6368}dl.facts dd{margin:0;word-break:break-all}
 table{border-collapse:collapse;background:#fff;min-width:420px}
 th,td{padding:6px 12px;border-bottom:1px solid #e8eaed;text-align:left}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
-.improved{color:#188038;font-weight:600}.regressed{color:#d93025;font-weight:600}.unchanged{color:#5f6368}
+.improved{color:#188038;font-weight:600}.regressed{color:#d93025;font-weight:600}.not_distinguishable{color:#5f6368}
+.up{color:#188038}.down{color:#d93025}.ci{color:#5f6368;font-size:.85em;white-space:nowrap}
+.scroll{overflow-x:auto;margin:0 0 16px}table.confusion{min-width:0}
+table.confusion th{max-width:10em;overflow-wrap:anywhere;font-weight:500}
+table.confusion td.diagonal{font-weight:700;background:#e6f4ea}table.confusion td.zero{color:#bdc1c6}
 .card{background:#fff;border:1px solid #dadce0;border-radius:8px;padding:16px;margin:0 0 16px}
 .examples{display:grid;grid-template-columns:1fr 1fr 1fr;gap:12px}
 pre{white-space:pre-wrap;word-break:break-word;margin:4px 0 0;font:13px/1.45 ui-monospace,Menlo,Consolas,monospace;
@@ -502,20 +654,40 @@ def loss_curves_svg(curves: Mapping[str, Sequence[LossPoint]], *, width: int = 7
     return "".join(parts)
 
 
+def _with_interval(value: str, interval: Interval | None, *, signed: bool = False) -> str:
+    if interval is None:
+        return value
+    return f"{value} <span class='ci'>{format_interval(interval, signed=signed)}</span>"
+
+
 def _metric_table(summary: EvaluationSummary) -> str:
     rows = []
     for metric in summary.metrics:
         direction = delta_direction(metric, summary.verdict_tolerance)
         name = _e(metric.name) + (" <span class='muted'>(primary)</span>" if metric.primary else "")
         hint = "" if metric.higher_is_better else " <span class='muted'>(lower is better)</span>"
+        mark = " <span title='the interval excludes zero'>✱</span>" if metric.significant else ""
         rows.append(
-            f"<tr><td>{name}{hint}</td><td class='num'>{format_score(metric.base)}</td>"
-            f"<td class='num'>{format_score(metric.tuned)}</td>"
-            f"<td class='num {direction}'>{format_delta(metric.delta)}</td></tr>"
+            f"<tr><td>{name}{hint}</td><td class='num'>{_with_interval(format_score(metric.base), metric.base_ci)}</td>"
+            f"<td class='num'>{_with_interval(format_score(metric.tuned), metric.tuned_ci)}</td>"
+            f"<td class='num {direction}'>"
+            f"{_with_interval(format_delta(metric.delta), metric.delta_ci, signed=True)}{mark}</td></tr>"
         )
     return (
         "<table><thead><tr><th>metric</th><th class='num'>base</th><th class='num'>tuned</th>"
         f"<th class='num'>Δ</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _confidence_note(summary: EvaluationSummary) -> str:
+    method = summary.confidence
+    if method is None:
+        return ""
+    return (
+        f"In brackets: {method.level:.0%} intervals, a {method.method} "
+        f"({method.resamples:,} resamples of the {summary.counts.test_examples:,} examples, seed "
+        f"{method.seed}; both models on the same resamples, so the Δ interval is the paired one). "
+        "✱ the Δ interval excludes zero. "
     )
 
 
@@ -525,7 +697,14 @@ def _per_class_table(summary: EvaluationSummary) -> str:
     rows = []
     for label, scores in summary.per_class.items():
         delta = scores["tuned"].f1 - scores["base"].f1
-        direction = decide_verdict(delta, summary.verdict_tolerance)
+        # No interval per class: the colour only says the change passes the tolerance.
+        direction = (
+            "up"
+            if delta > summary.verdict_tolerance
+            else "down"
+            if delta < -summary.verdict_tolerance
+            else ""
+        )
         rows.append(
             f"<tr><td>{_e(label)}</td><td class='num'>{scores['base'].support}</td>"
             f"<td class='num'>{format_score(scores['base'].f1)}</td><td class='num'>{format_score(scores['tuned'].f1)}</td>"
@@ -535,6 +714,44 @@ def _per_class_table(summary: EvaluationSummary) -> str:
         "<h2>Per class (F1)</h2><table><thead><tr><th>class</th><th class='num'>support</th>"
         "<th class='num'>base</th><th class='num'>tuned</th><th class='num'>Δ</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
+        "<p class='muted'>Per-class changes have no interval: read them as hints, not verdicts.</p>"
+    )
+
+
+def _confusion_table(name: str, matrix: ConfusionMatrix) -> str:
+    header = "".join(f"<th class='num'>{_e(label)}</th>" for label in matrix.labels)
+    rows = []
+    for number, (row_label, row) in enumerate(zip(matrix.labels, matrix.matrix, strict=True)):
+        cells = "".join(
+            f"<td class='num {'diagonal' if column == number else 'zero' if count == 0 else ''}'>{count:,}</td>"
+            for column, count in enumerate(row)
+        )
+        rows.append(f"<tr><th>{_e(row_label)}</th>{cells}</tr>")
+    left_out = (
+        f"<p class='muted'>{matrix.omitted_labels:,} rarer classes are left out "
+        f"({matrix.omitted_examples:,} test examples have one as their reference; an answer naming "
+        "one counts as other).</p>"
+        if matrix.omitted_labels
+        else ""
+    )
+    return (
+        f"<h3>{_e(name)}</h3><div class='scroll'><table class='confusion'><thead><tr>"
+        f"<th>reference ↓ · answer →</th>{header}<th class='num'>other</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>{left_out}"
+    )
+
+
+def _confusion_section(summary: EvaluationSummary) -> str:
+    if not summary.confusion:
+        return ""
+    tables = "".join(
+        _confusion_table(f"{model} model", summary.confusion[model])
+        for model in ("base", "tuned")
+        if model in summary.confusion
+    )
+    return (
+        "<h2>Confusion matrices</h2><p class='muted'>Strict answers: one row per reference label, "
+        "one column per answer; “other” is an answer outside the label set.</p>" + tables
     )
 
 
@@ -625,15 +842,16 @@ def render_report_html(summary: EvaluationSummary, examples: Sequence[ExampleCom
         "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">"
         f"<title>Tuning report · {_e(summary.job_id)}</title><style>{_CSS}</style></head><body><main>"
         f"<h1>Tuning report · {_e(summary.job_id)}</h1>"
-        f"<p><span class='verdict' style='background:{verdict_colour}'>{_e(summary.verdict)}</span> "
+        f"<p><span class='verdict' style='background:{verdict_colour}'>{_e(verdict_words(summary.verdict))}</span> "
         f"<span class='muted'>{_e(summary.verdict_reason)}</span></p>"
         f"<div class='card'>{_facts(facts)}</div>"
         f"<h2>Metrics, base vs tuned</h2>{_metric_table(summary)}"
         "<p class='muted'>Scores on a 0–1 scale (BLEU and chrF are sacreBLEU's / 100). "
         "lenient_* count the one allowed label a verbose answer names (“The sentiment is positive.”). "
-        f"★ primary metric: the verdict is "
-        f"“improved” or “regressed” when it moves by more than {summary.verdict_tolerance:g}.</p>"
-        f"{metric_bars_svg(summary.metrics)}{_per_class_table(summary)}{losses}"
+        f"{_e(_confidence_note(summary))}★ primary metric: the verdict is “improved” or “regressed” "
+        f"when its Δ interval excludes zero and it moves by more than {summary.verdict_tolerance:g}, "
+        "else “not distinguishable from the base model”.</p>"
+        f"{metric_bars_svg(summary.metrics)}{_per_class_table(summary)}{_confusion_section(summary)}{losses}"
         f"{_examples_section(examples)}"
         f"<h2>Dataset</h2>{statistics}<h2>Cost</h2>{cost}{notes}"
         f"<p class='muted'>Generated {_e(summary.generated_at.isoformat(timespec='seconds'))} by sftpipe.</p>"

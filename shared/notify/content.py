@@ -15,7 +15,16 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.evaluation.report import EvaluationSummary, format_delta, format_duration, format_score
+from shared.evaluation.confidence import CONFIDENCE_LEVEL
+from shared.evaluation.report import (
+    EvaluationSummary,
+    format_delta,
+    format_duration,
+    format_interval,
+    format_score,
+    undecided_text,
+    verdict_words,
+)
 
 #: Errors listed in a rejection notice; the report has all of them.
 TOP_ERRORS_SHOWN = 10
@@ -160,7 +169,9 @@ class Notification(BaseModel):
 
     kind: Literal["evaluated", "job_ended", "job_stalled", "dataset_rejected"]
     status: str = Field(
-        description="improved, regressed, unchanged, failed, cancelled, expired, stalled or rejected."
+        description=(
+            "improved, regressed, not_distinguishable, failed, cancelled, expired, stalled or rejected."
+        )
     )
     subject: str
     summary: str
@@ -218,8 +229,21 @@ def evaluated_notification(outcome: EvaluatedOutcome) -> Notification:
     wording = {
         "improved": "improved",
         "regressed": "regressed",
-        "unchanged": f"is unchanged (within ±{summary.verdict_tolerance:g})",
+        "not_distinguishable": "is not distinguishable from the base model",
     }[summary.verdict]
+    interval = (
+        f", {CONFIDENCE_LEVEL:.0%} CI {format_interval(primary.delta_ci, signed=True)}"
+        if primary.delta_ci
+        else ""
+    )
+    undecided = (
+        "; "
+        + undecided_text(
+            primary, summary.examples_needed, summary.counts.test_examples, summary.verdict_tolerance
+        )
+        if summary.verdict == "not_distinguishable"
+        else ""
+    )
     counts = summary.counts
     facts = [
         ("Job", summary.job_id),
@@ -240,10 +264,13 @@ def evaluated_notification(outcome: EvaluatedOutcome) -> Notification:
     return Notification(
         kind="evaluated",
         status=summary.verdict,
-        subject=f"[sftpipe] {summary.verdict}: {summary.job_id} ({summary.base_model} on {summary.dataset_id})",
+        subject=(
+            f"[sftpipe] {verdict_words(summary.verdict)}: {summary.job_id} "
+            f"({summary.base_model} on {summary.dataset_id})"
+        ),
         summary=(
-            f"The tuned model {wording} on {primary.name}: "
-            f"{format_score(primary.base)} → {format_score(primary.tuned)} ({format_delta(primary.delta)})."
+            f"The tuned model {wording} on {primary.name}: {format_score(primary.base)} → "
+            f"{format_score(primary.tuned)} ({format_delta(primary.delta)}{interval}){undecided}."
         ),
         facts=facts,
         table=Table(
@@ -257,7 +284,10 @@ def evaluated_notification(outcome: EvaluatedOutcome) -> Notification:
                 ]
                 for m in summary.metrics
             ],
-            footnote=f"* primary metric: it decides the verdict (tolerance ±{summary.verdict_tolerance:g})",
+            footnote=(
+                "* primary metric: it decides the verdict (its Δ interval must exclude 0 and the change "
+                f"exceed the tolerance ±{summary.verdict_tolerance:g})"
+            ),
         ),
         link=browser_url(outcome.report_url) if outcome.report_url else None,
     )

@@ -28,7 +28,7 @@ SUBJECT_LIMIT = 200
 _STATUS_COLOURS = {
     "improved": "#188038",
     "regressed": "#d93025",
-    "unchanged": "#5f6368",
+    "not_distinguishable": "#5f6368",
     "stalled": "#e37400",
 }
 
@@ -76,7 +76,8 @@ def render_html(notification: Notification) -> str:
     parts = [
         "<!DOCTYPE html><html><body style='font-family:Arial,Helvetica,sans-serif;color:#202124'>",
         f"<h2 style='margin:0 0 8px'>{e(notification.subject.removeprefix('[sftpipe] '))}</h2>",
-        f"<p><b style='color:{colour}'>{e(notification.status)}</b> · {e(notification.summary)}</p>",
+        # A status is an identifier (not_distinguishable); the reader gets words.
+        f"<p><b style='color:{colour}'>{e(notification.status.replace('_', ' '))}</b> · {e(notification.summary)}</p>",
         "<table style='border-collapse:collapse'>",
         *(
             f"<tr><td style='{cell};color:#5f6368'>{e(k)}</td><td style='{cell}'>{e(v)}</td></tr>"

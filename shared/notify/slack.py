@@ -29,7 +29,7 @@ BUTTON_LIMIT = 75
 STATUS_EMOJI = {
     "improved": ":white_check_mark:",
     "regressed": ":small_red_triangle_down:",
-    "unchanged": ":heavy_minus_sign:",
+    "not_distinguishable": ":heavy_minus_sign:",
     "failed": ":x:",
     "cancelled": ":no_entry_sign:",
     "expired": ":hourglass:",

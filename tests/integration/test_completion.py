@@ -183,6 +183,21 @@ def _check_report(objects: dict[str, bytes], job: JobRecord, test_examples: int)
     assert (summary["task"], summary["task_decided_by"]) == ("classification", "inferred")
     assert summary["primary_metric"] == "macro_f1"
     assert summary["tuned_endpoint"] == job.tuned_endpoint
+    # Every metric has its 95% intervals; the verdict is one the intervals allow.
+    for metric in summary["metrics"]:
+        for key in ("base_ci", "tuned_ci", "delta_ci"):
+            low, high = metric[key]
+            assert low <= high, (metric["name"], key)
+        assert metric["significant"] == (metric["delta_ci"][0] > 0 or metric["delta_ci"][1] < 0)
+    assert summary["verdict"] in {"improved", "regressed", "not_distinguishable"}
+    primary = next(m for m in summary["metrics"] if m["primary"])
+    assert primary["significant"] or summary["verdict"] == "not_distinguishable"
+    assert summary["confidence"]["resamples"] == 1000
+    # Each model's confusion matrix accounts for every test example.
+    for model in ("base", "tuned"):
+        confusion = summary["confusion"][model]
+        assert len(confusion["matrix"]) == len(confusion["labels"])
+        assert sum(map(sum, confusion["matrix"])) + confusion["omitted_examples"] == test_examples
     # The local tuning service exposes the loss series, so the report has the training curve.
     assert summary["loss_curves"]["training"], summary["notes"]
     html = objects["report.html"].decode()

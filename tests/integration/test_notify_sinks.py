@@ -29,7 +29,7 @@ import pytest
 
 from shared.config import Settings
 from shared.errors import PermanentError, TransientError
-from shared.evaluation.metrics import MetricResult, TaskChoice
+from shared.evaluation.metrics import TaskChoice, compute_metrics
 from shared.evaluation.report import build_summary
 from shared.messages import NotifyTargets, Task
 from shared.notify import slack
@@ -135,25 +135,22 @@ def settings(mailsink: Sink, slacksink: Sink) -> Settings:
     )
 
 
+LABELS = ["positive", "negative", "neutral"]
+
+
 @pytest.fixture
 def evaluated() -> EvaluatedOutcome:
+    # 150 examples: base right on 93 (8 answers outside the label set), tuned on 136 (one failed call).
+    references = LABELS * 50
+    base = [r if n < 93 else "unsure" if n >= 142 else LABELS[(n + 1) % 3] for n, r in enumerate(references)]
+    tuned = [r if n < 136 else None if n == 149 else LABELS[(n + 1) % 3] for n, r in enumerate(references)]
     summary = build_summary(
         job_id="job-sinks-1",
         dataset_id="reviews-<script>alert(1)</script>",
         base_model="gemini-2.5-flash",
         task_choice=TaskChoice(task=Task.CLASSIFICATION, decided_by="inferred", reason="3 labels"),
-        base=MetricResult(
-            task=Task.CLASSIFICATION,
-            scores={"accuracy": 0.62, "micro_f1": 0.62, "macro_f1": 0.58, "out_of_label_rate": 0.05},
-            count=150,
-            failed=0,
-        ),
-        tuned=MetricResult(
-            task=Task.CLASSIFICATION,
-            scores={"accuracy": 0.91, "micro_f1": 0.91, "macro_f1": 0.9, "out_of_label_rate": 0.0},
-            count=150,
-            failed=1,
-        ),
+        base=compute_metrics(Task.CLASSIFICATION, references, base),
+        tuned=compute_metrics(Task.CLASSIFICATION, references, tuned),
         tuning_duration_s=2710,
     )
     return EvaluatedOutcome(summary=summary, report_url="gs://sftpipe-local/reports/job-sinks-1/report.html")
@@ -199,8 +196,8 @@ def test_evaluation_outcome_reaches_mail_and_slack(
     assert mail["X-Mailsink-Rcpt-To"] == "ml-team@example.com, owner@example.com"
     text = mail.get_body(preferencelist=("plain",)).get_content()
     page = mail.get_body(preferencelist=("html",)).get_content()
-    assert "The tuned model improved on macro_f1: 0.580 → 0.900 (+0.320)." in text
-    assert "macro_f1 *         0.580  0.900  +0.320" in text
+    assert "The tuned model improved on macro_f1: 0.637 → 0.910 (+0.273, 95% CI [+0.201, +0.345])." in text
+    assert "macro_f1 *         0.637  0.910  +0.273" in text
     assert (
         "Open the report: https://storage.cloud.google.com/sftpipe-local/reports/job-sinks-1/report.html"
         in text
@@ -219,7 +216,7 @@ def test_evaluation_outcome_reaches_mail_and_slack(
             "text": "improved: job-sinks-1 (gemini-2.5-flash on reviews-<script>alert(1)</script>)",
         },
     }
-    assert "macro_f1 *         0.580  0.900  +0.320" in blocks[3]["text"]["text"]
+    assert "macro_f1 *         0.637  0.910  +0.273" in blocks[3]["text"]["text"]
     assert blocks[-1]["elements"][0]["url"].endswith("/reports/job-sinks-1/report.html")
 
     logged = caplog.text + result.model_dump_json()

@@ -21,9 +21,10 @@ XSS = "<script>alert(1)</script>"
 @pytest.fixture
 def hostile_summary() -> EvaluationSummary:
     """A classification summary with a script tag in every piece of text a dataset can control."""
-    references = ["positive", "negative", XSS, "positive", "negative", XSS, "positive", "negative"]
-    base = ["Positive", "positive", XSS, "negative", "negative", "not sure", "positive", "negative"]
-    tuned = ["positive", "negative", XSS, "positive", "negative", XSS, "positive", None]
+    # Ten times eight examples: enough for the tuned model's gain to be a clear one.
+    references = ["positive", "negative", XSS, "positive", "negative", XSS, "positive", "negative"] * 10
+    base = ["Positive", "positive", XSS, "negative", "negative", "not sure", "positive", "negative"] * 10
+    tuned = ["positive", "negative", XSS, "positive", "negative", XSS, "positive", None] * 10
     choice = TaskChoice(task=Task.CLASSIFICATION, decided_by="inferred", reason=f"labels such as {XSS}")
     return build_summary(
         job_id=f"job-{XSS}",

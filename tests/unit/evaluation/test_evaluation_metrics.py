@@ -164,10 +164,10 @@ def test_short_rewrites_of_long_prompts_are_summarization() -> None:
     assert choice.task is Task.SUMMARIZATION
 
 
-def test_importing_metrics_does_not_import_rouge_or_sacrebleu() -> None:
+def test_importing_metrics_does_not_import_rouge_sacrebleu_or_numpy() -> None:
     code = (
-        "import sys, shared.evaluation.metrics;"
-        "print(sorted(m for m in ('rouge_score', 'sacrebleu', 'nltk') if m in sys.modules))"
+        "import sys, shared.evaluation.metrics, shared.evaluation.confidence;"
+        "print(sorted(m for m in ('rouge_score', 'sacrebleu', 'nltk', 'numpy') if m in sys.modules))"
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert completed.stdout.strip() == "[]"

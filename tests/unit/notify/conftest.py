@@ -2,29 +2,50 @@ from __future__ import annotations
 
 import pytest
 
-from shared.evaluation.metrics import MetricResult, TaskChoice
+from shared.evaluation.metrics import TaskChoice, compute_metrics
 from shared.evaluation.report import build_summary
 from shared.messages import Task
 from shared.notify.content import DatasetRejectedOutcome, EvaluatedOutcome, JobEndedOutcome
 
 
+def qa_answers(exact: int, partial: int, failed: int, count: int) -> list[str | None]:
+    """Answers to :data:`QA_REFERENCES`: ``exact`` right (F1 1), ``partial`` half right (F1 0.5),
+    ``failed`` calls that failed, the rest wrong (F1 0)."""
+    wrong = count - exact - partial - failed
+    return ["Eiffel Tower"] * exact + ["Tower Bridge"] * partial + [None] * failed + ["Big Ben"] * wrong
+
+
+QA_REFERENCES = ["Eiffel Tower"] * 200
+
+
 @pytest.fixture
 def evaluated() -> EvaluatedOutcome:
+    # base: exact match 82 / 200 = 0.41, F1 (82 + 56 / 2) / 200 = 0.55; tuned: 0.63 and 0.76.
     summary = build_summary(
         job_id="job-42",
         dataset_id="reviews-<!channel>",
         base_model="gemini-2.5-flash",
         task_choice=TaskChoice(task=Task.EXTRACTIVE_QA, decided_by="inferred", reason="spans"),
-        base=MetricResult(
-            task=Task.EXTRACTIVE_QA, scores={"exact_match": 0.41, "f1": 0.552}, count=200, failed=2
-        ),
-        tuned=MetricResult(
-            task=Task.EXTRACTIVE_QA, scores={"exact_match": 0.63, "f1": 0.78}, count=200, failed=0
-        ),
+        base=compute_metrics(Task.EXTRACTIVE_QA, QA_REFERENCES, qa_answers(82, 56, 2, 200)),
+        tuned=compute_metrics(Task.EXTRACTIVE_QA, QA_REFERENCES, qa_answers(126, 52, 0, 200)),
         tuned_endpoint="projects/p/locations/us-central1/endpoints/123",
         tuning_duration_s=3725,
     )
     return EvaluatedOutcome(summary=summary, report_url="gs://sftpipe-local/reports/job-42/report.html")
+
+
+@pytest.fixture
+def undecided() -> EvaluatedOutcome:
+    """+0.025 on F1, but the models disagree on 195 of the 200 examples: noise, not a verdict."""
+    summary = build_summary(
+        job_id="job-44",
+        dataset_id="reviews",
+        base_model="gemini-2.5-flash",
+        task_choice=TaskChoice(task=Task.EXTRACTIVE_QA, decided_by="inferred", reason="spans"),
+        base=compute_metrics(Task.EXTRACTIVE_QA, QA_REFERENCES, qa_answers(100, 0, 0, 200)),
+        tuned=compute_metrics(Task.EXTRACTIVE_QA, QA_REFERENCES, qa_answers(105, 0, 0, 200)[::-1]),
+    )
+    return EvaluatedOutcome(summary=summary, report_url="gs://sftpipe-local/reports/job-44/report.html")
 
 
 @pytest.fixture

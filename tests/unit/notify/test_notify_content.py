@@ -19,16 +19,47 @@ def test_evaluated_notification_carries_metrics_verdict_and_link(evaluated: Eval
 
     assert notification.status == "improved"
     assert notification.subject == "[sftpipe] improved: job-42 (gemini-2.5-flash on reviews-<!channel>)"
-    assert notification.summary == "The tuned model improved on f1: 0.552 → 0.780 (+0.228)."
+    # The primary metric's delta with its paired 95% interval (seeded: the same every time).
+    assert (
+        notification.summary
+        == "The tuned model improved on f1: 0.550 → 0.760 (+0.210, 95% CI [+0.177, +0.243])."
+    )
     assert ("Tuning duration", "1 h 02 min") in notification.facts
     assert ("Test examples", "200 (failed calls: base 2, tuned 0)") in notification.facts
     assert notification.table is not None
     assert notification.table.rows == [
         ["exact_match", "0.410", "0.630", "+0.220"],
-        ["f1 *", "0.552", "0.780", "+0.228"],
+        ["f1 *", "0.550", "0.760", "+0.210"],
     ]
     assert notification.link == "https://storage.cloud.google.com/sftpipe-local/reports/job-42/report.html"
     assert evaluated.event_key == "evaluated"
+
+
+def test_an_undecided_evaluation_says_so_with_the_interval_and_the_examples_needed(
+    undecided: EvaluatedOutcome,
+) -> None:
+    summary = undecided.summary
+    assert summary.verdict == "not_distinguishable"
+    assert summary.examples_needed is not None
+    assert summary.examples_needed > 200
+    notification = build_notification(undecided)
+
+    assert notification.status == "not_distinguishable"
+    assert notification.subject == "[sftpipe] not distinguishable: job-44 (gemini-2.5-flash on reviews)"
+    assert notification.summary.startswith(
+        "The tuned model is not distinguishable from the base model on f1: 0.500 → 0.525 (+0.025, 95% CI [-0."
+    )
+    assert notification.summary.endswith(
+        f"]); a clear answer would need about {summary.examples_needed:,} test examples "
+        "(this test split has 200)."
+    )
+    blocks = build_slack_payload(notification)["blocks"]
+    assert blocks[1]["text"]["text"].startswith(":heavy_minus_sign: The tuned model is not distinguishable")
+    page = build_email(notification, sender="s@example.com", recipients=["a@example.com"]).get_body(
+        preferencelist=("html",)
+    )
+    assert page is not None
+    assert "<b style='color:#5f6368'>not distinguishable</b> · The tuned model is not" in page.get_content()
 
 
 def test_job_ended_notification_names_state_and_reason(job_failed: JobEndedOutcome) -> None:
@@ -74,7 +105,7 @@ def test_slack_payload_has_header_fields_table_and_button(evaluated: EvaluatedOu
     assert "*Dataset*\nreviews-&lt;!channel&gt;" in fields  # no @channel ping from a dataset name
     table = blocks[3]["text"]["text"]
     assert table.startswith("```\nmetric")
-    assert "f1 *         0.552  0.780  +0.228" in table
+    assert "f1 *         0.550  0.760  +0.210" in table
     assert (
         blocks[4]["elements"][0]["url"]
         == "https://storage.cloud.google.com/sftpipe-local/reports/job-42/report.html"
@@ -135,7 +166,10 @@ def test_email_metric_table_is_aligned(evaluated: EvaluatedOutcome) -> None:
     message = build_email(build_notification(evaluated), sender="s@example.com", recipients=["a@example.com"])
     text = message.get_body(preferencelist=("plain",)).get_content()
     assert (
-        "metric        base  tuned       Δ\nexact_match  0.410  0.630  +0.220\nf1 *         0.552  0.780  +0.228"
+        "metric        base  tuned       Δ\nexact_match  0.410  0.630  +0.220\nf1 *         0.550  0.760  +0.210"
         in text
     )
-    assert "* primary metric: it decides the verdict (tolerance ±0.01)" in text
+    assert (
+        "* primary metric: it decides the verdict (its Δ interval must exclude 0 and the change exceed "
+        "the tolerance ±0.01)" in text
+    )
