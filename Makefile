@@ -27,12 +27,13 @@ system-deps:
 	  else echo "chromium not found: sudo apt-get install chromium (the report rendering test needs it)"; fi; }
 
 # The suite runs on TEST_WORKERS pytest-xdist workers (each with its own local stack, on free
-# ports): most of its time is spent waiting on services, so 3 workers fit 2 cores. Long tests
-# start first (tests/conftest.py). TEST_WORKERS=0 runs it in one process.
+# ports), one test module at a time: most of its time is spent waiting on services, so 3
+# workers fit 2 cores. Long modules start first (tests/conftest.py). TEST_WORKERS=0 runs it in
+# one process.
 TEST_WORKERS ?= 3
 
 test: setup system-deps
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -48,18 +48,19 @@ def _expected_seconds(item: pytest.Item) -> float:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Longest work first, so that the parallel run (``make test``: pytest-xdist, ``--dist
-    loadgroup``) starts the long tests at once on separate workers instead of ending on one.
+    """Longest modules first, so that the parallel run (``make test``: pytest-xdist with
+    ``--dist loadfile``, one module per worker at a time) starts the long ones at once on separate
+    workers instead of ending on one.
 
-    A unit of work is a test, or every test of one ``xdist_group`` (they share a module fixture,
-    such as a tuned model, that each worker would otherwise build again); its cost is the sum of
-    its tests' ``slow(seconds)`` figures. Units keep their tests in file order, and units of
-    equal cost keep theirs, so a serial run (``-p no:xdist``) runs in the usual order too.
+    A module is the unit because its tests share module fixtures (a tuned model, a tuning
+    service) that a second worker would build again. (``--dist loadgroup`` would allow finer
+    units, but it silently stops grouping on pytest 9.2: pytest-xdist issue 1386.) A module's
+    cost is the sum of its tests' ``slow(seconds)`` figures; tests keep their order within a
+    module, and modules of equal cost keep theirs, so a serial run (``-p no:xdist``) runs in the
+    usual order too.
     """
-    units: dict[str, list[pytest.Item]] = {}
+    modules: dict[str, list[pytest.Item]] = {}
     for item in items:
-        group = item.get_closest_marker("xdist_group")
-        key = f"group:{group.args[0] if group.args else group.kwargs['name']}" if group else item.nodeid
-        units.setdefault(key, []).append(item)
-    ordered = sorted(units.values(), key=lambda unit: -sum(_expected_seconds(i) for i in unit))
-    items[:] = [item for unit in ordered for item in unit]
+        modules.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+    ordered = sorted(modules.values(), key=lambda tests: -sum(_expected_seconds(t) for t in tests))
+    items[:] = [item for tests in ordered for item in tests]

@@ -36,9 +36,6 @@ from shared.state.jobs import JobRecord
 from shared.tuning.client import make_client
 from tests.integration.conftest import wait_for
 
-#: The tests share a module fixture (one per worker would build it again).
-pytestmark = pytest.mark.xdist_group("completion")
-
 BASE_MODEL = "gemini-2.5-flash"
 TEST_EXAMPLES = 10
 #: Evaluation through the stack: tuning is seconds, generation with the tiny model a few more.

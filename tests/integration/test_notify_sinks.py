@@ -37,7 +37,7 @@ from shared.notify.content import DatasetRejectedOutcome, EvaluatedOutcome, buil
 from shared.notify.email import send_email
 from shared.notify.notifier import notify
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("notify-sinks")]
+pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SMTP_USER = "sftpipe"

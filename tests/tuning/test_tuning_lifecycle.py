@@ -15,12 +15,9 @@ from typing import Any
 
 import pytest
 from google.genai import errors, types
-from tuning_helpers import TuningService, wait_for_end, wait_until
+from tuning_helpers import JOB_TIMEOUT_S, TuningService, wait_for_end, wait_until
 
 from local.tuning import sample
-
-#: The tests share a module fixture (one per worker would build it again).
-pytestmark = pytest.mark.xdist_group("tuning-lifecycle")
 
 TRAINING_EXAMPLES = 48
 BATCH = 8
@@ -83,7 +80,7 @@ def finished_job(tiny_service: TuningService, datasets: dict[str, str]) -> types
     assert job.state in {types.JobState.JOB_STATE_PENDING, types.JobState.JOB_STATE_RUNNING}
     assert job.name is not None
     assert job.name.startswith("projects/tuning-tests/locations/us-central1/tuningJobs/")
-    return wait_for_end(tiny_service.client(), job.name, timeout=60)
+    return wait_for_end(tiny_service.client(), job.name, timeout=JOB_TIMEOUT_S)
 
 
 @pytest.mark.slow(20)
@@ -234,7 +231,7 @@ def test_list_pages_and_filters_on_labels(tiny_service: TuningService, datasets:
     client = tiny_service.client()
     for name in names:
         assert name is not None
-        wait_for_end(client, name, timeout=60)
+        wait_for_end(client, name, timeout=JOB_TIMEOUT_S)
     pager = client.tunings.list(
         config=types.ListTuningJobsConfig(page_size=2, filter='labels.suite="listing"')
     )
@@ -263,7 +260,7 @@ def test_cancel_stops_training_within_a_couple_of_steps(
         metadata = client.tunings.get(name=job.name).tuning_job_metadata  # type: ignore[arg-type]
         return (metadata.completed_step_count or 0) if metadata else 0
 
-    wait_until(lambda: steps_done() >= 5, 60, "five training steps")
+    wait_until(lambda: steps_done() >= 5, JOB_TIMEOUT_S, "five training steps")
     cancelled_at = time.monotonic()
     client.tunings.cancel(name=job.name)
     ended = wait_for_end(client, job.name, timeout=15)
@@ -345,7 +342,9 @@ def test_over_the_concurrent_job_quota_answers_429(
     assert wait_for_end(client, running.name, timeout=30).state == types.JobState.JOB_STATE_CANCELLED
     accepted = tune(service, datasets["training"], epoch_count=1)
     assert accepted.name is not None
-    assert wait_for_end(client, accepted.name, timeout=60).state == types.JobState.JOB_STATE_SUCCEEDED
+    assert (
+        wait_for_end(client, accepted.name, timeout=JOB_TIMEOUT_S).state == types.JobState.JOB_STATE_SUCCEEDED
+    )
 
 
 @pytest.mark.slow(38)
@@ -362,7 +361,7 @@ def test_jobs_and_adapters_survive_a_restart(
         tuned_model_display_name="kept",
     )
     assert done.name is not None
-    done = wait_for_end(client, done.name, timeout=60)
+    done = wait_for_end(client, done.name, timeout=JOB_TIMEOUT_S)
     assert done.tuned_model is not None
     assert done.tuned_model.endpoint is not None
     prompt = types.GenerateContentConfig(temperature=0, max_output_tokens=4)

@@ -21,7 +21,11 @@ from local.services import free_port, http_answers
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT, LOCATION = "tuning-tests", "us-central1"
 BUCKET = "tuning-test-data"
-START_TIMEOUT_S = 60.0
+#: Seconds a service gets to answer /healthz, and a tiny job to end. Alone here a service starts
+#: in a few seconds and a tiny job trains in about 10; in the parallel run (3 workers on 2 cores,
+#: each with services of its own) several times that. A passing test never waits this long.
+START_TIMEOUT_S = 180.0
+JOB_TIMEOUT_S = 180.0
 
 
 def wait_until(probe: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
