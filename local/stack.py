@@ -42,8 +42,8 @@ FUNCTIONS = ("ingest", "tuner", "poller", "completion")
 #: Seconds `up` waits for every service to answer before it gives up and cleans up.
 READY_TIMEOUT_S = 60.0
 #: Test examples the local stand-in judge sees (SFTPIPE_JUDGE_MAX_EXAMPLES in the stack): about
-#: 6 calls each to a small CPU model, so a local evaluation stays minutes, not an hour.
-LOCAL_JUDGE_MAX_EXAMPLES = 10
+#: 6 calls each to a small CPU model, so the judge adds about a minute to a local evaluation.
+LOCAL_JUDGE_MAX_EXAMPLES = 4
 #: Seconds `down` waits after SIGINT before SIGKILL.
 STOP_GRACE_S = 5.0
 #: Set in every process the stack starts: `down` finds, by it, what a killed `up` had no time to record.

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.budgets import EVALUATION_RECORD_MARGIN_S, JUDGE_MIN_TIME_S
+from shared.config import Settings
 from shared.errors import PermanentError
 from shared.evaluation.chunks import publish_continuation, run_chunks
 from shared.evaluation.finalize import finalize
@@ -159,6 +160,15 @@ def _evaluate_with_lease(
         raise
 
 
+def finalize_in_new_invocation(settings: Settings, elapsed_s: float) -> bool:
+    """Whether an invocation that has run ``elapsed_s`` and evaluated chunks leaves finalizing to a
+    continuation: past its time budget, or with less than JUDGE_MIN_TIME_S left for the judge."""
+    judge_left_s = settings.function_timeout_s - EVALUATION_RECORD_MARGIN_S - elapsed_s
+    return elapsed_s > settings.evaluation_time_budget_s or (
+        judge_wanted(settings) and judge_left_s < JUDGE_MIN_TIME_S
+    )
+
+
 def _evaluate_held(
     job: JobRecord, runtime: Runtime, ref: Any, owner: str, doc: dict[str, Any], *, started: float
 ) -> dict[str, Any] | None:
@@ -176,11 +186,7 @@ def _evaluate_held(
         )
         # Finalizing (merge, metrics, report, notify) gets an invocation of its own when this
         # one has used its budget; one that evaluated nothing always finalizes (no ping-pong).
-        elapsed = time.monotonic() - started
-        judge_left_s = settings.function_timeout_s - EVALUATION_RECORD_MARGIN_S - elapsed
-        out_of_time = elapsed > settings.evaluation_time_budget_s or (
-            judge_wanted(settings) and judge_left_s < JUDGE_MIN_TIME_S
-        )
+        out_of_time = finalize_in_new_invocation(settings, time.monotonic() - started)
         if cursor < doc["total"] or (chunks_done and out_of_time):
             release(ref, runtime, owner)
             publish_continuation(runtime, job, ref, cursor)

@@ -44,8 +44,9 @@ if TYPE_CHECKING:
 #: The judge when SFTPIPE_JUDGE_MODEL is unset, on Vertex AI: cheap, fast, and good enough to
 #: compare two answers against a reference.
 DEFAULT_JUDGE_MODEL = "gemini-2.5-flash"
-#: Output tokens per judge call: a verdict is a one-line JSON object with a short reason.
-JUDGE_MAX_OUTPUT_TOKENS = 256
+#: Output tokens per judge call: a verdict is a one-line JSON object with a one-sentence reason
+#: (about 50 tokens); one cut off by the ceiling is unparsable, and counted.
+JUDGE_MAX_OUTPUT_TOKENS = 128
 #: Characters of each text (prompt, reference, answer) put in a judge prompt: a judge call must
 #: stay far below any context limit and cost, whatever the dataset holds.
 JUDGE_TEXT_LIMIT = 4_000

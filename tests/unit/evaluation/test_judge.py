@@ -16,7 +16,9 @@ from typing import Any, ClassVar
 
 import pytest
 
+from shared.budgets import JUDGE_MIN_TIME_S
 from shared.config import Settings
+from shared.evaluation.completion import finalize_in_new_invocation
 from shared.evaluation.judge import (
     CORRECTNESS,
     CRITERIA,
@@ -252,13 +254,26 @@ def test_the_judge_is_switched_off_by_an_empty_model_or_no_examples(monkeypatch:
 
 
 def test_the_cost_counts_every_call_s_prompt_and_output_ceiling() -> None:
-    prompts = ["x" * 400, "y" * 400]  # 100 estimated tokens each
+    prompts = ["x" * 4_000_000, "y" * 4_000_000]  # a million estimated tokens each
     cost = estimate_cost(prompts, "publishers/google/models/gemini-2.5-flash", local=False)
 
-    assert (cost.calls, cost.input_tokens, cost.max_output_tokens) == (2, 200, 2 * JUDGE_MAX_OUTPUT_TOKENS)
-    assert cost.dollars == round((200 * 0.30 + 512 * 2.50) / 1e6, 2)
+    assert (cost.calls, cost.input_tokens) == (2, 2_000_000)
+    assert cost.max_output_tokens == 2 * JUDGE_MAX_OUTPUT_TOKENS
+    assert cost.dollars == round((2_000_000 * 0.30 + 2 * JUDGE_MAX_OUTPUT_TOKENS * 2.50) / 1e6, 2)
+    assert cost.dollars > 0.5
     assert estimate_cost(prompts, "unknown-judge", local=False).dollars is None
     assert estimate_cost(prompts, "gemini-2.5-flash", local=True).dollars == 0.0
+
+
+def test_finalizing_moves_to_a_new_invocation_when_the_judge_would_lack_time() -> None:
+    settings = Settings(function_timeout_s=540, evaluation_time_budget_s=480)
+
+    assert not finalize_in_new_invocation(settings, elapsed_s=100)
+    # 540 - 30 - 300 = 210 s left: under JUDGE_MIN_TIME_S, though inside the time budget.
+    assert JUDGE_MIN_TIME_S > 210
+    assert finalize_in_new_invocation(settings, elapsed_s=300)
+    assert not finalize_in_new_invocation(settings.model_copy(update={"judge_model": ""}), elapsed_s=300)
+    assert finalize_in_new_invocation(settings.model_copy(update={"judge_model": ""}), elapsed_s=481)
 
 
 # --- Through the real SDK ----------------------------------------------------------------------
