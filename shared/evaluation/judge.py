@@ -307,7 +307,7 @@ def judge_examples(
         if judged
         else None,
         pointwise={
-            name: {side: round(total / scored[name], 3) for side, total in pair.items()}  # type: ignore[misc]
+            name: {side: round(total / scored[name], 3) for side, total in pair.items()}
             for name, pair in sums.items()
             if scored[name]
         },
@@ -349,21 +349,27 @@ def judge_wanted(settings: Settings) -> bool:
 
 
 def judge_note(summary: JudgeSummary) -> str:
-    """One line on the judge for the summary's notes and the notifications."""
+    """One line on the judge for the summary's notes."""
+    who = (
+        f"judge: local stand-in ({summary.model}), verdicts are noisy"
+        if summary.local_stand_in
+        else f"judge {summary.model}"
+    )
     if summary.win_rate is None:
-        text = f"judge {summary.model}: no example judged"
+        text = f"{who}: no example judged"
     else:
         rate = summary.win_rate
         text = (
-            f"judge {summary.model}: tuned wins {rate.tuned:.0%}, ties {rate.tie:.0%}, base wins "
-            f"{rate.base:.0%} of {summary.examples_judged:,} examples (both orders asked)"
+            f"{who}: tuned wins {rate.tuned:.0%}, ties {rate.tie:.0%}, base wins {rate.base:.0%} "
+            f"of {summary.examples_judged:,} examples (both orders asked)"
         )
     if summary.unparsable:
         text += f"; {summary.unparsable:,} unparsable verdicts left out"
     if summary.examples_unanswered:
-        text += f"; {summary.examples_unanswered:,} of {summary.examples_planned:,} not judged (no answer in time)"
-    if summary.local_stand_in:
-        text += "; a local stand-in, its verdicts are noisy"
+        text += (
+            f"; {summary.examples_unanswered:,} of {summary.examples_planned:,} not judged "
+            "(a call failed or could not end in time)"
+        )
     return text
 
 
@@ -379,7 +385,7 @@ def judge_cost_note(summary: JudgeSummary) -> str:
     else:
         price = f"at most ${cost.dollars:,.2f}"
     return (
-        f"judge cost: {cost.calls:,} calls, about {cost.input_tokens:,} input tokens and at most "
+        f"judge cost: {cost.calls:,} call{'' if cost.calls == 1 else 's'}, about {cost.input_tokens:,} input tokens and at most "
         f"{cost.max_output_tokens:,} output tokens: {price}"
     )
 

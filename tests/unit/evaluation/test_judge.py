@@ -36,7 +36,8 @@ from shared.evaluation.judge import (
     parse_pointwise,
     run_judge,
 )
-from shared.evaluation.report import EvaluationSummary, render_report_html
+from shared.evaluation.metrics import TaskChoice, compute_metrics
+from shared.evaluation.report import EvaluationSummary, build_summary, render_report_html
 from shared.messages import Task
 from shared.notify.content import EvaluatedOutcome, evaluated_notification
 
@@ -407,3 +408,29 @@ def test_a_local_stand_in_judge_is_called_noisy(hostile_summary: EvaluationSumma
     facts = dict(evaluated_notification(EvaluatedOutcome(summary=summary, report_url="gs://b/r")).facts)
     assert facts["Judge win rate"].startswith("tuned 55% · tie 30% · base 15% of 40")
     assert "local stand-in" in facts["Judge win rate"]
+
+
+def test_the_summary_notes_name_the_judge_its_stand_in_and_its_cost() -> None:
+    references = ["a b c", "d e f", "g h i"]
+    choice = TaskChoice(task=Task.GENERATION, decided_by="explicit", reason="given")
+    judge = judge_examples(
+        ITEMS, [], lambda prompt: _verdict("tie"), model="smol", local_stand_in=True, planned=5
+    ).model_copy(update={"cost": estimate_cost(["p" * 40], "smol", local=True)})
+
+    summary = build_summary(
+        job_id="j",
+        dataset_id="d",
+        base_model="smol",
+        task_choice=choice,
+        base=compute_metrics(Task.GENERATION, references, ["a b", "d", "x"]),
+        tuned=compute_metrics(Task.GENERATION, references, references),
+        judge=judge,
+    )
+
+    assert summary.judge == judge
+    assert (
+        "judge: local stand-in (smol), verdicts are noisy: tuned wins 0%, ties 100%, base wins 0% "
+        "of 4 examples (both orders asked); 1 of 5 not judged (a call failed or could not end in time)"
+    ) in summary.notes
+    assert "judge cost: 1 call, about 10 input tokens" in " ".join(summary.notes)
+    assert "nothing on the local tuning service" in " ".join(summary.notes)
