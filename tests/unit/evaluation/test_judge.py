@@ -342,12 +342,15 @@ def test_the_judge_asks_through_the_sdk_at_temperature_zero_and_both_orders(fake
 
 
 def test_no_judge_call_starts_past_the_deadline(fake_judge: str) -> None:
-    settings = Settings(tuning_api_url=fake_judge, project="p")
+    # One call a minute: a refused call that still waited for the rate limiter would take minutes.
+    settings = Settings(tuning_api_url=fake_judge, project="p", evaluation_rpm=1)
+    started = time.monotonic()
 
     summary = run_judge(
         settings, ITEMS, Task.GENERATION, base_model="gemini-2.5-flash", deadline=time.monotonic() - 1
     )
 
+    assert time.monotonic() - started < 10
     assert summary is not None
     assert _FakeJudge.requests == []
     assert (summary.examples_judged, summary.examples_planned, summary.examples_unanswered) == (0, 4, 4)
