@@ -41,6 +41,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS = ("ingest", "tuner", "poller", "completion")
 #: Seconds `up` waits for every service to answer before it gives up and cleans up.
 READY_TIMEOUT_S = 60.0
+#: Test examples the local stand-in judge sees (SFTPIPE_JUDGE_MAX_EXAMPLES in the stack): about
+#: 6 calls each to a small CPU model, so the judge adds about a minute to a local evaluation.
+LOCAL_JUDGE_MAX_EXAMPLES = 4
 #: Seconds `down` waits after SIGINT before SIGKILL.
 STOP_GRACE_S = 5.0
 #: Set in every process the stack starts: `down` finds, by it, what a killed `up` had no time to record.
@@ -283,6 +286,9 @@ class Stack:
             "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{ports['firestore']}",
             "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{ports['gcs']}",
             "SFTPIPE_TUNING_API_URL": f"http://127.0.0.1:{ports['tuning']}/" if options.model else "",
+            # The judge is the local model standing in (noisy, and each verdict costs CPU
+            # seconds), so it sees a few examples; without a model nothing could judge.
+            "SFTPIPE_JUDGE_MAX_EXAMPLES": str(LOCAL_JUDGE_MAX_EXAMPLES) if options.model else "0",
             "SFTPIPE_SMTP_HOST": "127.0.0.1",
             "SFTPIPE_SMTP_PORT": str(ports["smtp"]),
             # The local mail sink speaks plain SMTP; production uses STARTTLS.

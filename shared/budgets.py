@@ -56,6 +56,11 @@ INVOCATION_MARGIN_S = 30.0
 #: writing the chunk, moving the cursor, publishing the continuation. No evaluation call
 #: starts that could end (its whole timeout) later than the function timeout less this.
 EVALUATION_RECORD_MARGIN_S = 30.0
+#: Seconds the judge wants in the invocation that finalizes an evaluation: one that evaluated
+#: chunks and has less left hands finalizing to a fresh invocation (a continuation), where the
+#: judge gets the whole timeout. 240 s asks 200 examples x 6 calls at 600 calls a minute with
+#: room for slow calls; whatever does not fit is counted as not judged.
+JUDGE_MIN_TIME_S = 240.0
 
 # --- Delivery (the subscriptions' retry policy) ---------------------------------------------------
 #: Deliveries before a message is dead-lettered (deploy/variables.tf ``max_delivery_attempts``).

@@ -150,6 +150,16 @@ class Settings(BaseSettings):
         description="Seconds one evaluation call may take, retries included, before it counts as failed.",
     )
 
+    judge_model: str | None = Field(
+        None,
+        description="Judge model of the model-based metrics (win rate, rubric scores); unset: gemini-2.5-flash on Vertex AI, the job's base model on the local tuning service (a noisy stand-in); empty: no judge.",
+    )
+    judge_max_examples: int = Field(
+        200,
+        ge=0,
+        description="Test examples the judge sees (the first ones; 0: no judge); each costs 2 pairwise calls + 2 per rubric criterion.",
+    )
+
     # --- Datasets -----------------------------------------------------------------------------
     skip_invalid: bool = Field(False, description="Skip invalid records instead of rejecting the file.")
     split_seed: int = Field(42, description="Seed of the deterministic train/validation/test split.")

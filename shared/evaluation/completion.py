@@ -33,10 +33,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from shared.budgets import EVALUATION_RECORD_MARGIN_S, JUDGE_MIN_TIME_S
+from shared.config import Settings
 from shared.errors import PermanentError
 from shared.evaluation.chunks import publish_continuation, run_chunks
 from shared.evaluation.finalize import finalize
 from shared.evaluation.inputs import load_job, load_test_examples, reports_bucket
+from shared.evaluation.judge import judge_wanted
 from shared.evaluation.notices import notify_evaluated, notify_not_evaluated, notify_stalled
 from shared.evaluation.record import (
     DONE,
@@ -157,6 +160,15 @@ def _evaluate_with_lease(
         raise
 
 
+def finalize_in_new_invocation(settings: Settings, elapsed_s: float) -> bool:
+    """Whether an invocation that has run ``elapsed_s`` and evaluated chunks leaves finalizing to a
+    continuation: past its time budget, or with less than JUDGE_MIN_TIME_S left for the judge."""
+    judge_left_s = settings.function_timeout_s - EVALUATION_RECORD_MARGIN_S - elapsed_s
+    return elapsed_s > settings.evaluation_time_budget_s or (
+        judge_wanted(settings) and judge_left_s < JUDGE_MIN_TIME_S
+    )
+
+
 def _evaluate_held(
     job: JobRecord, runtime: Runtime, ref: Any, owner: str, doc: dict[str, Any], *, started: float
 ) -> dict[str, Any] | None:
@@ -174,12 +186,19 @@ def _evaluate_held(
         )
         # Finalizing (merge, metrics, report, notify) gets an invocation of its own when this
         # one has used its budget; one that evaluated nothing always finalizes (no ping-pong).
-        out_of_time = time.monotonic() - started > settings.evaluation_time_budget_s
+        out_of_time = finalize_in_new_invocation(settings, time.monotonic() - started)
         if cursor < doc["total"] or (chunks_done and out_of_time):
             release(ref, runtime, owner)
             publish_continuation(runtime, job, ref, cursor)
             return {"job_id": job.job_id, "status": RUNNING, "cursor": cursor, "total": doc["total"]}
-        doc = finalize(ref, runtime, job, examples, owner)
+        doc = finalize(
+            ref,
+            runtime,
+            job,
+            examples,
+            owner,
+            deadline=started + settings.function_timeout_s - EVALUATION_RECORD_MARGIN_S,
+        )
     summary = EvaluationSummary.model_validate_json(
         reports_bucket(runtime).blob(doc["summary_object"]).download_as_bytes()
     )

@@ -15,6 +15,7 @@ from google.api_core import exceptions as gexc
 
 from shared.evaluation.chunks import merged_predictions
 from shared.evaluation.inputs import dataset_facts, reports_bucket
+from shared.evaluation.judge import judge_items, run_judge
 from shared.evaluation.losses import fetch_loss_curves
 from shared.evaluation.metrics import TaskChoice, choice_from_request, compute_metrics
 from shared.evaluation.notices import tuning_duration
@@ -44,9 +45,21 @@ REPORT_EXAMPLES = 12
 
 
 def finalize(
-    ref: Any, runtime: Runtime, job: JobRecord, examples: list[TestExample], owner: str
+    ref: Any,
+    runtime: Runtime,
+    job: JobRecord,
+    examples: list[TestExample],
+    owner: str,
+    *,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
-    """Merge the chunks, score both models, write predictions.jsonl, summary.json and report.html."""
+    """Merge the chunks, score both models, ask the judge, write predictions.jsonl, summary.json
+    and report.html.
+
+    ``deadline`` (``time.monotonic()``) bounds the judge's calls: none starts that could end after
+    it, and the examples it leaves are counted as not judged. The judge is a pure function of the
+    predictions, so a redelivered finalize asks it again and writes the summary once more, whole.
+    """
     settings = runtime.settings
     doc = ref.get().to_dict()
     if doc.get("lease_owner") != owner:
@@ -63,6 +76,9 @@ def finalize(
     base_truncated, tuned_truncated = truncation_counts(predictions)
     curves, curves_note = fetch_loss_curves(settings, job.tuning_job_name)
     statistics, cost, cost_note = dataset_facts(runtime, job)
+    judge = run_judge(
+        settings, judge_items(predictions), task_choice.task, base_model=job.base_model, deadline=deadline
+    )
     summary = build_summary(
         job_id=job.job_id,
         dataset_id=job.dataset_id,
@@ -79,6 +95,7 @@ def finalize(
         loss_curves=curves,
         base_truncated=base_truncated,
         tuned_truncated=tuned_truncated,
+        judge=judge,
     )
     notes = [n for n in (curves_note, cost_note) if n]
     if notes:

@@ -32,6 +32,7 @@ from shared.evaluation.confidence import (
     excludes_zero,
     paired_bootstrap,
 )
+from shared.evaluation.judge import SCORE_MAX, SCORE_MIN, JudgeSummary, judge_cost_note, judge_note
 from shared.evaluation.metrics import (
     PRIMARY_METRIC,
     ClassScores,
@@ -195,6 +196,8 @@ class EvaluationSummary(BaseModel):
     loss_curves: dict[str, list[LossPoint]] = Field(default_factory=dict)
     loss_signals: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    #: The judge model's verdicts (None: no judge, SFTPIPE_JUDGE_MODEL empty).
+    judge: JudgeSummary | None = None
     generated_at: datetime = Field(default_factory=utcnow)
 
     @field_validator("verdict", mode="before")
@@ -347,6 +350,7 @@ def build_summary(
     tolerance: float = VERDICT_TOLERANCE,
     base_truncated: int = 0,
     tuned_truncated: int = 0,
+    judge: JudgeSummary | None = None,
 ) -> EvaluationSummary:
     """Compare the base and tuned model's scores and decide the verdict on the primary metric.
 
@@ -428,6 +432,10 @@ def build_summary(
         for model, count in (("base", base_truncated), ("tuned", tuned_truncated))
         if count
     ]
+    if judge is not None:
+        notes.append(judge_note(judge))
+        if judge.cost is not None:
+            notes.append(judge_cost_note(judge))
     return EvaluationSummary(
         job_id=job_id,
         dataset_id=dataset_id,
@@ -461,6 +469,7 @@ def build_summary(
         loss_curves=curves,
         loss_signals=loss_signals(curves),
         notes=notes,
+        judge=judge,
     )
 
 
@@ -776,6 +785,75 @@ def _examples_section(examples: Sequence[ExampleComparison]) -> str:
     return f"<h2>Examples, side by side</h2>{''.join(cards)}"
 
 
+JUDGE_COLOURS = {"tuned": TUNED_COLOUR, "tie": "#dadce0", "base": BASE_COLOUR}
+
+
+def win_rate_svg(judge: JudgeSummary, *, width: int = 720) -> str:
+    """One stacked bar: the share of judged examples the tuned model won, tied, the base model won."""
+    if judge.win_rate is None:
+        return ""
+    rate = judge.win_rate
+    left, bar_width, height = 10, width - 20, 64
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="Judge win rate">',
+        "<title>Judge win rate: tuned, tie, base</title>",
+    ]
+    x = float(left)
+    for side, share in (("tuned", rate.tuned), ("tie", rate.tie), ("base", rate.base)):
+        span = max(0.0, min(1.0, share)) * bar_width
+        parts.append(
+            f'<rect x="{x:.1f}" y="10" width="{span:.1f}" height="24" fill="{JUDGE_COLOURS[side]}"/>'
+        )
+        if span >= 40:
+            parts.append(
+                f'<text x="{x + span / 2:.1f}" y="27" font-size="12" text-anchor="middle" '
+                f'fill="{"#202124" if side == "tie" else "#fff"}">{_e(side)} {share:.0%}</text>'
+            )
+        x += span
+    parts.append(
+        f'<text x="{left}" y="54" font-size="12" fill="#5f6368">tuned {rate.tuned:.1%} · tie {rate.tie:.1%} · '
+        f"base {rate.base:.1%} of {judge.examples_judged:,} judged examples</text></svg>"
+    )
+    return "".join(parts)
+
+
+def _judge_section(summary: EvaluationSummary) -> str:
+    judge = summary.judge
+    if judge is None:
+        return ""
+    stand_in = (
+        f"<p class='regressed'>judge: local stand-in ({_e(judge.model)}), verdicts are noisy.</p>"
+        if judge.local_stand_in
+        else ""
+    )
+    rows = "".join(
+        f"<tr><td>{_e(name)}</td><td class='num'>{scores['base']:.2f}</td><td class='num'>{scores['tuned']:.2f}</td>"
+        f"<td class='num'>{format_delta(scores['tuned'] - scores['base'])}</td></tr>"
+        for name, scores in judge.pointwise.items()
+    )
+    table = (
+        f"<h3>Rubric scores ({SCORE_MIN}–{SCORE_MAX}, mean)</h3><table><thead><tr><th>criterion</th>"
+        "<th class='num'>base</th><th class='num'>tuned</th><th class='num'>Δ</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+        if rows
+        else ""
+    )
+    unanswered = (
+        f" {judge.examples_unanswered:,} of {judge.examples_planned:,} examples were not judged "
+        "(a call failed or could not end in time)."
+        if judge.examples_unanswered
+        else ""
+    )
+    return (
+        f"<h2>Judge · {_e(judge.model)}</h2>{stand_in}{win_rate_svg(judge)}"
+        "<p class='muted'>Each pair was asked twice, tuned first and base first; a model wins an "
+        "example only when both orders pick it, else it is a tie. "
+        f"Unparsable verdicts (not one JSON object as asked), left out: {judge.unparsable:,} pairwise, "
+        f"{judge.pointwise_unparsable:,} rubric.{_e(unanswered)}</p>{table}"
+    )
+
+
 def _facts(items: Sequence[tuple[str, str]]) -> str:
     return "<dl class='facts'>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items) + "</dl>"
 
@@ -851,7 +929,8 @@ def render_report_html(summary: EvaluationSummary, examples: Sequence[ExampleCom
         f"{_e(_confidence_note(summary))}★ primary metric: the verdict is “improved” or “regressed” "
         f"when its Δ interval excludes zero and it moves by more than {summary.verdict_tolerance:g}, "
         "else “not distinguishable from the base model”.</p>"
-        f"{metric_bars_svg(summary.metrics)}{_per_class_table(summary)}{_confusion_section(summary)}{losses}"
+        f"{metric_bars_svg(summary.metrics)}{_per_class_table(summary)}{_confusion_section(summary)}"
+        f"{_judge_section(summary)}{losses}"
         f"{_examples_section(examples)}"
         f"<h2>Dataset</h2>{statistics}<h2>Cost</h2>{cost}{notes}"
         f"<p class='muted'>Generated {_e(summary.generated_at.isoformat(timespec='seconds'))} by sftpipe.</p>"

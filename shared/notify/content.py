@@ -261,6 +261,16 @@ def evaluated_notification(outcome: EvaluatedOutcome) -> Notification:
         facts.append(("Tuned endpoint", summary.tuned_endpoint))
     if summary.cost:
         facts.append(("Estimated training cost", f"${summary.cost.dollars:,.2f}"))
+    if summary.judge and summary.judge.win_rate:
+        rate, judge = summary.judge.win_rate, summary.judge
+        stand_in = ", local stand-in: noisy" if judge.local_stand_in else ""
+        facts.append(
+            (
+                "Judge win rate",
+                f"tuned {rate.tuned:.0%} · tie {rate.tie:.0%} · base {rate.base:.0%} of "
+                f"{judge.examples_judged:,} ({judge.model}{stand_in})",
+            )
+        )
     return Notification(
         kind="evaluated",
         status=summary.verdict,
