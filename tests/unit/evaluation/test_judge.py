@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import html
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 import pytest
+from local_http import JsonHandler, serving
 
 from shared.budgets import JUDGE_MIN_TIME_S
 from shared.config import Settings
@@ -280,44 +279,25 @@ def test_finalizing_moves_to_a_new_invocation_when_the_judge_would_lack_time() -
 # --- Through the real SDK ----------------------------------------------------------------------
 
 
-class _FakeJudge(BaseHTTPRequestHandler):
+class _FakeJudge(JsonHandler):
     """generateContent as Vertex answers it, from a judge that always picks answer A."""
 
     requests: ClassVar[list[dict[str, Any]]] = []
 
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+    def respond(self, body: dict[str, Any]) -> Any:
         self.requests.append(body)
         prompt = body["contents"][0]["parts"][0]["text"]
         text = _verdict("A") if "<answer_a>" in prompt else '```json\n{"score": 4}\n```'
-        payload = json.dumps(
-            {
-                "candidates": [
-                    {"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}
-                ]
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        return {
+            "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}]
+        }
 
 
 @pytest.fixture
 def fake_judge() -> Iterator[str]:
     _FakeJudge.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeJudge)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_FakeJudge) as url:
+        yield url
 
 
 def test_the_judge_asks_through_the_sdk_at_temperature_zero_and_both_orders(fake_judge: str) -> None:

@@ -7,14 +7,12 @@ one-word labels) every Pro answer ended MAX_TOKENS with no text and was scored a
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 import pytest
 from google.genai import types
+from local_http import JsonHandler, serving
 
 from shared.config import Settings
 from shared.datasets.limits import MODEL_LIMITS, model_thinking
@@ -221,41 +219,25 @@ def _thinking_budget(config: dict[str, Any]) -> int:
     return int(thinking.get("thinkingBudget", thinking.get("thinking_budget", 0)))
 
 
-class _FakeVertex(BaseHTTPRequestHandler):
+class _FakeVertex(JsonHandler):
     """generateContent as Vertex answers it: the base model (Pro) thinks through maxOutputTokens
     when it is below thinking budget + 8 (and answers when it is not); the tuned endpoint answers."""
 
     requests: ClassVar[list[tuple[str, dict[str, Any]]]] = []
 
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+    def respond(self, body: dict[str, Any]) -> Any:
         self.requests.append((self.path, body))
         config = body.get("generationConfig", {})
         thinking = _thinking_budget(config)
         room = config.get("maxOutputTokens", 0) - thinking
-        answer = _answer("positive") if "/endpoints/" in self.path or room >= 8 else CUT_OFF
-        payload = json.dumps(answer).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        return _answer("positive") if "/endpoints/" in self.path or room >= 8 else CUT_OFF
 
 
 @pytest.fixture
 def fake_vertex() -> Iterator[str]:
     _FakeVertex.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeVertex)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_FakeVertex) as url:
+        yield url
 
 
 def test_pro_answers_through_the_sdk_with_the_room_it_needs(fake_vertex: str) -> None:
