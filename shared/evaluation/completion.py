@@ -163,9 +163,14 @@ def _evaluate_with_lease(
 def finalize_in_new_invocation(settings: Settings, elapsed_s: float) -> bool:
     """Whether an invocation that has run ``elapsed_s`` and evaluated chunks leaves finalizing to a
     continuation: past its time budget, or with less than JUDGE_MIN_TIME_S left for the judge."""
-    judge_left_s = settings.function_timeout_s - EVALUATION_RECORD_MARGIN_S - elapsed_s
+    usable_s = settings.function_timeout_s - EVALUATION_RECORD_MARGIN_S
+    judge_left_s = usable_s - elapsed_s
+    # A new invocation only pays when it would give the judge more time than this one has left:
+    # with a short function timeout no invocation ever has JUDGE_MIN_TIME_S, and deferring would
+    # only add an invocation; half of what a fresh one has is the bar there.
+    needed_s = min(JUDGE_MIN_TIME_S, usable_s / 2)
     return elapsed_s > settings.evaluation_time_budget_s or (
-        judge_wanted(settings) and judge_left_s < JUDGE_MIN_TIME_S
+        judge_wanted(settings) and judge_left_s < needed_s
     )
 
 

@@ -417,3 +417,11 @@ def test_the_summary_notes_name_the_judge_its_stand_in_and_its_cost() -> None:
     ) in summary.notes
     assert "judge cost: 1 call, about 10 input tokens" in " ".join(summary.notes)
     assert "nothing on the local tuning service" in " ".join(summary.notes)
+
+
+def test_with_a_short_function_timeout_finalizing_stays_when_a_new_invocation_would_not_give_more() -> None:
+    # 60 - 30 = 30 s usable: no invocation ever has JUDGE_MIN_TIME_S, so the bar is half of it.
+    settings = Settings(function_timeout_s=60, evaluation_time_budget_s=45)
+
+    assert not finalize_in_new_invocation(settings, elapsed_s=10)  # 20 s left >= 15
+    assert finalize_in_new_invocation(settings, elapsed_s=20)  # 10 s left < 15
