@@ -38,6 +38,7 @@ from shared.datasets.options import ColumnMapping
 
 ASCII_WHITESPACE = b" \t\n\v\f\r"
 _SEPARATOR = "\x1e"  # ASCII record separator: not whitespace, never in the deleted set
+_SEPARATOR_BYTE = _SEPARATOR.encode()
 
 GEMINI = "gemini"
 GEMINI_MESSAGES = "gemini_messages"
@@ -95,15 +96,9 @@ class Example:
     text_bytes: int
     turns: int
     files: int
+    #: The last text of the last turn (the model's answer), "" when it has file parts only.
+    answer: str
     notes: tuple[str, ...] = field(default=())
-
-    def last_text(self, role: str) -> str:
-        """The last text of the last ``role`` turn (task inference reads prompts and targets)."""
-        for content in reversed(self.record["contents"]):
-            if content["role"] == role:
-                texts = [p["text"] for p in content["parts"] if "text" in p]
-                return texts[-1] if texts else ""
-        return ""
 
 
 def _fail(code: str, path: str, message: str) -> RecordIssueError:
@@ -203,9 +198,29 @@ def _finish(
     return _example(system_parts, [{"role": role, "parts": parts} for role, parts, _ in turns], notes)
 
 
-def _prompt_key(pieces: list[str], answer_at: int) -> bytes:
-    """The split key: ``pieces`` before the last turn's (its role, then its texts), case-folded."""
-    return _SEPARATOR.join(pieces[:answer_at]).casefold().encode().translate(None, ASCII_WHITESPACE)
+def _keys(pieces: list[str], answer_at: int) -> tuple[bytes, bytes, int]:
+    """``(key, prompt_key, UTF-8 bytes of the pieces joined)``; the prompt is ``pieces`` before the
+    last turn's (its role, then its texts).
+
+    Deleting whitespace is the costliest step of conversion (about as slow per byte as parsing
+    the JSON), so every byte goes through it once: the key is the prompt's whitespace-free bytes,
+    the separator and the answer's. Case-folding after the deletion instead of before gives the
+    same bytes: ``str.casefold`` works character by character, maps ASCII whitespace to itself
+    and nothing else to ASCII whitespace (checked over every code point), and deleting ASCII
+    bytes from UTF-8 never splits a character.
+    """
+    prompt = _SEPARATOR.join(pieces[:answer_at]).encode()
+    answer = _SEPARATOR.join(pieces[answer_at:]).encode()
+    prompt_bare = prompt.translate(None, ASCII_WHITESPACE)
+    answer_bare = answer.translate(None, ASCII_WHITESPACE)
+    if not answer_at:  # no prompt (the converters never give one): the join has no separator
+        return answer_bare, b"", len(answer)
+    return prompt_bare + _SEPARATOR_BYTE + answer_bare, _casefold(prompt_bare), len(prompt) + 1 + len(answer)
+
+
+def _casefold(text: bytes) -> bytes:
+    """UTF-8 ``text`` case-folded (``str.casefold``); ASCII, the common case, without decoding."""
+    return text.lower() if text.isascii() else text.decode().casefold().encode()
 
 
 def _example(
@@ -231,17 +246,20 @@ def _example(
                 files += 1
             else:
                 pieces.append(text)
-    joined = _SEPARATOR.join(pieces).encode()
+    key, prompt_key, joined_bytes = _keys(pieces, answer_at)
+    last = contents[-1]["parts"]
+    answer = next((part["text"] for part in reversed(last) if "text" in part), "")
     record: dict[str, Any] = {"contents": contents}
     if system_parts:
         record = {"systemInstruction": {"role": "system", "parts": system_parts}, "contents": contents}
     return Example(
         record=record,
-        key=joined.translate(None, ASCII_WHITESPACE),
-        prompt_key=_prompt_key(pieces, answer_at),
-        text_bytes=len(joined) - uri_chars,
+        key=key,
+        prompt_key=prompt_key,
+        text_bytes=joined_bytes - uri_chars,
         turns=len(contents),
         files=files,
+        answer=answer,
         notes=notes,
     )
 
@@ -252,56 +270,91 @@ _GEMINI_KEYS = frozenset({"contents", "systemInstruction", "system_instruction"}
 
 
 def convert_gemini(record: dict[str, Any]) -> Example:
+    """Gemini contents (see :class:`GeminiConverter`, which a file's records share)."""
+    return GeminiConverter()(record)
+
+
+#: What a system instruction converts to: (the instruction as read, its parts, the whitespace-free
+#: bytes of its pieces and a separator, the same case-folded, UTF-8 bytes of its pieces joined).
+_SystemKeys = tuple[Any, list[dict[str, Any]], bytes, bytes, int]
+
+
+class GeminiConverter:
     """Gemini contents. The common case (text parts only, no extra keys) takes a tight loop that
-    validates and collects the duplicate key in one pass; anything else takes the general path,
-    which also finds the precise error."""
-    contents = record.get("contents")
-    if (
-        type(contents) is not list
-        or not contents
-        or (len(record) > 1 and not _GEMINI_KEYS.issuperset(record))
-    ):
-        return _convert_gemini_general(record)
-    pieces: list[str] = []
-    system = record.get("systemInstruction", record.get("system_instruction"))
-    system_parts = None
-    if system is not None:
-        system_parts = _system_instruction(system)
-        pieces.append("system")
-        for part in system_parts:
-            pieces.append(part["text"])
-    previous = "model"
-    answer_at = 0
-    for item in contents:
-        if type(item) is not dict or len(item) != 2:
+    validates and collects the keys in one pass; anything else takes the general path, which also
+    finds the precise error.
+
+    Files usually give every record the same system instruction, so the converter remembers the
+    last one with what it converted to: comparing a record's instruction with it (one ``==``)
+    costs less than checking and normalising it again. The memory is one tuple, replaced whole.
+    """
+
+    def __init__(self) -> None:
+        self._system: _SystemKeys | None = None
+
+    def __call__(self, record: dict[str, Any]) -> Example:
+        contents = record.get("contents")
+        if (
+            type(contents) is not list
+            or not contents
+            or (len(record) > 1 and not _GEMINI_KEYS.issuperset(record))
+        ):
             return _convert_gemini_general(record)
-        role = item.get("role")
-        parts = item.get("parts")
-        if role == previous or (role != "user" and role != "model") or type(parts) is not list or not parts:  # noqa: PLR1714
-            return _convert_gemini_general(record)
-        previous = role
-        answer_at = len(pieces)
-        pieces.append(role)
-        for part in parts:
-            text = part.get("text") if type(part) is dict and len(part) == 1 else None
-            if type(text) is not str or not text or text.isspace():
+        system_keys = None
+        if len(record) > 1:
+            system = record.get("systemInstruction", record.get("system_instruction"))
+            if system is not None:
+                system_keys = self._system
+                if system_keys is None or system_keys[0] != system:
+                    system_keys = self._system = _system_keys(system)
+        pieces: list[str] = []  # the turns' roles and texts
+        previous = "model"
+        answer_at = 0
+        for item in contents:
+            if type(item) is not dict or len(item) != 2:
                 return _convert_gemini_general(record)
-            pieces.append(text)
-    if previous != "model":
-        return _convert_gemini_general(record)
-    joined = _SEPARATOR.join(pieces).encode()
-    if system_parts is not None:
-        record = {"systemInstruction": {"role": "system", "parts": system_parts}, "contents": contents}
-    elif len(record) > 1:
-        record = {"contents": contents}
-    return Example(
-        record=record,
-        key=joined.translate(None, ASCII_WHITESPACE),
-        prompt_key=_prompt_key(pieces, answer_at),
-        text_bytes=len(joined),
-        turns=len(contents),
-        files=0,
-    )
+            role = item.get("role")
+            parts = item.get("parts")
+            # A tuple, not a set: a role may be unhashable (a list), and that is an error to report.
+            if role == previous or role not in ("user", "model") or type(parts) is not list or not parts:
+                return _convert_gemini_general(record)
+            previous = role
+            answer_at = len(pieces)
+            pieces.append(role)
+            for part in parts:
+                text = part.get("text") if type(part) is dict and len(part) == 1 else None
+                if type(text) is not str or not text or text.isspace():
+                    return _convert_gemini_general(record)
+                pieces.append(text)
+        if previous != "model":
+            return _convert_gemini_general(record)
+        # As _keys, with the system instruction's share taken from the memory. The first turn is
+        # the user's and the last the model's, so there is a prompt: answer_at > 0.
+        prompt = _SEPARATOR.join(pieces[:answer_at]).encode()
+        answer = _SEPARATOR.join(pieces[answer_at:]).encode()
+        prompt_bare = prompt.translate(None, ASCII_WHITESPACE)
+        prompt_key = _casefold(prompt_bare)
+        joined_bytes = len(prompt) + 1 + len(answer)
+        if system_keys is None:
+            key = b"".join((prompt_bare, _SEPARATOR_BYTE, answer.translate(None, ASCII_WHITESPACE)))
+            if len(record) > 1:
+                record = {"contents": contents}
+        else:
+            _, system_parts, system_bare, system_folded, system_bytes = system_keys
+            key = b"".join(
+                (system_bare, prompt_bare, _SEPARATOR_BYTE, answer.translate(None, ASCII_WHITESPACE))
+            )
+            prompt_key = system_folded + prompt_key
+            joined_bytes += system_bytes + 1
+            record = {"systemInstruction": {"role": "system", "parts": system_parts}, "contents": contents}
+        return Example(record, key, prompt_key, joined_bytes, len(contents), 0, pieces[-1])
+
+
+def _system_keys(system: Any) -> _SystemKeys:
+    parts = _system_instruction(system)
+    joined = _SEPARATOR.join(["system", *(part["text"] for part in parts)]).encode()
+    bare = joined.translate(None, ASCII_WHITESPACE) + _SEPARATOR_BYTE
+    return system, parts, bare, _casefold(bare), len(joined)
 
 
 def _convert_gemini_general(record: dict[str, Any]) -> Example:
@@ -779,6 +832,7 @@ class FileConverter:
 
     def __init__(self, mapping: ColumnMapping | None = None) -> None:
         self.mapping = mapping
+        self._gemini = GeminiConverter()
         self.shape: str | None = None
         self.shape_line = 0
         #: The task that the column names suggest (label -> classification ...), if any.
@@ -788,7 +842,7 @@ class FileConverter:
         if type(value) is not dict:
             raise _fail("data_type", "", f"the record is a {type(value).__name__}, not a JSON object")
         if self.shape == GEMINI and "contents" in value:
-            return convert_gemini(value)  # the hot path skips shape detection
+            return self._gemini(value)  # the hot path skips shape detection
         shape = COLUMNS if self.mapping is not None else detect_shape(value)
         if self.shape is None:
             if shape == COLUMNS:
@@ -804,6 +858,8 @@ class FileConverter:
         if shape == COLUMNS:
             assert self.mapping is not None
             return convert_columns(value, self.mapping)
+        if shape == GEMINI:
+            return self._gemini(value)
         return CONVERTERS[shape](value)
 
     def _start_columns(self, first: dict[str, Any]) -> None:

@@ -39,6 +39,7 @@ from shared.datasets.report import (
     resolution_note,
 )
 from shared.datasets.split import (
+    BUCKET_SHIFT,
     BUCKETS,
     MAX_RAISED_TEST_FRACTION,
     MIN_TEST_EXAMPLES,
@@ -56,6 +57,11 @@ _WARNING_LINES = 10
 #: Prompt-level duplicates (a prompt repeated with another answer) are a warning from this share of
 #: the examples up: a few repeated prompts are normal, many mean multi-answer data or label noise.
 PROMPT_DUPLICATE_WARNING_SHARE = 0.01
+#: Bits of each 64-bit digest that the duplicate sets keep. A Python int below 2^60 takes 32
+#: bytes of memory, a larger one 48, and the two sets are most of a large file's memory (10^6
+#: distinct examples: 2 x (32 MB of table + the ints)). Two distinct examples among 10^6 collide
+#: (the second is dropped as a duplicate) with a probability below 1 in 2 million.
+TRACKED_BITS = 60
 
 
 class SeenExamples:
@@ -153,10 +159,11 @@ def prepare(
         plan=split_plan,
     )
     inferrer = TaskInferrer()
-    token_counts = array("L")
+    token_counts = array("I")  # 4 bytes each: an example over max_tokens_per_example is not kept
     # Bytes of prepared/<id>/train.jsonl are counted (per hash bucket, by the allocator) in the
     # validate-only pass too, so that a file that grows past Vertex AI's limit when converted is
     # rejected before anything is written. Until the split is planned every line is counted.
+    # The sets hold digests cut to TRACKED_BITS (see there); the split reads the full prompt digest.
     hashes: set[int] = set()
     prompts: set[int] = set()
     several: set[int] = set()  # prompts with more than one answer
@@ -171,7 +178,9 @@ def prepare(
     bytes_read = 0
     seed = options.split_seed & 0xFFFFFFFFFFFFFFFF
     hash64 = xxhash.xxh3_64_intdigest
+    tracked_mask = (1 << TRACKED_BITS) - 1
     dumps = orjson.dumps
+    newline = orjson.OPT_APPEND_NEWLINE
     max_tokens = limits.max_tokens_per_example
     max_files = limits.max_files_per_example
 
@@ -183,13 +192,21 @@ def prepare(
         try:
             source = Source(stream, filename, max_bytes=limits.max_file_bytes, progress=progress)
             source_format = source.format.value
+            # The loop runs once per record: its names are bound once here, and the common case
+            # (a new, valid example) takes no call it can avoid.
+            convert = converter.convert
+            count = counter.count
+            splits = allocator.splits
+            add = allocator.histogram.add
+            observe = inferrer.observe
+            strict = not options.skip_invalid
             for line, value, issue in source.records():
                 records_in += 1
                 if issue is not None:
                     run.error(issue)
                     continue
                 try:
-                    example = converter.convert(value, line)
+                    example = convert(value, line)
                 except RecordIssueError as bad:
                     run.error(Issue(line=line, field=bad.field, code=bad.code, message=bad.message))
                     continue
@@ -197,7 +214,7 @@ def prepare(
                     header_line = 1 if source.format.value in ("csv", "tsv") else line
                     run.file_error("missing_column", str(missing), line=header_line)
                     break
-                tokens = counter.count(example)
+                tokens = count(example)
                 if tokens > max_tokens:
                     run.error(
                         Issue(
@@ -220,7 +237,7 @@ def prepare(
                     continue
                 for note in example.notes:
                     run.warn(note, line)
-                digest = hash64(example.key, seed)
+                digest = hash64(example.key, seed) & tracked_mask
                 if digest in hashes:
                     duplicates += 1
                     run.warn("duplicates_removed", line)
@@ -228,7 +245,7 @@ def prepare(
                 if len(hashes) < max_tracked:
                     hashes.add(digest)
                 prompt = hash64(example.prompt_key, seed)
-                split_name = allocator.split_of(prompt)
+                split_name = None if splits is None else splits[prompt >> BUCKET_SHIFT]
                 if seen is not None and split_name is not None:
                     other = seen.claim(prompt, split_name)
                     if other is not None:
@@ -242,33 +259,25 @@ def prepare(
                             )
                         )
                         continue
-                new_prompt = prompt not in prompts
+                tracked = prompt & tracked_mask
+                new_prompt = tracked not in prompts
                 if new_prompt:
                     if len(prompts) < max_tracked:
-                        prompts.add(prompt)
+                        prompts.add(tracked)
                 else:
                     prompt_duplicates += 1
-                    several.add(prompt)
+                    several.add(tracked)
                     if len(prompt_duplicate_lines) < _WARNING_LINES:
                         prompt_duplicate_lines.append(line)
                 token_counts.append(tokens)
                 prepared_line: bytes | None = None
                 if split_name is None or split_name == "train":
-                    prepared_line = dumps(example.record) + b"\n"
-                allocator.add(
-                    prompt,
-                    new_prompt=new_prompt,
-                    tokens=tokens,
-                    line_bytes=0 if prepared_line is None else len(prepared_line),
-                )
-                inferrer.observe(example)
-                if (
-                    sink is not None
-                    and split_name is not None
-                    and (options.skip_invalid or not run.error_counts)
-                ):
+                    prepared_line = dumps(example.record, option=newline)
+                add(prompt, new_prompt, tokens, 0 if prepared_line is None else len(prepared_line))
+                observe(example)
+                if sink is not None and split_name is not None and (not strict or not run.error_counts):
                     if prepared_line is None:
-                        prepared_line = dumps(example.record) + b"\n"
+                        prepared_line = dumps(example.record, option=newline)
                     sink(split_name, prepared_line)
             bytes_read = source.bytes_read
         except SourceUnreadableError as unreadable:
@@ -289,6 +298,7 @@ def prepare(
         column_task_hint=converter.task_hint,
         choice=choice,
     )
+    del hashes, prompts, several  # the largest objects of the pass: freed before _finish sorts
     return _finish(run, totals, filename=filename)
 
 

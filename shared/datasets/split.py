@@ -64,7 +64,8 @@ BUCKET_BITS = 14
 #: Buckets of the hash range: a fraction is honoured to 1/16384 (and each counter array stays
 #: under the allocator's mmap threshold, which keeps a small file cheap).
 BUCKETS = 1 << BUCKET_BITS
-_SHIFT = 64 - BUCKET_BITS
+#: A 64-bit prompt hash shifted right by this is its bucket.
+BUCKET_SHIFT = 64 - BUCKET_BITS
 
 #: The smallest test split, in distinct prompts, held out from a dataset large enough to give it
 #: (see MAX_RAISED_TEST_FRACTION). With 20, one example moves an accuracy by 5 points.
@@ -76,7 +77,7 @@ MAX_RAISED_TEST_FRACTION = 0.25
 
 def bucket_of(digest: int) -> int:
     """The bucket of a 64-bit prompt hash: its top 14 bits."""
-    return digest >> _SHIFT
+    return digest >> BUCKET_SHIFT
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,15 @@ class SplitPlan:
             return "validation"
         return "train"
 
+    def splits(self) -> list[str]:
+        """The split of every bucket (``split_of``), by bucket: the bands are in order."""
+        return (
+            ["test"] * self.test_end
+            + ["train"] * (self.validation_start - self.test_end)
+            + ["validation"] * (self.validation_end - self.validation_start)
+            + ["train"] * (BUCKETS - self.validation_end)
+        )
+
     def fractions(self) -> tuple[float, float, float]:
         """(test below, validation from, validation below) as fractions of the hash range (exact)."""
         return (
@@ -148,7 +158,9 @@ class SplitHistogram:
         self.used: set[int] = set()
         self._sorted: list[int] | None = None
 
-    def add(self, bucket: int, *, new_prompt: bool, tokens: int, line_bytes: int) -> None:
+    def add(self, digest: int, new_prompt: bool, tokens: int, line_bytes: int) -> None:
+        """Count one kept example whose prompt hashes to ``digest``."""
+        bucket = digest >> BUCKET_SHIFT
         self.examples[bucket] += 1
         if new_prompt:
             self.prompts[bucket] += 1
@@ -280,8 +292,11 @@ class SplitAllocator:
 
     ``mode`` ``train`` / ``validation`` / ``test`` puts every example there. ``auto`` with a
     ``plan`` (from the validate-only pass) applies it; ``auto`` without one cannot decide while
-    streaming (:meth:`split_of` returns None) and plans at :meth:`finish` from the counts, which is
-    what the validate-only pass does.
+    streaming (:attr:`splits` is None) and plans at :meth:`finish` from the counts, which is what
+    the validate-only pass does. Per example (the caller's loop runs once per record, so these are
+    an index and one call): ``splits[digest >> BUCKET_SHIFT]`` is the split of an example whose
+    prompt hashes to ``digest``, and ``histogram.add`` counts a kept example (``line_bytes``: its
+    prepared line, needed for train only).
     """
 
     def __init__(
@@ -300,17 +315,9 @@ class SplitAllocator:
         self.max_validation = max_validation
         self.max_test = max_test
         self.plan = plan if mode == "auto" else SplitPlan.whole(mode)
+        #: The split of each bucket; None until planned.
+        self.splits = None if self.plan is None else self.plan.splits()
         self.histogram = SplitHistogram()
-
-    def split_of(self, digest: int) -> str | None:
-        """The split of an example whose prompt hashes to ``digest``; None until planned."""
-        if self.plan is None:
-            return None
-        return self.plan.split_of(digest >> _SHIFT)
-
-    def add(self, digest: int, *, new_prompt: bool, tokens: int, line_bytes: int) -> None:
-        """Count one kept example (``line_bytes``: its prepared line, needed for train only)."""
-        self.histogram.add(digest >> _SHIFT, new_prompt=new_prompt, tokens=tokens, line_bytes=line_bytes)
 
     def finish(self) -> SplitTotals:
         hist = self.histogram

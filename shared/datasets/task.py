@@ -33,7 +33,7 @@ class TaskInferrer:
         return self.sample.seen
 
     def observe(self, example: Example) -> None:
-        self.sample.observe(lambda: example.last_text("model"), lambda: prompt_text(example.record))
+        self.sample.observe(example.answer, lambda: prompt_text(example.record))
 
     def infer(self, hint: str | None = None) -> TaskChoice:
         """The inferred decision; ``hint`` is the task the column names suggest, if any."""

@@ -38,6 +38,7 @@ import random
 import re
 import statistics
 import string
+import sys
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -57,6 +58,15 @@ SAMPLE_SEED = 13
 MAX_TRACKED_LABELS = MAX_TASK_LABELS
 #: Answers longer than this (characters) are never labels.
 MAX_LABEL_CHARS = MAX_TASK_LABEL_CHARS
+#: Distinct answers remembered as counted, so that a label set costs one lookup per example
+#: instead of a normalisation (at most this many strings of MAX_LABEL_CHARS: about 2 MB).
+LABEL_CACHE_SIZE = 4 * MAX_TRACKED_LABELS
+#: Bytes of sampled texts held until the decision, so that features are computed only for the
+#: examples still in the sample at the end (a file of n examples samples about
+#: SAMPLE_SIZE * (1 + ln(n / SAMPLE_SIZE)) of them, and features are most of the cost of
+#: inference). Past this, a sampled example's features are computed at once and its texts are not
+#: kept, so that long examples cost time rather than memory.
+MAX_HELD_TEXT_BYTES = 32 * 1024 * 1024
 CLASSIFICATION_MIN_REPEATS = 2
 CLASSIFICATION_MIN_COVERAGE = 0.8
 CLASSIFICATION_MAX_DISTINCT_SHARE = 0.5
@@ -76,6 +86,9 @@ _ARTICLE_WORDS = frozenset({"a", "an", "the"})
 # Scripts written without spaces: every character is a token.
 CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TOKEN = re.compile(f"[{CJK}]|[^\\W_{CJK}]+")
+# On ASCII text the token regex finds the runs of a-z and 0-9 (after lower()); mapping every other
+# byte to a space and splitting finds the same runs several times faster.
+_ASCII_WORD_BREAKS = bytes(b if 0x61 <= b <= 0x7A or 0x30 <= b <= 0x39 else 0x20 for b in range(256))
 _SUMMARY_WORDS = ("summar", "tl;dr", "tldr", "sum up", "in one sentence", "in a sentence")
 
 Source = Literal["explicit", "inferred"]
@@ -129,10 +142,24 @@ def normalize_label(text: str) -> str:
 def answer_tokens(text: str) -> list[str]:
     """Lower-case word tokens without punctuation or articles; CJK characters are one token each.
 
-    The rule's tokens (one regex pass, fast enough for every sampled prompt); close to SQuAD's
-    normalisation, except that a word with punctuation inside ("Eiffel-Tower") is two tokens.
+    The rule's tokens (one regex pass, or a byte translation when the text is ASCII: fast enough
+    for every sampled prompt); close to SQuAD's normalisation, except that a word with punctuation
+    inside ("Eiffel-Tower") is two tokens.
     """
-    return [token for token in _TOKEN.findall(text.lower()) if token not in _ARTICLE_WORDS]
+    return [token for token in _all_tokens(text.lower()) if token not in _ARTICLE_WORDS]
+
+
+def _all_tokens(lowered: str) -> list[str]:
+    """The tokens of lower-cased text, articles included."""
+    if lowered.isascii():
+        return lowered.encode().translate(_ASCII_WORD_BREAKS).decode().split()
+    return _TOKEN.findall(lowered)
+
+
+def _spaced(tokens: list[str]) -> str:
+    """Every token between its own two spaces: a run of tokens is a substring exactly when it is
+    a run of the tokens, and ``replace(" the ", "")`` drops whole tokens."""
+    return f" {'  '.join(tokens)} "
 
 
 def is_span(answer: str, context: str) -> bool:
@@ -156,24 +183,28 @@ class _Features:
     asks_summary: bool
 
 
-def _asks_summary(prompt: str) -> bool:
-    lowered = prompt.lower()
-    return any(word in lowered for word in _SUMMARY_WORDS)
-
-
 def _features(answer: str, prompt: str) -> _Features:
     answer = answer.strip()
     answer_words = answer_tokens(answer)
-    prompt_words = answer_tokens(prompt)
-    vocabulary = set(prompt_words)
-    joined = f" {' '.join(prompt_words)} "
+    # The prompt is the long text: its tokens are counted and looked up with the articles still
+    # in (the answer's words never are articles), and only a span check drops them, from a string.
+    lowered = prompt.lower()
+    prompt_all = _all_tokens(lowered)
+    vocabulary = set(prompt_all)
+    found = sum(w in vocabulary for w in answer_words)
+    span = False
+    if answer_words and found == len(answer_words):  # else some word is missing: not a span
+        without_articles = _spaced(prompt_all)
+        for article in (" the ", " an ", " a "):
+            without_articles = without_articles.replace(article, "")
+        span = _spaced(answer_words) in without_articles
     return _Features(
         label=normalize_label(answer) if len(answer) <= MAX_LABEL_CHARS else None,
         answer_tokens=len(answer_words),
-        prompt_tokens=len(prompt_words),
-        span=bool(answer_words) and f" {' '.join(answer_words)} " in joined,
-        overlap=sum(w in vocabulary for w in answer_words) / len(answer_words) if answer_words else 0.0,
-        asks_summary=_asks_summary(prompt),
+        prompt_tokens=len(prompt_all) - sum(prompt_all.count(article) for article in _ARTICLE_WORDS),
+        span=span,
+        overlap=found / len(answer_words) if answer_words else 0.0,
+        asks_summary=any(word in lowered for word in _SUMMARY_WORDS),
     )
 
 
@@ -181,45 +212,76 @@ class TaskSample:
     """A bounded, seeded reservoir sample of (answer, prompt) pairs and the file's label counts.
 
     ``observe`` is called once per example, in file order. Memory is bounded: the sample keeps a
-    few numbers per example (never the texts), the label counter at most
-    :data:`MAX_TRACKED_LABELS` short strings.
+    few numbers per example, or its texts while they fit in :data:`MAX_HELD_TEXT_BYTES`; the label
+    set at most :data:`MAX_TRACKED_LABELS` short strings, and the answers known to be counted at
+    most :data:`LABEL_CACHE_SIZE`.
     """
 
     def __init__(self, size: int = SAMPLE_SIZE, seed: int = SAMPLE_SEED) -> None:
         self.size = size
         self.seen = 0
         self._rng = random.Random(seed)
-        self._items: list[_Features] = []
+        # A sampled example: its features, or (answer, prompt) until the decision needs them.
+        self._items: list[_Features | tuple[str, str]] = []
+        self._held_bytes = 0
         self._weight = 1.0
         self._next = size  # the example (1-based) that replaces a sampled one next
-        self._labels: Counter[str] = Counter()
+        self._labels: set[str] = set()
         self._labels_overflow = False
+        # Answers (of at most MAX_LABEL_CHARS) whose label is already in _labels: a label set
+        # costs one lookup per example instead of a normalisation.
+        self._counted: set[str] = set()
 
     def observe(self, answer: str | Callable[[], str], prompt: str | Callable[[], str]) -> None:
         """One example. Either text may be a callable, called only when needed: the answer for the
         label count (while it is below its cap) or the sample, the prompt only for the sample."""
         self.seen += 1
-        sampled = len(self._items) < self.size or self.seen == self._next
-        if self._labels_overflow and not sampled:
-            return
-        text = answer() if callable(answer) else answer
-        if not self._labels_overflow:
-            stripped = text.strip()
-            if len(stripped) <= MAX_LABEL_CHARS:
-                self._labels[normalize_label(stripped)] += 1
-                if len(self._labels) > MAX_TRACKED_LABELS:
-                    self._labels_overflow = True
-                    self._labels.clear()
+        sampled = self.seen == self._next or len(self._items) < self.size
+        if self._labels_overflow:
+            if not sampled:
+                return
+            text = answer() if callable(answer) else answer
+        else:
+            text = answer() if callable(answer) else answer
+            if len(text) <= MAX_LABEL_CHARS:
+                if text not in self._counted:
+                    self._count_label(text)
+            elif text[0].isspace() or text[-1].isspace():  # else stripping leaves it too long
+                self._count_label(text)
         if not sampled:
             return
-        features = _features(text, prompt() if callable(prompt) else prompt)
+        prompt_text = prompt() if callable(prompt) else prompt
+        item: _Features | tuple[str, str]
+        size = sys.getsizeof(text) + sys.getsizeof(prompt_text)
+        if self._held_bytes + size <= MAX_HELD_TEXT_BYTES:
+            item = (text, prompt_text)
+            self._held_bytes += size
+        else:
+            item = _features(text, prompt_text)
         if len(self._items) < self.size:
-            self._items.append(features)
+            self._items.append(item)
             if len(self._items) == self.size:
                 self._skip()
         else:
-            self._items[self._rng.randrange(self.size)] = features
+            slot = self._rng.randrange(self.size)
+            replaced = self._items[slot]
+            if type(replaced) is tuple:
+                self._held_bytes -= sys.getsizeof(replaced[0]) + sys.getsizeof(replaced[1])
+            self._items[slot] = item
             self._skip()
+
+    def _count_label(self, answer: str) -> None:
+        stripped = answer.strip()
+        if len(stripped) > MAX_LABEL_CHARS:
+            return
+        label = normalize_label(stripped)
+        self._labels.add(label)
+        if len(self._labels) > MAX_TRACKED_LABELS:
+            self._labels_overflow = True
+            self._labels.clear()
+            self._counted.clear()
+        elif len(answer) <= MAX_LABEL_CHARS and len(self._counted) < LABEL_CACHE_SIZE:
+            self._counted.add(answer)
 
     def _skip(self) -> None:
         """Li's Algorithm L: draw which example replaces a sampled one next (each example ends up
@@ -238,9 +300,16 @@ class TaskSample:
         """Every (normalised) answer short enough to be a label, over the whole file; () past the cap."""
         return () if self._labels_overflow else tuple(sorted(self._labels))
 
+    def _all_features(self) -> list[_Features]:
+        """Every sampled example's features; computes those still held as texts (once)."""
+        items = [item if type(item) is _Features else _features(*item) for item in self._items]
+        self._items[:] = items
+        self._held_bytes = 0
+        return items
+
     def decide(self, *, hint: str | None = None) -> TaskChoice:
         """The inferred task (see the module docstring); ``hint``: a task the column names suggest."""
-        items = self._items
+        items = self._all_features()
         n = len(items)
         if n == 0:
             return TaskChoice(task=Task.GENERATION, decided_by="inferred", reason="no examples to infer from")

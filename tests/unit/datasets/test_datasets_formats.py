@@ -144,3 +144,50 @@ def test_streamed_size_cap_applies_when_size_is_unknown() -> None:
     with pytest.raises(SourceUnreadableError) as caught:
         list(source.records())
     assert caught.value.issue.code == "file_too_large"
+
+
+def test_lines_across_small_blocks_read_as_line_by_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of a few bytes split every line somewhere: the records, their line numbers and the
+    parser's messages (which give positions) are those of reading line by line."""
+    data = (
+        jsonl(gemini("a", "b"))
+        + b"\n   \r\n"
+        + b'{"contents": [}\n'
+        + b'{"x": "\xff"}\r\n'
+        + jsonl(gemini("c " * 40, "d"))
+        + b'{"contents": 1'  # the last line, without a newline
+    )
+    expected = [
+        (line, value, issue)
+        for line, raw in enumerate(data.split(b"\n"), 1)
+        for value, issue in [_parsed(line, raw + b"\n" if line < data.count(b"\n") + 1 else raw)]
+        if value is not None or issue is not None
+    ]
+    for block in (1, 7, 64, 1 << 20):
+        monkeypatch.setattr(formats, "_BUFFER_BYTES", block)
+        monkeypatch.setattr(formats, "HEAD_BYTES", min(block, 1 << 20))
+        assert list(Source(io.BytesIO(data), "x.jsonl", max_bytes=10**9).records()) == expected
+
+
+def _parsed(line: int, raw: bytes) -> tuple[object, object]:
+    try:
+        return orjson.loads(raw), None
+    except orjson.JSONDecodeError as exc:
+        return None, None if raw.isspace() else formats._json_issue(line, raw, exc)
+
+
+def test_a_line_longer_than_the_limit_across_blocks_is_one_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(formats, "MAX_LINE_BYTES", 120)
+    monkeypatch.setattr(formats, "_BUFFER_BYTES", 16)
+    monkeypatch.setattr(formats, "HEAD_BYTES", 16)
+    base = len(orjson.dumps(gemini("", "y")))
+    fits, too_long = (orjson.dumps(gemini("x" * (n - base), "y")) for n in (119, 120))
+    data = jsonl(gemini("a", "b")) + fits + b"\n" + too_long + b"\n" + jsonl(gemini("c", "d")) + too_long
+    records = list(Source(io.BytesIO(data), "x.jsonl", max_bytes=10**9).records())
+    assert [(line, issue.code if issue else None) for line, _, issue in records] == [
+        (1, None),
+        (2, None),
+        (3, "line_too_long"),
+        (4, None),
+        (5, "line_too_long"),
+    ]

@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 from conftest import gemini, jsonl, run
 
+from shared.datasets import convert as cv
+
 
 def convert_one(record: dict[str, Any]) -> dict[str, Any]:
     result, written = run(jsonl(record))
@@ -313,3 +315,62 @@ def test_unknown_top_level_keys_are_dropped_with_a_warning() -> None:
     assert [(w.code, w.lines) for w in result.warnings if w.code == "unknown_keys_dropped"] == [
         ("unknown_keys_dropped", [1])
     ]
+
+
+def test_keys_are_the_texts_joined_without_ascii_whitespace_the_prompts_case_folded() -> None:
+    """The keys as the module docstring defines them, whichever path builds them: the fast path
+    (with a system instruction remembered from the record before, or a new one), the general path
+    (a file part), non-ASCII case folding, whitespace inside words, the separator inside a text."""
+    separator = "\x1e"
+
+    def expected(pieces: list[str], answer_at: int) -> tuple[bytes, bytes]:
+        key = separator.join(pieces).encode().translate(None, cv.ASCII_WHITESPACE)
+        prompt = separator.join(pieces[:answer_at]).casefold().encode().translate(None, cv.ASCII_WHITESPACE)
+        return key, prompt
+
+    system = {"parts": [{"text": "Be  BRIEF.\n"}, {"text": "Straße ΣΑΣ"}]}
+    image = {"fileData": {"mimeType": "image/png", "fileUri": "gs://b/x.png"}}
+    cases = [
+        (
+            {"systemInstruction": system, "contents": USER_MODEL},
+            ["system", "Be  BRIEF.\n", "Straße ΣΑΣ", "user", "hi", "model", "hello"],
+            5,
+        ),
+        (
+            {
+                "systemInstruction": system,
+                "contents": [USER_MODEL[0], {"role": "model", "parts": [{"text": "Y o"}]}],
+            },
+            ["system", "Be  BRIEF.\n", "Straße ΣΑΣ", "user", "hi", "model", "Y o"],
+            5,
+        ),
+        (
+            {"systemInstruction": "Other\tone", "contents": USER_MODEL},
+            ["system", "Other\tone", "user", "hi", "model", "hello"],
+            4,
+        ),
+        (
+            {
+                "contents": [
+                    {"role": "user", "parts": [{"text": "İ\x1eK"}, {"text": "ﬀ\r\n x"}]},
+                    {"role": "model", "parts": [{"text": "a"}]},
+                    {"role": "user", "parts": [{"text": "B\u00a0c"}]},  # a no-break space is kept
+                    {"role": "model", "parts": [{"text": "D\te"}, {"text": "f"}]},
+                ]
+            },
+            ["user", "İ\x1eK", "ﬀ\r\n x", "model", "a", "user", "B\u00a0c", "model", "D\te", "f"],
+            7,
+        ),
+        (
+            {"contents": [{"role": "user", "parts": [{"text": "Look"}, image]}, USER_MODEL[1]]},
+            ["user", "Look", "gs://b/x.png", "model", "hello"],
+            3,
+        ),
+    ]
+    converter = cv.FileConverter()
+    for record, pieces, answer_at in cases:
+        example = converter.convert(record, 1)
+        assert (example.key, example.prompt_key) == expected(pieces, answer_at), record
+        assert example.answer == pieces[-1]
+        uri_bytes = len(image["fileData"]["fileUri"]) if example.files else 0  # file URIs are no text
+        assert example.text_bytes == len(separator.join(pieces).encode()) - uri_bytes

@@ -29,6 +29,7 @@ from shared.datasets import (
     prepare_and_write,
     render_report,
 )
+from shared.datasets.split import BUCKETS, SplitPlan
 
 Written = dict[str, list[dict[str, Any]]]
 
@@ -334,3 +335,14 @@ def test_the_validate_pass_reports_the_split_the_writing_pass_writes() -> None:
             options=PrepareOptions(token_counting="estimate"),
             sink=lambda split, line: None,
         )
+
+
+def test_the_split_table_gives_each_bucket_its_split() -> None:
+    plans = [
+        SplitPlan(0, 0, 0),
+        SplitPlan(1000, 1000, 3000),
+        SplitPlan(10, 50, 16384),
+        SplitPlan.whole("test"),
+    ]
+    for plan in plans:
+        assert plan.splits() == [plan.split_of(bucket) for bucket in range(BUCKETS)]

@@ -11,10 +11,12 @@ import random
 import subprocess
 import sys
 
+import pytest
 from conftest import gemini, jsonl, run
 
 from shared.config import Settings
 from shared.datasets import PrepareOptions
+from shared.evaluation import task_rule
 from shared.events import StorageObject
 from shared.ingest.upload import _file_outcome, _tuning_request
 from shared.messages import Task, TuningRequestV1
@@ -131,6 +133,38 @@ def test_the_decision_is_deterministic() -> None:
     first, _ = run(data, split="train")
     second, _ = run(data, split="train")
     assert first.task == second.task
+
+
+def test_holding_sampled_texts_until_the_decision_decides_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sampled texts are held (up to MAX_HELD_TEXT_BYTES) and their features computed at the
+    decision; with nothing held every sampled example's features are computed at once, as before."""
+    rng = random.Random(5)
+    rows = [
+        (f"Summarize: {' '.join(rng.choices(WORDS, k=40))} the end", " ".join(rng.choices(WORDS, k=9)))
+        for _ in range(5000)
+    ] + _intents(12, 300)
+    rng.shuffle(rows)
+    samples = []
+    for held in (task_rule.MAX_HELD_TEXT_BYTES, 20_000, 0):
+        monkeypatch.setattr(task_rule, "MAX_HELD_TEXT_BYTES", held)
+        sample = task_rule.TaskSample()
+        for prompt, answer in rows:
+            sample.observe(answer, lambda prompt=prompt: prompt)
+        samples.append((sample.decide(), sample.file_labels()))
+    assert samples[0] == samples[1] == samples[2]
+
+
+def test_ascii_tokens_are_the_token_regex_s() -> None:
+    texts = [
+        "The Eiffel-Tower, in 1889: a_b an  ANSWER!",
+        "\u212a is the Kelvin sign, lower-cased to an ASCII k",
+        "tab\tand\nnew-line; \x00 control; é and 日本語 mixed",
+        "",
+        "a an the",
+    ]
+    for text in texts:
+        tokens = task_rule._TOKEN.findall(text.lower())
+        assert task_rule.answer_tokens(text) == [t for t in tokens if t not in ("a", "an", "the")], text
 
 
 def _request(result, *, task: Task | None = None) -> TuningRequestV1:
