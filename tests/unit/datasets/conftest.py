@@ -87,3 +87,24 @@ CONTRACT_KEYS = {
     "recommended",
     "estimated_cost",
 }
+
+
+def check_accepted_cli_output(code: int, stdout: str, out: Path, examples: int) -> None:
+    """What `sftpipe validate --json --out OUT` promises for a valid file: exit 0, one JSON object
+    with the contract's keys, the three splits written as counted, and both reports."""
+    assert code == 0
+    body = orjson.loads(stdout)  # exactly one JSON object
+    assert set(body) >= CONTRACT_KEYS
+    assert body["ok"] is True
+    assert body["tokens"]["method"] == "estimate"
+    lines = {
+        split: (out / f"{split}.jsonl").read_text().splitlines() for split in ("train", "validation", "test")
+    }
+    assert [len(v) for v in lines.values()] == [
+        body["split"]["train"],
+        body["split"]["validation"],
+        body["split"]["test"],
+    ]
+    assert orjson.loads(lines["train"][0])["contents"][0]["role"] == "user"
+    assert orjson.loads((out / "report.json").read_text())["examples"] == examples
+    assert "ACCEPTED" in (out / "report.md").read_text()

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import CONTRACT_KEYS, REALWORLD, gemini, jsonl, requires_realworld
+from conftest import REALWORLD, check_accepted_cli_output, gemini, jsonl, requires_realworld
 
 from shared.cli import main
 
@@ -26,22 +26,7 @@ def test_valid_file_exits_0_and_writes_gemini_jsonl(
     code, stdout = run_cli(
         capsys, str(REALWORLD / "sambanova_example_generative_tuning_data.jsonl"), "--json", "--out", str(out)
     )
-    assert code == 0
-    body = json.loads(stdout)  # exactly one JSON object
-    assert set(body) >= CONTRACT_KEYS
-    assert body["ok"] is True
-    assert body["tokens"]["method"] == "estimate"
-    lines = {
-        split: (out / f"{split}.jsonl").read_text().splitlines() for split in ("train", "validation", "test")
-    }
-    assert [len(v) for v in lines.values()] == [
-        body["split"]["train"],
-        body["split"]["validation"],
-        body["split"]["test"],
-    ]
-    assert json.loads(lines["train"][0])["contents"][0]["role"] == "user"
-    assert json.loads((out / "report.json").read_text())["examples"] == 100
-    assert "ACCEPTED" in (out / "report.md").read_text()
+    check_accepted_cli_output(code, stdout, out, examples=100)
 
 
 @requires_realworld

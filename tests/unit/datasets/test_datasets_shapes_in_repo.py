@@ -48,7 +48,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import CONTRACT_KEYS, run
+from conftest import check_accepted_cli_output, run
 
 from shared.cli import main
 from shared.datasets import MODEL_LIMITS, PrepareResult
@@ -506,22 +506,7 @@ def test_cli_valid_file_exits_0_prints_the_json_contract_and_writes_the_splits_a
     out = tmp_path / "out"
     source = write(tmp_path, "generative_tuning_data.jsonl", prompt_completion())
     code, stdout = run_cli(capsys, source, "--json", "--out", str(out))
-    assert code == 0
-    body = json.loads(stdout)  # exactly one JSON object
-    assert set(body) >= CONTRACT_KEYS
-    assert body["ok"] is True
-    assert body["tokens"]["method"] == "estimate"
-    lines = {
-        split: (out / f"{split}.jsonl").read_text().splitlines() for split in ("train", "validation", "test")
-    }
-    assert [len(v) for v in lines.values()] == [
-        body["split"]["train"],
-        body["split"]["validation"],
-        body["split"]["test"],
-    ]
-    assert json.loads(lines["train"][0])["contents"][0]["role"] == "user"
-    assert json.loads((out / "report.json").read_text())["examples"] == 100
-    assert "ACCEPTED" in (out / "report.md").read_text()
+    check_accepted_cli_output(code, stdout, out, examples=100)
 
 
 def test_cli_invalid_file_exits_1_lists_the_located_error_and_writes_only_the_report(
