@@ -18,34 +18,39 @@ def qa_answers(exact: int, partial: int, failed: int, count: int) -> list[str | 
 QA_REFERENCES = ["Eiffel Tower"] * 200
 
 
+def qa_outcome(
+    job_id: str, dataset_id: str, base: list[str | None], tuned: list[str | None], **extra: object
+) -> EvaluatedOutcome:
+    """An extractive-QA evaluation of the two models' answers to QA_REFERENCES, as completion builds it."""
+    summary = build_summary(
+        job_id=job_id,
+        dataset_id=dataset_id,
+        base_model="gemini-2.5-flash",
+        task_choice=TaskChoice(task=Task.EXTRACTIVE_QA, decided_by="inferred", reason="spans"),
+        base=compute_metrics(Task.EXTRACTIVE_QA, QA_REFERENCES, base),
+        tuned=compute_metrics(Task.EXTRACTIVE_QA, QA_REFERENCES, tuned),
+        **extra,
+    )
+    return EvaluatedOutcome(summary=summary, report_url=f"gs://sftpipe-local/reports/{job_id}/report.html")
+
+
 @pytest.fixture
 def evaluated() -> EvaluatedOutcome:
     # base: exact match 82 / 200 = 0.41, F1 (82 + 56 / 2) / 200 = 0.55; tuned: 0.63 and 0.76.
-    summary = build_summary(
-        job_id="job-42",
-        dataset_id="reviews-<!channel>",
-        base_model="gemini-2.5-flash",
-        task_choice=TaskChoice(task=Task.EXTRACTIVE_QA, decided_by="inferred", reason="spans"),
-        base=compute_metrics(Task.EXTRACTIVE_QA, QA_REFERENCES, qa_answers(82, 56, 2, 200)),
-        tuned=compute_metrics(Task.EXTRACTIVE_QA, QA_REFERENCES, qa_answers(126, 52, 0, 200)),
+    return qa_outcome(
+        "job-42",
+        "reviews-<!channel>",
+        qa_answers(82, 56, 2, 200),
+        qa_answers(126, 52, 0, 200),
         tuned_endpoint="projects/p/locations/us-central1/endpoints/123",
         tuning_duration_s=3725,
     )
-    return EvaluatedOutcome(summary=summary, report_url="gs://sftpipe-local/reports/job-42/report.html")
 
 
 @pytest.fixture
 def undecided() -> EvaluatedOutcome:
     """+0.025 on F1, but the models disagree on 195 of the 200 examples: noise, not a verdict."""
-    summary = build_summary(
-        job_id="job-44",
-        dataset_id="reviews",
-        base_model="gemini-2.5-flash",
-        task_choice=TaskChoice(task=Task.EXTRACTIVE_QA, decided_by="inferred", reason="spans"),
-        base=compute_metrics(Task.EXTRACTIVE_QA, QA_REFERENCES, qa_answers(100, 0, 0, 200)),
-        tuned=compute_metrics(Task.EXTRACTIVE_QA, QA_REFERENCES, qa_answers(105, 0, 0, 200)[::-1]),
-    )
-    return EvaluatedOutcome(summary=summary, report_url="gs://sftpipe-local/reports/job-44/report.html")
+    return qa_outcome("job-44", "reviews", qa_answers(100, 0, 0, 200), qa_answers(105, 0, 0, 200)[::-1])
 
 
 @pytest.fixture
