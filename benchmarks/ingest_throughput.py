@@ -1,6 +1,6 @@
 """Throughput and memory of dataset ingest (issues 4 and 17), on Gemini-format JSONL.
 
-    .venv/bin/python benchmarks/ingest_throughput.py                  # 200 MB per shape, ~2 minutes
+    .venv/bin/python benchmarks/ingest_throughput.py                  # 200 MB per shape, a few minutes
     .venv/bin/python benchmarks/ingest_throughput.py --mb 1000 --repeat 1 --stages validate,write
                                                                       # the 1 GB (10^9 bytes) upload limit
 
