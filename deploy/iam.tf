@@ -39,6 +39,8 @@ locals {
     "poller/tuning-requests" = { function = "poller", topic = var.tuning_requests_topic }
     # Evaluation continuations: completion re-publishes a job event to resume a long evaluation.
     "completion/job-events" = { function = "completion", topic = var.job_events_topic }
+    # After the pre-tuning baseline, completion hands the queued job's request to the tuner.
+    "completion/tuning-requests" = { function = "completion", topic = var.tuning_requests_topic }
   }
 
   # Project-level roles: these services have no narrower resource to grant on.

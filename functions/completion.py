@@ -1,4 +1,5 @@
-"""Completion: a job-events message (job-event/v1, or evaluation-continuation/v1 from itself)."""
+"""Completion: a job-events message (job-event/v1, or evaluation-continuation/v1 and
+baseline-continuation/v1 from itself)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from shared.adapter import deliver
 from shared.dead_letter import dead_letter_for
 from shared.evaluation.completion import handle_job_message
 from shared.events import parse_pubsub_event
-from shared.messages import EvaluationContinuationV1, JobEventV1, parse_message
+from shared.messages import BaselineContinuationV1, EvaluationContinuationV1, JobEventV1, parse_message
 from shared.runtime import get_runtime
 
 
@@ -20,7 +21,9 @@ def completion(cloud_event: CloudEvent) -> None:
     started = time.monotonic()
 
     def work() -> object:
-        message = parse_message(parse_pubsub_event(cloud_event), JobEventV1, EvaluationContinuationV1)
+        message = parse_message(
+            parse_pubsub_event(cloud_event), JobEventV1, EvaluationContinuationV1, BaselineContinuationV1
+        )
         return handle_job_message(message, get_runtime(), started=started)
 
     deliver(cloud_event, "completion", work, dead_letter=dead_letter_for("completion", get_runtime))

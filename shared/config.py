@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     datasets_collection: str = Field("datasets", description="Firestore collection of datasets.")
     jobs_collection: str = Field("jobs", description="Firestore collection of tuning jobs.")
     evaluations_collection: str = Field("evaluations", description="Firestore collection of evaluations.")
+    baselines_collection: str = Field(
+        "baselines", description="Firestore collection of the base model's pre-tuning baselines."
+    )
     idempotency_collection: str = Field(
         "idempotency", description="Firestore collection of idempotency claims."
     )
@@ -122,6 +125,10 @@ class Settings(BaseSettings):
     )
 
     # --- Evaluation (completion) ---------------------------------------------------------------
+    baseline_before_tuning: bool = Field(
+        True,
+        description="Score the base model on the test split before the tuning job is created (its answers are reused by the final evaluation; a request's baseline_gate can stop the run).",
+    )
     evaluation_time_budget_s: float = Field(
         480,
         gt=0,

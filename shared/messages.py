@@ -105,6 +105,11 @@ class TuningRequestV1(Message):
     task_labels: list[Annotated[str, StringConstraints(max_length=MAX_TASK_LABEL_CHARS)]] | None = Field(
         None, max_length=MAX_TASK_LABELS
     )
+    #: Training examples prepended to each baseline prompt (``few_shot`` upload setting); the
+    #: base side of the final comparison is then the few-shot base model.
+    few_shot: int | None = Field(None, ge=0, le=16)
+    #: ``METRIC>=VALUE`` (shared.evaluation.gate): when the baseline meets it, no job is created.
+    baseline_gate: str | None = Field(None, max_length=100)
     display_name: str | None = Field(None, max_length=128)
     notify: NotifyTargets = Field(default_factory=NotifyTargets)
     labels: dict[str, str] = Field(default_factory=dict)
@@ -140,6 +145,19 @@ class EvaluationContinuationV1(Message):
 
     SCHEMA: ClassVar[str] = "evaluation-continuation/v1"
     schema_: Literal["evaluation-continuation/v1"] = Field("evaluation-continuation/v1", alias="schema")
+
+    job_id: str = Field(min_length=1)
+    dataset_id: str = Field(min_length=1)
+    cursor: int = Field(ge=0)
+    published_at: datetime = Field(default_factory=utcnow)
+
+
+class BaselineContinuationV1(Message):
+    """Resume a job's pre-tuning baseline where its checkpointed cursor stands (published by
+    completion, like :class:`EvaluationContinuationV1`, on ``job-events``)."""
+
+    SCHEMA: ClassVar[str] = "baseline-continuation/v1"
+    schema_: Literal["baseline-continuation/v1"] = Field("baseline-continuation/v1", alias="schema")
 
     job_id: str = Field(min_length=1)
     dataset_id: str = Field(min_length=1)

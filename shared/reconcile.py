@@ -12,6 +12,9 @@ Each repair is logged with its ids and counted in the tick's result:
   and with no job becomes a job recorded FAILED with the reason, so completion notifies it;
 - ``evaluations_resumed``: an evaluation whose lease lapsed, or that no message carries on any
   more, gets a continuation;
+- ``baselines_resumed``: the same for a pre-tuning baseline (``baselines/{job_id}``), and a job
+  still BASELINE that no baseline record ever came of (its first event's deliveries were spent)
+  gets that event published again;
 - ``completions_resumed``: a job that ended but that completion never recorded (its terminal
   event's deliveries were spent before the evaluation record was written) gets its terminal
   event published again, at most :data:`MAX_REPUBLISHES` times;
@@ -35,9 +38,9 @@ from pydantic import ValidationError
 from shared.budgets import CLAIM_LEASE_S
 from shared.events import GCS_NOTIFICATION_FINALIZE, StorageObject
 from shared.logging import get_logger, log_context
-from shared.messages import EvaluationContinuationV1, JobEventV1, TuningRequestV1
+from shared.messages import BaselineContinuationV1, EvaluationContinuationV1, JobEventV1, TuningRequestV1
 from shared.runtime import Runtime
-from shared.state.jobs import SUBMITTING
+from shared.state.jobs import BASELINE, SUBMITTING
 from shared.state.store import JobStore
 
 if TYPE_CHECKING:
@@ -70,6 +73,7 @@ COUNTERS = (
     "requests_republished",
     "requests_failed",
     "evaluations_resumed",
+    "baselines_resumed",
     "completions_resumed",
     "claims_expired",
     "tuning_jobs_adopted",
@@ -89,6 +93,8 @@ def reconcile(runtime: Runtime, client: genai.Client, *, now: datetime | None = 
         _ready_without_job,
         _dead_lettered_requests,
         _idle_evaluations,
+        _idle_baselines,
+        _unstarted_baselines,
         _unfinished_completions,
         _expired_claims,
         _unrecorded_tuning_jobs,
@@ -272,10 +278,54 @@ def _dead_lettered_requests(
 
 
 def _idle_evaluations(runtime: Runtime, client: genai.Client, now: datetime, counts: dict[str, int]) -> None:
+    _continue_idle(runtime, now, counts, runtime.settings.evaluations_collection, EvaluationContinuationV1)
+
+
+def _idle_baselines(runtime: Runtime, client: genai.Client, now: datetime, counts: dict[str, int]) -> None:
+    _continue_idle(runtime, now, counts, runtime.settings.baselines_collection, BaselineContinuationV1)
+
+
+def _unstarted_baselines(
+    runtime: Runtime, client: genai.Client, now: datetime, counts: dict[str, int]
+) -> None:
+    """Jobs still BASELINE, idle for EVALUATION_IDLE_S, with no baseline record: their BASELINE
+    event never reached completion (or its deliveries were spent); published again."""
+    settings = runtime.settings
+    jobs = runtime.firestore.collection(settings.jobs_collection)
+    baselines = runtime.firestore.collection(settings.baselines_collection)
+    query = jobs.where(filter=FieldFilter("status", "==", BASELINE)).limit(SCAN_LIMIT)
+    for snapshot in query.stream():
+        job = snapshot.to_dict()
+        last = job.get("baseline_republished_at") or job.get("updated")
+        if last and now - last < timedelta(seconds=EVALUATION_IDLE_S):
+            continue
+        if baselines.document(snapshot.id).get().exists:
+            continue  # _idle_baselines carries it on
+        with log_context(job_id=snapshot.id, dataset_id=job.get("dataset_id")):
+            event = JobEventV1(
+                job_id=snapshot.id,
+                dataset_id=job.get("dataset_id") or "unknown",
+                sequence=0,
+                state=BASELINE,
+                occurred_at=job.get("created") or now,
+            )
+            runtime.publish(settings.job_events_topic, event.to_json(), **event.attributes())
+            snapshot.reference.update({"baseline_republished_at": now})
+            log.warning("job waiting for a baseline that never started: its event published again")
+            counts["baselines_resumed"] += 1
+
+
+def _continue_idle(
+    runtime: Runtime,
+    now: datetime,
+    counts: dict[str, int],
+    collection: str,
+    message_type: type[EvaluationContinuationV1 | BaselineContinuationV1],
+) -> None:
     from shared.evaluation.record import REPORTED, RUNNING
 
     settings = runtime.settings
-    evaluations = runtime.firestore.collection(settings.evaluations_collection)
+    evaluations = runtime.firestore.collection(collection)
     query = evaluations.where(filter=FieldFilter("status", "in", [RUNNING, REPORTED])).limit(SCAN_LIMIT)
     for snapshot in query.stream():
         evaluation = snapshot.to_dict()
@@ -292,15 +342,16 @@ def _idle_evaluations(runtime: Runtime, client: genai.Client, now: datetime, cou
         if not evaluation.get("lease_owner") and updated and now - updated < idle:
             continue  # released moments ago: its own continuation is on the way
         with log_context(job_id=snapshot.id, dataset_id=evaluation.get("dataset_id")):
-            message = EvaluationContinuationV1(
+            message = message_type(
                 job_id=snapshot.id,
                 dataset_id=evaluation.get("dataset_id") or "unknown",
                 cursor=int(evaluation.get("cursor") or 0),
             )
             runtime.publish(settings.job_events_topic, message.to_json(), **message.attributes())
             snapshot.reference.update({"reconciled_at": now})
-            log.warning("evaluation stranded: continued", extra={"cursor": message.cursor})
-            counts["evaluations_resumed"] += 1
+            what = "baseline" if message_type is BaselineContinuationV1 else "evaluation"
+            log.warning("%s stranded: continued", what, extra={"cursor": message.cursor})
+            counts[f"{what}s_resumed"] += 1
 
 
 def _unfinished_completions(

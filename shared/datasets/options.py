@@ -36,6 +36,8 @@ from shared.messages import Hyperparameters, Task
 SplitName = Literal["train", "validation", "test"]
 TokenCounting = Literal["auto", "exact", "estimate"]
 Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$")]
+#: Most training examples a few-shot baseline puts in each prompt (they multiply its prompt tokens).
+MAX_FEW_SHOT = 16
 
 
 class UploadSettingsError(PermanentError):
@@ -88,6 +90,17 @@ class UploadSettings(BaseModel):
     column_mapping: ColumnMapping | None = None
     skip_invalid: bool | None = None
     notify_emails: list[Email] = Field(default_factory=list)
+    #: Training examples put in the baseline's prompts (0 or None: zero-shot).
+    few_shot: int | None = Field(None, ge=0, le=MAX_FEW_SHOT)
+    #: ``METRIC>=VALUE``: no tuning job when the base model already meets it on the test split.
+    baseline_gate: str | None = None
+
+    @field_validator("baseline_gate")
+    @classmethod
+    def _gate_parses(cls, value: str | None) -> str | None:
+        from shared.evaluation.gate import BaselineGate
+
+        return None if value is None or not value.strip() else str(BaselineGate.parse(value))
 
     @field_validator("column_mapping", mode="before")
     @classmethod

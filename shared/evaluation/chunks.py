@@ -7,6 +7,8 @@ split exactly once.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.budgets import EVALUATION_RECORD_MARGIN_S
@@ -26,7 +28,7 @@ from shared.evaluation.runner import (
     truncation_counts,
 )
 from shared.logging import get_logger
-from shared.messages import EvaluationContinuationV1
+from shared.messages import BaselineContinuationV1, EvaluationContinuationV1
 from shared.runtime import Runtime
 from shared.state.jobs import JobRecord
 
@@ -34,6 +36,32 @@ if TYPE_CHECKING:
     pass
 
 log = get_logger("sftpipe.completion")
+
+
+@dataclass(frozen=True)
+class ChunkStage:
+    """Who is asked in a stage's chunks, and where its chunk objects go.
+
+    The evaluation asks both models (the base model only where the baseline's answers cannot be
+    reused); the baseline asks the base model alone, with its few-shot turns, and keeps its chunks
+    under ``reports/<job_id>/baseline/``.
+    """
+
+    #: ``<job_id>`` or ``<job_id>/baseline``: the chunks are ``reports/<folder>/chunks/``.
+    folder: str
+    base_model: str | None
+    tuned_model: str | None
+    base_shots: tuple[dict[str, Any], ...] = ()
+    reused_base: Mapping[int, Prediction] | None = None
+
+
+def evaluation_stage(job: JobRecord, reused_base: Mapping[int, Prediction] | None = None) -> ChunkStage:
+    return ChunkStage(
+        folder=job.job_id,
+        base_model=job.base_model,
+        tuned_model=job.tuned_endpoint or "",
+        reused_base=reused_base,
+    )
 
 
 def run_chunks(
@@ -45,9 +73,11 @@ def run_chunks(
     doc: dict[str, Any],
     owner: str,
     started: float,
+    stage: ChunkStage | None = None,
 ) -> tuple[int, int]:
     """Evaluate chunks from the stored cursor until done or out of time: (new cursor, chunks done)."""
     settings = runtime.settings
+    stage = stage or evaluation_stage(job)
     cursor = doc["cursor"]
     chunks_done = 0
     slowest_chunk_s = 0.0
@@ -64,15 +94,17 @@ def run_chunks(
         predictions = run_predictions(
             settings,
             examples[start:end],
-            base_model=job.base_model,
-            tuned_model=job.tuned_endpoint or "",
+            base_model=stage.base_model,
+            tuned_model=stage.tuned_model,
             options=GenerationOptions.from_settings(settings, job.base_model, examples),
             deadline=started + settings.function_timeout_s - EVALUATION_RECORD_MARGIN_S,
+            base_shots=stage.base_shots,
+            reused_base=stage.reused_base,
         )
         cut_short = len(predictions) < end - start
         end = start + len(predictions)  # the calls that could not end in time are the next chunk's
         reports_bucket(runtime).blob(
-            chunk_object_name(settings.reports_prefix, job.job_id, start, end)
+            chunk_object_name(settings.reports_prefix, stage.folder, start, end)
         ).upload_from_string(b"".join(p.to_jsonl() for p in predictions), content_type="application/x-ndjson")
         cursor = advance(
             ref,
@@ -80,8 +112,8 @@ def run_chunks(
             owner,
             start,
             end,
-            base_failures=sum(p.base_output is None for p in predictions),
-            tuned_failures=sum(p.tuned_output is None for p in predictions),
+            base_failures=sum(p.base_output is None for p in predictions) if stage.base_model else 0,
+            tuned_failures=sum(p.tuned_output is None for p in predictions) if stage.tuned_model else 0,
             truncated=truncation_counts(predictions),
         )
         chunks_done += 1
@@ -97,18 +129,29 @@ def run_chunks(
     return cursor, chunks_done
 
 
-def publish_continuation(runtime: Runtime, job: JobRecord, ref: Any, cursor: int) -> None:
+def publish_continuation(
+    runtime: Runtime,
+    job: JobRecord,
+    ref: Any,
+    cursor: int,
+    message_type: type[EvaluationContinuationV1 | BaselineContinuationV1] = EvaluationContinuationV1,
+) -> None:
     from google.cloud import firestore
 
-    message = EvaluationContinuationV1(job_id=job.job_id, dataset_id=job.dataset_id, cursor=cursor)
+    message = message_type(job_id=job.job_id, dataset_id=job.dataset_id, cursor=cursor)
     message_id = runtime.publish(runtime.settings.job_events_topic, message.to_json(), **message.attributes())
     # Recorded after the publish: if this invocation dies in between, the message that started it
     # is not stale and its redelivery carries the evaluation on.
     ref.update({"continuation_cursor": firestore.Maximum(cursor)})
-    log.info("evaluation continues in a new invocation", extra={"cursor": cursor, "message_id": message_id})
+    log.info(
+        "%s continues in a new invocation",
+        "baseline" if message_type is BaselineContinuationV1 else "evaluation",
+        extra={"cursor": cursor, "message_id": message_id},
+    )
 
 
-def merged_predictions(runtime: Runtime, job_id: str, chunks: list[str], total: int) -> list[Prediction]:
+def merged_predictions(runtime: Runtime, folder: str, chunks: list[str], total: int) -> list[Prediction]:
+    """Every chunk of ``reports/<folder>/chunks/``, in order; PermanentError unless they tile 0..total."""
     ranges = [parse_chunk_name(name) for name in chunks]
     if not chunk_ranges_cover(ranges, total):
         raise PermanentError(
@@ -118,7 +161,7 @@ def merged_predictions(runtime: Runtime, job_id: str, chunks: list[str], total: 
     predictions: list[Prediction] = []
     for start, end in sorted(ranges):
         data = bucket.blob(
-            chunk_object_name(runtime.settings.reports_prefix, job_id, start, end)
+            chunk_object_name(runtime.settings.reports_prefix, folder, start, end)
         ).download_as_bytes()
         rows = [Prediction.model_validate_json(line) for line in data.splitlines() if line.strip()]
         if [row.index for row in rows] != list(range(start, end)):

@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any
 from shared.budgets import EVALUATION_RECORD_MARGIN_S, JUDGE_MIN_TIME_S
 from shared.config import Settings
 from shared.errors import PermanentError
-from shared.evaluation.chunks import publish_continuation, run_chunks
+from shared.evaluation.baseline import gate_met_reason, handle_baseline, reusable_answers
+from shared.evaluation.chunks import evaluation_stage, publish_continuation, run_chunks
 from shared.evaluation.finalize import finalize
 from shared.evaluation.inputs import load_job, load_test_examples, reports_bucket
 from shared.evaluation.judge import judge_wanted
@@ -55,11 +56,12 @@ from shared.evaluation.record import (
     renew_lease,
 )
 from shared.evaluation.report import EvaluationSummary
+from shared.evaluation.runner import GenerationOptions
 from shared.leases import Heartbeat
 from shared.logging import bind, get_logger
-from shared.messages import EvaluationContinuationV1, JobEventV1
+from shared.messages import BaselineContinuationV1, EvaluationContinuationV1, JobEventV1
 from shared.runtime import Runtime
-from shared.state.jobs import SUCCEEDED, TERMINAL, JobRecord
+from shared.state.jobs import BASELINE, BASELINE_MET, SUCCEEDED, TERMINAL, JobRecord
 
 if TYPE_CHECKING:
     pass
@@ -69,7 +71,10 @@ log = get_logger("sftpipe.completion")
 
 
 def handle_job_message(
-    message: JobEventV1 | EvaluationContinuationV1, runtime: Runtime, *, started: float | None = None
+    message: JobEventV1 | EvaluationContinuationV1 | BaselineContinuationV1,
+    runtime: Runtime,
+    *,
+    started: float | None = None,
 ) -> dict[str, Any] | None:
     """Handle one job-events message; returns what happened (for the log), None when ignored.
 
@@ -80,6 +85,11 @@ def handle_job_message(
     if isinstance(message, EvaluationContinuationV1):
         job = load_job(runtime, message.job_id)
         return _evaluate(job, runtime, started=started, message_cursor=message.cursor)
+    if isinstance(message, BaselineContinuationV1):
+        job = load_job(runtime, message.job_id)
+        return handle_baseline(job, runtime, started=started, message_cursor=message.cursor)
+    if message.state == BASELINE and message.kind == "transition":
+        return handle_baseline(load_job(runtime, message.job_id), runtime, started=started, message_cursor=0)
     if message.kind == "stalled":
         return notify_stalled(load_job(runtime, message.job_id), message, runtime)
     if not message.terminal and message.state not in TERMINAL:
@@ -97,6 +107,8 @@ def handle_job_message(
         )
     if message.state in (SUCCEEDED, PARTIALLY_SUCCEEDED):
         return _skip(job, message, runtime, "the tuning job reported no tuned endpoint to evaluate")
+    if message.state == BASELINE_MET and job.baseline:
+        return _skip(job, message, runtime, gate_met_reason(job.baseline))
     reason = message.error or job.error or "the tuning service gave no reason"
     return _skip(job, message, runtime, reason)
 
@@ -186,8 +198,17 @@ def _evaluate_held(
                 f"the test file has {len(examples)} examples, the evaluation started with {doc['total']}",
                 code="test_split_changed",
             )
+        options = GenerationOptions.from_settings(settings, job.base_model, examples)
+        reused, _ = reusable_answers(runtime, job, doc, options)
         cursor, chunks_done = run_chunks(
-            ref, runtime, job, examples=examples, doc=doc, owner=owner, started=started
+            ref,
+            runtime,
+            job,
+            examples=examples,
+            doc=doc,
+            owner=owner,
+            started=started,
+            stage=evaluation_stage(job, reused),
         )
         # Finalizing (merge, metrics, report, notify) gets an invocation of its own when this
         # one has used its budget; one that evaluated nothing always finalizes (no ping-pong).

@@ -21,11 +21,14 @@ from shared.evaluation.metrics import TaskChoice, choice_from_request, compute_m
 from shared.evaluation.notices import tuning_duration
 from shared.evaluation.record import REPORTED, LeaseLostError
 from shared.evaluation.report import (
+    BaselineFacts,
     ExampleComparison,
+    TuningFacts,
     build_summary,
     render_report_html,
 )
 from shared.evaluation.runner import (
+    GenerationOptions,
     Prediction,
     TestExample,
     content_text,
@@ -97,9 +100,17 @@ def finalize(
         tuned_truncated=tuned_truncated,
         judge=judge,
     )
-    notes = [n for n in (curves_note, cost_note) if n]
-    if notes:
-        summary = summary.model_copy(update={"notes": [*summary.notes, *notes]})
+    baseline, baseline_notes = _baseline_facts(runtime, job, doc, examples)
+    notes = [n for n in (curves_note, cost_note, *baseline_notes) if n]
+    summary = summary.model_copy(
+        update={
+            "notes": [*summary.notes, *notes],
+            "baseline": baseline,
+            "tuning": TuningFacts(
+                submitted_at=job.submitted_at, ended_at=job.ended_at, tuning_job_name=job.tuning_job_name
+            ),
+        }
+    )
 
     prefix = f"{settings.reports_prefix}{job.job_id}/"
     bucket = reports_bucket(runtime)
@@ -141,6 +152,31 @@ def finalize(
         extra={"task": summary.task.value, "verdict": summary.verdict, "report_uri": fields["report_uri"]},
     )
     return {**doc, **fields}
+
+
+def _baseline_facts(
+    runtime: Runtime, job: JobRecord, doc: dict[str, Any], examples: list[TestExample]
+) -> tuple[BaselineFacts | None, list[str]]:
+    """The job's baseline for the summary, whether its answers were reused, and notes on both."""
+    from shared.evaluation.baseline import reusable_answers
+
+    if not job.baseline:
+        return None, []
+    options = GenerationOptions.from_settings(runtime.settings, job.base_model, examples)
+    reused, why_not = reusable_answers(runtime, job, doc, options)
+    facts = BaselineFacts.model_validate({**job.baseline, "reused": reused is not None})
+    notes = [why_not] if why_not else []
+    cost = facts.cost or {}
+    if cost:
+        dollars = cost.get("dollars")
+        price = "no price known" if dollars is None else f"${dollars:,.2f}"
+        reuse = "its answers were reused, so the evaluation asked the base model nothing" if reused else ""
+        notes.append(
+            f"baseline cost (before tuning): {cost.get('calls', 0):,} calls, about "
+            f"{cost.get('input_tokens', 0):,} input tokens and at most {cost.get('max_output_tokens', 0):,} "
+            f"output tokens: {price}" + (f"; {reuse}" if reuse else "")
+        )
+    return facts, notes
 
 
 def decide_task(job: JobRecord, references: list[str], prompts: list[str]) -> TaskChoice:

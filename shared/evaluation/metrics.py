@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONFUSION_MAX_LABELS",
+    "GATE_METRICS",
+    "METRICS_BY_TASK",
     "PRIMARY_METRIC",
     "ClassScores",
     "ConfusionMatrix",
@@ -84,6 +86,16 @@ PRIMARY_METRIC: dict[Task, str] = {
     Task.EXTRACTIVE_QA: "f1",
     Task.GENERATION: "bleu",
 }
+#: What each task reports (``compute_metrics``'s scores), higher-is-better ones only: the metrics
+#: a ``baseline_gate`` may name. BLEU is left out of generation runs whose answers are too short
+#: for it (``primary_metric_for``); a gate on it then does not apply and says so.
+METRICS_BY_TASK: dict[str, frozenset[str]] = {
+    Task.CLASSIFICATION.value: frozenset({"accuracy", "micro_f1", "macro_f1"}),
+    Task.SUMMARIZATION.value: frozenset({"rouge1", "rouge2", "rougeL", "rougeLsum"}),
+    Task.EXTRACTIVE_QA.value: frozenset({"exact_match", "f1"}),
+    Task.GENERATION.value: frozenset({"bleu", "chrf", "rougeL", "exact_match"}),
+}
+GATE_METRICS: frozenset[str] = frozenset().union(*METRICS_BY_TASK.values())
 #: Corpus BLEU is reported (and primary for generation) only when the median reference has at
 #: least this many tokens: BLEU's geometric mean needs 4-gram matches, and with shorter answers
 #: most examples can have none, so the score says nothing about the answers. 4 is BLEU's own

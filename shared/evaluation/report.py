@@ -147,6 +147,37 @@ class CostEstimate(BaseModel):
     note: str = ""
 
 
+class BaselineFacts(BaseModel):
+    """The base model's scores on the test split, taken before the tuning job was created
+    (``shared.evaluation.baseline``)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    metrics: dict[str, float]
+    examples: int
+    evaluated_at: datetime
+    #: Training examples in each of the base model's prompts (0: zero-shot).
+    few_shot: int = 0
+    primary_metric: str = ""
+    gate: str | None = None
+    gate_met: bool | None = None
+    gate_note: str = ""
+    #: Whether the comparison's base answers are the baseline's (the base model was not asked again).
+    reused: bool = False
+    seconds: float | None = None
+    cost: dict[str, int | float | None] | None = None
+
+
+class TuningFacts(BaseModel):
+    """When the tuning job was submitted and ended (RFC 3339), and its Vertex AI name."""
+
+    model_config = ConfigDict(frozen=True)
+
+    submitted_at: datetime | None = None
+    ended_at: datetime | None = None
+    tuning_job_name: str | None = None
+
+
 class ExampleComparison(BaseModel):
     """One test example as both models answered it (None: the model call failed)."""
 
@@ -198,6 +229,9 @@ class EvaluationSummary(BaseModel):
     notes: list[str] = Field(default_factory=list)
     #: The judge model's verdicts (None: no judge, SFTPIPE_JUDGE_MODEL empty).
     judge: JudgeSummary | None = None
+    #: The baseline taken before tuning (None: none was taken, e.g. SFTPIPE_BASELINE_BEFORE_TUNING off).
+    baseline: BaselineFacts | None = None
+    tuning: TuningFacts | None = None
     generated_at: datetime = Field(default_factory=utcnow)
 
     @field_validator("verdict", mode="before")
@@ -818,6 +852,35 @@ def win_rate_svg(judge: JudgeSummary, *, width: int = 720) -> str:
     return "".join(parts)
 
 
+def _baseline_section(summary: EvaluationSummary) -> str:
+    baseline = summary.baseline
+    if baseline is None:
+        return ""
+    prompting = f"{baseline.few_shot}-shot" if baseline.few_shot else "zero-shot"
+    submitted = summary.tuning.submitted_at if summary.tuning else None
+    when = f"at {baseline.evaluated_at.isoformat(timespec='seconds')}" + (
+        f", before the tuning job was submitted at {submitted.isoformat(timespec='seconds')}"
+        if submitted
+        else ""
+    )
+    reuse = (
+        "The base model's answers compared above are these: it was not asked again."
+        if baseline.reused
+        else "The base model was asked again for the comparison above (see the notes)."
+    )
+    rows = "".join(
+        f"<tr><td>{_e(name)}</td><td class='num'>{value:.3f}</td></tr>"
+        for name, value in sorted(baseline.metrics.items())
+    )
+    gate = f"<p>{_e(baseline.gate_note)}.</p>" if baseline.gate_note else ""
+    return (
+        f"<h2>Baseline, before tuning</h2><p class='muted'>The base model ({prompting}) on "
+        f"{baseline.examples:,} test examples, {_e(when)}. {_e(reuse)}</p>"
+        f"<table class='baseline'><thead><tr><th>metric</th><th class='num'>base model</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>{gate}"
+    )
+
+
 def _judge_section(summary: EvaluationSummary) -> str:
     judge = summary.judge
     if judge is None:
@@ -930,7 +993,7 @@ def render_report_html(summary: EvaluationSummary, examples: Sequence[ExampleCom
         f"when its Δ interval excludes zero and it moves by more than {summary.verdict_tolerance:g}, "
         "else “not distinguishable from the base model”.</p>"
         f"{metric_bars_svg(summary.metrics)}{_per_class_table(summary)}{_confusion_section(summary)}"
-        f"{_judge_section(summary)}{losses}"
+        f"{_baseline_section(summary)}{_judge_section(summary)}{losses}"
         f"{_examples_section(examples)}"
         f"<h2>Dataset</h2>{statistics}<h2>Cost</h2>{cost}{notes}"
         f"<p class='muted'>Generated {_e(summary.generated_at.isoformat(timespec='seconds'))} by sftpipe.</p>"

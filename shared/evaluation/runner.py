@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -244,10 +244,11 @@ def request_config(example: TestExample, options: GenerationOptions) -> types.Ge
     )
 
 
-def request_contents(example: TestExample) -> list[types.Content]:
+def request_contents(example: TestExample, shots: Sequence[dict[str, Any]] = ()) -> list[types.Content]:
+    """The example's prompt turns, after ``shots`` (the turns of few-shot examples, if any)."""
     from google.genai import types
 
-    return [types.Content.model_validate(content) for content in example.contents]
+    return [types.Content.model_validate(content) for content in (*shots, *example.contents)]
 
 
 # --- Chunks and the cursor ---------------------------------------------------------------------
@@ -433,6 +434,7 @@ async def _ask(
     slots: asyncio.Semaphore,
     deadline: CallDeadline,
     first_example: bool = False,
+    shots: Sequence[dict[str, Any]] = (),
 ) -> ModelAnswer:
     """The answer of one model to one example; never raises for a failed call, only
     :class:`_NotStartedError` for one that the deadline kept from starting."""
@@ -444,7 +446,9 @@ async def _ask(
         try:
             response = await asyncio.wait_for(
                 client.aio.models.generate_content(
-                    model=model, contents=request_contents(example), config=request_config(example, options)
+                    model=model,
+                    contents=request_contents(example, shots),
+                    config=request_config(example, options),
                 ),
                 timeout=options.request_timeout_s,
             )
@@ -458,30 +462,64 @@ async def _ask(
         return replace(answer, seconds=time.monotonic() - started)
 
 
+#: The answer of a model that was not asked (the baseline asks the base model only).
+NOT_ASKED = ModelAnswer(None)
+
+
+def base_answer(prediction: Prediction) -> ModelAnswer:
+    """The base model's answer recorded in ``prediction`` (a baseline's), to be reused."""
+    return ModelAnswer(
+        prediction.base_output,
+        prediction.base_error,
+        prediction.base_finish_reason,
+        prediction.base_truncated,
+        prediction.base_latency_s or 0.0,
+    )
+
+
 async def generate_predictions(
     client: genai.Client,
     examples: Sequence[TestExample],
     *,
-    base_model: str,
-    tuned_model: str,
+    base_model: str | None,
+    tuned_model: str | None,
     options: GenerationOptions,
     limiter: RateLimiter | None = None,
     deadline: float | None = None,
+    base_shots: Sequence[dict[str, Any]] = (),
+    reused_base: Mapping[int, Prediction] | None = None,
 ) -> list[Prediction]:
     """Ask the base model and the tuned endpoint every example, in order: one Prediction per
     example of the longest run from the first whose calls all started before ``deadline``
-    (all of them without one); the caller records those and continues from there."""
+    (all of them without one); the caller records those and continues from there.
+
+    A model given as None is not asked (its side is empty). ``reused_base``: the base model's
+    answers recorded by the baseline, by example index; those examples are not asked again.
+    ``base_shots``: turns put before each prompt sent to the base model (a few-shot baseline).
+    """
     limiter = limiter or RateLimiter(options.requests_per_minute)
     slots = asyncio.Semaphore(options.concurrency)
     calls = CallDeadline(deadline, options.request_timeout_s)
+    reused = reused_base or {}
 
     async def one(position: int, example: TestExample) -> Prediction | None:
-        ask = {"options": options, "limiter": limiter, "slots": slots, "deadline": calls}
-        asked = await asyncio.gather(
-            _ask(client, base_model, example, first_example=position == 0, **ask),  # type: ignore[arg-type]
-            _ask(client, tuned_model, example, first_example=position == 0, **ask),  # type: ignore[arg-type]
-            return_exceptions=True,
-        )
+        ask: dict[str, Any] = {"options": options, "limiter": limiter, "slots": slots, "deadline": calls}
+
+        async def base() -> ModelAnswer:
+            if example.index in reused:
+                return base_answer(reused[example.index])
+            if base_model is None:
+                return NOT_ASKED
+            return await _ask(
+                client, base_model, example, first_example=position == 0, shots=base_shots, **ask
+            )
+
+        async def tuned() -> ModelAnswer:
+            if tuned_model is None:
+                return NOT_ASKED
+            return await _ask(client, tuned_model, example, first_example=position == 0, **ask)
+
+        asked = await asyncio.gather(base(), tuned(), return_exceptions=True)
         for outcome in asked:
             if isinstance(outcome, BaseException) and not isinstance(outcome, _NotStartedError):
                 raise outcome
@@ -503,15 +541,18 @@ def run_predictions(
     settings: Settings,
     examples: Sequence[TestExample],
     *,
-    base_model: str,
-    tuned_model: str,
+    base_model: str | None,
+    tuned_model: str | None,
     options: GenerationOptions | None = None,
     deadline: float | None = None,
+    base_shots: Sequence[dict[str, Any]] = (),
+    reused_base: Mapping[int, Prediction] | None = None,
+    options_model: str | None = None,
 ) -> list[Prediction]:
     """Synchronous entry for the function: a fresh client per event loop (its HTTP pool is per
     loop). With a ``deadline`` the result may be a prefix of ``examples``: see
     :func:`generate_predictions`."""
-    options = options or GenerationOptions.from_settings(settings, base_model)
+    options = options or GenerationOptions.from_settings(settings, options_model or base_model or "")
 
     async def run() -> list[Prediction]:
         client = make_client(settings)
@@ -523,6 +564,8 @@ def run_predictions(
                 tuned_model=tuned_model,
                 options=options,
                 deadline=deadline,
+                base_shots=base_shots,
+                reused_base=reused_base,
             )
         finally:
             await client.aio.aclose()

@@ -45,6 +45,7 @@ from shared.datasets import (
 from shared.datasets.issues import Issue
 from shared.datasets.report import TaskInfo
 from shared.errors import ConfigurationError
+from shared.evaluation.gate import gate_problem
 from shared.events import GCS_NOTIFICATION_FINALIZE, StorageObject
 from shared.idempotency import IdempotencyStore
 from shared.ingest.manifest import ManifestReport, prepare_manifest, render_manifest_report
@@ -138,6 +139,8 @@ def _ingest(obj: StorageObject, runtime: Runtime) -> dict[str, Any]:
     }
     request: TuningRequestV1 | None = None
     if outcome.ok:
+        outcome = _gate_checked(outcome)
+    if outcome.ok:
         try:
             request = _tuning_request(obj, outcome, uris, settings)
         except ValidationError as exc:
@@ -212,8 +215,25 @@ def _tuning_request(
         inferred_task=outcome.inferred_task,
         task_evidence=outcome.task_evidence,
         task_labels=list(outcome.task_labels) or None,
+        few_shot=outcome.few_shot or None,
+        baseline_gate=outcome.baseline_gate,
         display_name=obj.name.rsplit("/", 1)[-1][:128],
         notify=notify,
+    )
+
+
+def _gate_checked(outcome: _Outcome) -> _Outcome:
+    """The outcome, rejected when its ``baseline_gate`` names a metric its task does not report
+    (the task is only known once the data is read, so the setting's own parse cannot tell)."""
+    if not outcome.baseline_gate:
+        return outcome
+    task = outcome.task or outcome.inferred_task
+    problem = gate_problem(outcome.baseline_gate, task)
+    if problem is None:
+        return outcome
+    message = f"upload setting 'baseline_gate': {problem}"
+    return _rejected_issue(
+        outcome, Issue(line=0, field="baseline_gate", code=UploadSettingsError.code, message=message)
     )
 
 
@@ -222,11 +242,16 @@ def _request_invalid(outcome: _Outcome, exc: ValidationError) -> _Outcome:
     first = exc.errors()[0]
     field = ".".join(str(part) for part in first["loc"]) or "request"
     message = f"the tuning request built from this upload is invalid: {field}: {first['msg']}"
-    issue = Issue(line=0, field=field, code=INVALID_REQUEST, message=message)
+    return _rejected_issue(outcome, Issue(line=0, field=field, code=INVALID_REQUEST, message=message))
+
+
+def _rejected_issue(outcome: _Outcome, issue: Issue) -> _Outcome:
+    """The accepted upload's outcome turned into a rejection for one file-level ``issue``."""
+    message = issue.message
     report = orjson.loads(outcome.report_json)
     report["ok"] = False
     report["errors"] = [*report.get("errors", []), issue.model_dump(mode="json")]
-    report["error_counts"] = {**report.get("error_counts", {}), INVALID_REQUEST: 1}
+    report["error_counts"] = {**report.get("error_counts", {}), issue.code: 1}
     facts = {**outcome.facts, "error_counts": report["error_counts"]}
     return replace(
         outcome,
@@ -263,6 +288,9 @@ class _Outcome:
     task_evidence: str | None = None
     #: The dataset's class labels (normalised), when the task is classification and they are known.
     task_labels: tuple[str, ...] = ()
+    #: The baseline's settings from the upload (``few_shot``, ``baseline_gate``).
+    few_shot: int | None = None
+    baseline_gate: str | None = None
 
 
 def _prepare_file(obj: StorageObject, runtime: Runtime, sink: Sink) -> _Outcome:
@@ -317,6 +345,8 @@ def _file_outcome(
         base_model=result.base_model,
         hyperparameters=_hyperparameters(result, options) if options else Hyperparameters(),
         notify_emails=list(upload.notify_emails) if upload else [],
+        few_shot=upload.few_shot if upload else None,
+        baseline_gate=upload.baseline_gate if upload else None,
         **_task_fields(result.task, "set by the upload (custom metadata 'task')"),
     )
 
@@ -348,6 +378,8 @@ def _prepare_manifest(obj: StorageObject, runtime: Runtime, sink: Sink) -> _Outc
         base_model=report.base_model,
         hyperparameters=_hyperparameters(train, options) if train and options else Hyperparameters(),
         notify_emails=list(manifest.notify_emails) if manifest else [],
+        few_shot=manifest.few_shot if manifest else None,
+        baseline_gate=manifest.baseline_gate if manifest else None,
         **_task_fields(report.task, "set by the manifest ('task')"),
     )
 

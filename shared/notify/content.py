@@ -1,8 +1,9 @@
 """What a notification says, independent of the channel that carries it.
 
-Outcomes come in four kinds: a job was evaluated (metrics and verdict), a job ended without a
-model (failed, cancelled, expired: the reason), a running job stalled (no progress for
-``SFTPIPE_STALL_AFTER_S``), and an uploaded dataset was rejected (the report and the first errors). Each becomes a :class:`Notification` that the Slack and email formatters
+Outcomes come in five kinds: a job was evaluated (metrics and verdict), a job ended without a
+model (failed, cancelled, expired, baseline_met: the reason), a running job stalled (no progress
+for ``SFTPIPE_STALL_AFTER_S``), an uploaded dataset was rejected (the report and the first
+errors), and the base model's baseline was taken before tuning (its scores; the job is queued). Each becomes a :class:`Notification` that the Slack and email formatters
 render the same way, so both channels always say the same thing.
 """
 
@@ -104,7 +105,28 @@ class DatasetRejectedOutcome(BaseModel):
         return self.kind
 
 
-AnyOutcome = EvaluatedOutcome | JobEndedOutcome | JobStalledOutcome | DatasetRejectedOutcome
+class BaselineOutcome(BaseModel):
+    """The base model scored on the test split before any tuning job exists; the job is queued."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["baseline"] = "baseline"
+    job_id: str
+    dataset_id: str
+    base_model: str
+    #: ``macro_f1 0.420 on 120 test examples (zero-shot)``; empty when no baseline was taken.
+    summary_line: str = ""
+    metrics: dict[str, float] = Field(default_factory=dict)
+    gate_note: str = ""
+    #: Why no baseline could be taken (the job is queued all the same).
+    error: str = ""
+
+    @property
+    def event_key(self) -> str:
+        return self.kind
+
+
+AnyOutcome = EvaluatedOutcome | JobEndedOutcome | JobStalledOutcome | DatasetRejectedOutcome | BaselineOutcome
 Outcome = Annotated[AnyOutcome, Field(discriminator="kind")]
 
 
@@ -167,10 +189,11 @@ class Notification(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    kind: Literal["evaluated", "job_ended", "job_stalled", "dataset_rejected"]
+    kind: Literal["evaluated", "job_ended", "job_stalled", "dataset_rejected", "baseline"]
     status: str = Field(
         description=(
-            "improved, regressed, not_distinguishable, failed, cancelled, expired, stalled or rejected."
+            "improved, regressed, not_distinguishable, failed, cancelled, expired, baseline_met, "
+            "stalled, rejected, or baseline (taken before tuning)."
         )
     )
     subject: str
@@ -381,6 +404,28 @@ def dataset_rejected_notification(outcome: DatasetRejectedOutcome) -> Notificati
     )
 
 
+def baseline_notification(outcome: BaselineOutcome) -> Notification:
+    if outcome.error:
+        summary = f"{outcome.error}; tuning job queued all the same."
+    else:
+        summary = f"Baseline: {outcome.summary_line}; tuning job queued."
+        if outcome.gate_note:
+            summary += f" ({outcome.gate_note}.)"
+    facts = [
+        ("Job", outcome.job_id),
+        ("Base model", outcome.base_model),
+        ("Dataset", outcome.dataset_id),
+    ]
+    facts += [(name, format_score(value)) for name, value in sorted(outcome.metrics.items())]
+    return Notification(
+        kind="baseline",
+        status="baseline",
+        subject=f"[sftpipe] baseline: {outcome.job_id} ({outcome.base_model} on {outcome.dataset_id})",
+        summary=summary,
+        facts=facts,
+    )
+
+
 def build_notification(outcome: AnyOutcome) -> Notification:
     if isinstance(outcome, EvaluatedOutcome):
         return evaluated_notification(outcome)
@@ -388,4 +433,6 @@ def build_notification(outcome: AnyOutcome) -> Notification:
         return job_ended_notification(outcome)
     if isinstance(outcome, JobStalledOutcome):
         return job_stalled_notification(outcome)
+    if isinstance(outcome, BaselineOutcome):
+        return baseline_notification(outcome)
     return dataset_rejected_notification(outcome)

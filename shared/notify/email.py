@@ -30,6 +30,8 @@ _STATUS_COLOURS = {
     "regressed": "#d93025",
     "not_distinguishable": "#5f6368",
     "stalled": "#e37400",
+    "baseline": "#1a73e8",
+    "baseline_met": "#188038",
 }
 
 

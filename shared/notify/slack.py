@@ -35,6 +35,8 @@ STATUS_EMOJI = {
     "expired": ":hourglass:",
     "stalled": ":warning:",
     "rejected": ":no_entry:",
+    "baseline": ":straight_ruler:",
+    "baseline_met": ":dart:",
 }
 
 _sdk_logger = logging.getLogger("sftpipe.notify.slack_sdk")

@@ -1,7 +1,10 @@
 """The ``jobs/{job_id}`` document: one tuning run, from request to evaluation.
 
-Status values are ours before submission (``QUEUED``: waiting for a quota slot; ``SUBMITTING``:
-a tuner or poller holds the submission claim) and ``google.genai.types.JobState`` names after it.
+Status values are ours before submission (``BASELINE``: the base model is being scored on the test
+split before any money is spent; ``QUEUED``: waiting for a quota slot; ``SUBMITTING``: a tuner or
+poller holds the submission claim; ``BASELINE_MET``, terminal: the base model already met the
+request's ``baseline_gate``, so no tuning job was created) and ``google.genai.types.JobState``
+names after it.
 Statuses only move forward (:func:`is_forward`); every recorded change appends to ``history``
 with a ``sequence`` number, and each sequence number is published once as a ``job-event/v1``.
 """
@@ -14,20 +17,24 @@ from typing import Any
 from google.genai import types
 from pydantic import BaseModel, ConfigDict, Field
 
+BASELINE = "BASELINE"
 QUEUED = "QUEUED"
 SUBMITTING = "SUBMITTING"
+BASELINE_MET = "BASELINE_MET"
 
 #: Rank of each status: a change is recorded only when the rank grows, so a stale read of an
 #: earlier state (two overlapping poller ticks) can never move a job backwards.
 _RANK: dict[str, int] = {
-    QUEUED: 0,
-    SUBMITTING: 1,
-    types.JobState.JOB_STATE_QUEUED.value: 2,
-    types.JobState.JOB_STATE_PENDING.value: 3,
-    types.JobState.JOB_STATE_RUNNING.value: 4,
-    types.JobState.JOB_STATE_UPDATING.value: 4,
-    types.JobState.JOB_STATE_PAUSED.value: 4,
-    types.JobState.JOB_STATE_CANCELLING.value: 5,
+    BASELINE: 0,
+    QUEUED: 1,
+    SUBMITTING: 2,
+    types.JobState.JOB_STATE_QUEUED.value: 3,
+    types.JobState.JOB_STATE_PENDING.value: 4,
+    types.JobState.JOB_STATE_RUNNING.value: 5,
+    types.JobState.JOB_STATE_UPDATING.value: 5,
+    types.JobState.JOB_STATE_PAUSED.value: 5,
+    types.JobState.JOB_STATE_CANCELLING.value: 6,
+    BASELINE_MET: 9,
     types.JobState.JOB_STATE_SUCCEEDED.value: 9,
     types.JobState.JOB_STATE_PARTIALLY_SUCCEEDED.value: 9,
     types.JobState.JOB_STATE_FAILED.value: 9,
@@ -36,7 +43,7 @@ _RANK: dict[str, int] = {
 }
 TERMINAL = frozenset(state for state, rank in _RANK.items() if rank == 9)
 #: Statuses that hold (or are about to hold) one of the project's concurrent tuning-job slots.
-ACTIVE = frozenset(state for state, rank in _RANK.items() if 1 <= rank < 9)
+ACTIVE = frozenset(state for state, rank in _RANK.items() if _RANK[SUBMITTING] <= rank < 9)
 SUCCEEDED = types.JobState.JOB_STATE_SUCCEEDED.value
 FAILED = types.JobState.JOB_STATE_FAILED.value
 
@@ -78,6 +85,9 @@ class JobRecord(BaseModel):
     tuned_endpoint: str | None = None
     checkpoints: list[Checkpoint] = Field(default_factory=list)
     error: str | None = None
+    #: The base model's scores on the test split before tuning (``shared.evaluation.baseline``):
+    #: ``{metrics, examples, evaluated_at, few_shot, predictions_uri, ...}``; None: none was taken.
+    baseline: dict[str, Any] | None = None
     created: datetime | None = None
     updated: datetime | None = None
     queued_at: datetime | None = None

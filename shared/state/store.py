@@ -25,7 +25,16 @@ from shared.budgets import CLAIM_LEASE_S
 from shared.config import Settings
 from shared.logging import get_logger
 from shared.messages import JobEventV1
-from shared.state.jobs import ACTIVE, FAILED, QUEUED, SUBMITTING, TERMINAL, JobRecord, is_forward
+from shared.state.jobs import (
+    ACTIVE,
+    BASELINE,
+    FAILED,
+    QUEUED,
+    SUBMITTING,
+    TERMINAL,
+    JobRecord,
+    is_forward,
+)
 
 log = get_logger("sftpipe.state")
 
@@ -72,9 +81,28 @@ class JobStore:
         return [JobRecord.model_validate(doc.to_dict()) for doc in query.stream()]
 
     # ---------------------------------------------------------------------------------- writes
-    def create_queued(self, job_id: str, request: dict[str, Any], dataset_id: str, base_model: str) -> bool:
-        """Create the job as QUEUED (sequence 0) with its outbox event; False if it already exists."""
-        return self._create(job_id, request, dataset_id, base_model, failed_reason=None)
+    def create_queued(
+        self,
+        job_id: str,
+        request: dict[str, Any],
+        dataset_id: str,
+        base_model: str,
+        *,
+        baseline: bool = False,
+    ) -> bool:
+        """Create the job as QUEUED (sequence 0) with its outbox event; False if it already exists.
+
+        ``baseline``: created as BASELINE instead; completion scores the base model first and then
+        moves it to QUEUED (or BASELINE_MET), and no dispatch claims it before.
+        """
+        return self._create(
+            job_id,
+            request,
+            dataset_id,
+            base_model,
+            failed_reason=None,
+            first=BASELINE if baseline else QUEUED,
+        )
 
     def create_failed(
         self, job_id: str, request: dict[str, Any], dataset_id: str, base_model: str, reason: str
@@ -92,10 +120,11 @@ class JobStore:
         base_model: str,
         *,
         failed_reason: str | None,
+        first: str = QUEUED,
     ) -> bool:
         now = utcnow()
-        history = [{"sequence": 0, "state": QUEUED, "at": now, "detail": "request received"}]
-        events = [JobEventV1(job_id=job_id, dataset_id=dataset_id, sequence=0, state=QUEUED, occurred_at=now)]
+        history = [{"sequence": 0, "state": first, "at": now, "detail": "request received"}]
+        events = [JobEventV1(job_id=job_id, dataset_id=dataset_id, sequence=0, state=first, occurred_at=now)]
         if failed_reason is not None:
             history.append({"sequence": 1, "state": FAILED, "at": now, "detail": failed_reason})
             events.append(
@@ -104,7 +133,7 @@ class JobStore:
                     dataset_id=dataset_id,
                     sequence=1,
                     state=FAILED,
-                    previous_state=QUEUED,
+                    previous_state=first,
                     terminal=True,
                     error=failed_reason,
                     occurred_at=now,
@@ -115,7 +144,7 @@ class JobStore:
             dataset_id=dataset_id,
             request=request,
             base_model=base_model,
-            status=QUEUED if failed_reason is None else FAILED,
+            status=first if failed_reason is None else FAILED,
             sequence=len(events) - 1,
             error=failed_reason,
             created=now,

@@ -3,7 +3,10 @@
 1. ``job_id`` is derived from the request (dataset, base model, files, hyperparameters): the
    same request delivered any number of times names the same job.
 2. ``jobs/{job_id}`` is created as QUEUED with ``create()`` (fails if it exists): duplicates stop
-   there. Anything in the queue is handed out by :func:`dispatch`.
+   there. Anything in the queue is handed out by :func:`dispatch`. A request with a test split
+   (and ``SFTPIPE_BASELINE_BEFORE_TUNING`` on) is created as BASELINE instead: completion scores
+   the base model on the test split, then queues the job (or ends it BASELINE_MET when the
+   request's gate is met) and publishes the request again so that a tuner dispatches it.
 3. :func:`dispatch` (tuner and poller alike) claims the oldest queued job for a free quota slot
    in one transaction, submits it under a heartbeat-renewed claim, and claims the next, while
    the submission's worst case fits in the invocation (``shared.budgets``). Before submitting it
@@ -94,9 +97,12 @@ def handle_tuning_request(request: TuningRequestV1, runtime: Runtime, client: ge
     bind(job_id=job_id, dataset_id=request.dataset_id)
     store = JobStore(runtime.firestore, runtime.settings)
     body = orjson.loads(request.to_json())
-    created = store.create_queued(job_id, body, request.dataset_id, request.base_model)
+    # With a test split, the base model is scored first (completion's baseline stage, which
+    # queues the job when it is done): nothing is paid for before the user knows the bar.
+    baseline = runtime.settings.baseline_before_tuning and request.test_uri is not None
+    created = store.create_queued(job_id, body, request.dataset_id, request.base_model, baseline=baseline)
     if created:
-        log.info("job queued")
+        log.info("job created: baseline first" if baseline else "job queued")
     else:
         log.info("duplicate request: job already exists")
     submitted = dispatch(runtime, client, store)  # also publishes the QUEUED event from the outbox
