@@ -109,15 +109,23 @@ class _Follower:
         self.dataset: dict[str, Any] = {}
         self.job: dict[str, Any] = {}
         self.evaluation: dict[str, Any] = {}
+        self.baseline: dict[str, Any] = {}
         self.training: str = ""
 
     @property
     def finished(self) -> bool:
         if self.dataset.get("status") == "REJECTED":
             return True
-        if self.job.get("status") in ("JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"):
+        if self.job.get("status") in (
+            "JOB_STATE_FAILED",
+            "JOB_STATE_CANCELLED",
+            "JOB_STATE_EXPIRED",
+            "BASELINE_MET",
+        ):
             return self._notified() >= 2
-        return bool(self.evaluation.get("report_uri")) and self._notified() >= 2
+        # A job that had a baseline was notified twice per channel: the baseline, then the result.
+        expected = 4 if self.job.get("baseline") else 2
+        return bool(self.evaluation.get("report_uri")) and self._notified() >= expected
 
     def notifications(self) -> tuple[list[Path], list[Path]]:
         """This run's Slack posts and mails, oldest first. The sinks' folders outlive a run (the
@@ -148,6 +156,8 @@ class _Follower:
         if self.job:
             evaluation = self.db.collection("evaluations").document(self.job["job_id"]).get()
             self.evaluation = evaluation.to_dict() or {} if evaluation.exists else {}
+            baseline = self.db.collection("baselines").document(self.job["job_id"]).get()
+            self.baseline = baseline.to_dict() or {} if baseline.exists else {}
             self.training = self._training_progress()
 
     def _training_progress(self) -> str:
@@ -170,6 +180,14 @@ class _Follower:
             text += f", validation loss {evals[-1].get('value'):.3f}"
         return text
 
+    def _baseline_progress(self) -> str:
+        from shared.evaluation.baseline import baseline_line
+
+        recorded = self.baseline.get("baseline")
+        if recorded:
+            return f"{baseline_line(recorded)}, {recorded.get('seconds')} s, before any tuning job"
+        return f"{self.baseline.get('status')}: {self.baseline.get('cursor')}/{self.baseline.get('total')} test examples"
+
     def render(self, started: float) -> Any:
         from rich.table import Table
 
@@ -188,6 +206,8 @@ class _Follower:
                     f"train {split.get('train')}, validation {split.get('validation')}, test {split.get('test')}"
                 )
             table.add_row("dataset", detail)
+        if self.baseline:
+            table.add_row("baseline", self._baseline_progress())
         if self.job:
             table.add_row("tuning job", f"{self.job.get('status')} ({self.job.get('job_id')})")
             if self.training:
@@ -204,6 +224,14 @@ class _Follower:
         if self.dataset.get("status") == "REJECTED":
             console.print(f"[red]the dataset was rejected[/red]: {self.dataset.get('error_counts')}")
             return 1
+        recorded = self.job.get("baseline")
+        if recorded:
+            console.print(f"baseline:    {self._baseline_progress()}", soft_wrap=True)
+        if self.job.get("status") == "BASELINE_MET":
+            console.print(
+                f"the base model met the gate: {recorded.get('gate_note') if recorded else ''}; no tuning job"
+            )
+            return 0
         if not self.evaluation.get("report_uri"):
             console.print(
                 f"[red]the tuning job ended {self.job.get('status')}[/red]: {self.job.get('error')}"
