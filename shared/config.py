@@ -161,6 +161,11 @@ class Settings(BaseSettings):
         None,
         description="Judge model of the model-based metrics (win rate, rubric scores); unset: gemini-2.5-flash on Vertex AI, the job's base model on the local tuning service (a noisy stand-in); empty: no judge.",
     )
+    checkpoint_max_examples: int = Field(
+        100,
+        ge=0,
+        description="Validation examples each checkpoint endpoint is asked before the test split, to choose the best checkpoint (0: the tuned model as Vertex serves it); each costs one call per checkpoint.",
+    )
     judge_max_examples: int = Field(
         200,
         ge=0,

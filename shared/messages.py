@@ -108,6 +108,8 @@ class TuningRequestV1(Message):
     #: Training examples prepended to each baseline prompt (``few_shot`` upload setting); the
     #: base side of the final comparison is then the few-shot base model.
     few_shot: int | None = Field(None, ge=0, le=16)
+    #: Vertex exports (and completion scores) only the final checkpoint; None: Vertex's default (all).
+    export_last_checkpoint_only: bool | None = None
     #: ``METRIC>=VALUE`` (shared.evaluation.gate): when the baseline meets it, no job is created.
     baseline_gate: str | None = Field(None, max_length=100)
     display_name: str | None = Field(None, max_length=128)

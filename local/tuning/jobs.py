@@ -552,6 +552,9 @@ class JobStore:
             self._end(job_id, "JOB_STATE_FAILED", CODE_INTERNAL, "training produced no checkpoint")
             return
         local["finalCheckpointEpoch"] = checkpoints[-1]["epoch"]
+        if (job.get("supervisedTuningSpec") or {}).get("exportLastCheckpointOnly"):
+            # As on Vertex: only the final checkpoint is exported (and served).
+            checkpoints = checkpoints[-1:]
         job["tunedModel"] = {
             "model": f"{parent}/models/{local['modelId']}@1",
             "endpoint": f"{parent}/endpoints/{local['endpointId']}",
@@ -562,7 +565,7 @@ class JobStore:
                     "step": str(checkpoint["step"]),
                     "endpoint": f"{parent}/endpoints/{local['checkpointEndpointIds'][str(checkpoint['epoch'])]}",
                 }
-                for index, checkpoint in enumerate(checkpoints, start=1)
+                for index, checkpoint in enumerate(checkpoints, start=len(local["checkpoints"]) - len(checkpoints) + 1)
             ],
         }
         self._end(job_id, "JOB_STATE_SUCCEEDED")

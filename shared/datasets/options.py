@@ -92,6 +92,8 @@ class UploadSettings(BaseModel):
     notify_emails: list[Email] = Field(default_factory=list)
     #: Training examples put in the baseline's prompts (0 or None: zero-shot).
     few_shot: int | None = Field(None, ge=0, le=MAX_FEW_SHOT)
+    #: Export (and score) only the final checkpoint instead of one per epoch.
+    export_last_checkpoint_only: bool | None = None
     #: ``METRIC>=VALUE``: no tuning job when the base model already meets it on the test split.
     baseline_gate: str | None = None
 

@@ -55,11 +55,17 @@ class ChunkStage:
     reused_base: Mapping[int, Prediction] | None = None
 
 
-def evaluation_stage(job: JobRecord, reused_base: Mapping[int, Prediction] | None = None) -> ChunkStage:
+def evaluation_stage(
+    job: JobRecord,
+    reused_base: Mapping[int, Prediction] | None = None,
+    tuned_endpoint: str | None = None,
+) -> ChunkStage:
+    """The final evaluation's chunks: base model (where its baseline answers cannot be reused)
+    and ``tuned_endpoint`` (the best checkpoint's; default the job's tuned endpoint)."""
     return ChunkStage(
         folder=job.job_id,
         base_model=job.base_model,
-        tuned_model=job.tuned_endpoint or "",
+        tuned_model=tuned_endpoint or job.tuned_endpoint or "",
         reused_base=reused_base,
     )
 

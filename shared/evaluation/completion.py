@@ -37,6 +37,7 @@ from shared.budgets import EVALUATION_RECORD_MARGIN_S, JUDGE_MIN_TIME_S
 from shared.config import Settings
 from shared.errors import PermanentError
 from shared.evaluation.baseline import gate_met_reason, handle_baseline, reusable_answers
+from shared.evaluation.checkpoints import select_checkpoint
 from shared.evaluation.chunks import evaluation_stage, publish_continuation, run_chunks
 from shared.evaluation.finalize import finalize
 from shared.evaluation.inputs import load_job, load_test_examples, reports_bucket
@@ -192,6 +193,13 @@ def _evaluate_held(
     """The evaluation's work while this invocation holds its lease."""
     settings = runtime.settings
     if doc["status"] == RUNNING:
+        if doc["cursor"] == 0 and "checkpoint_selection" not in doc:
+            selected = select_checkpoint(ref, runtime, job, doc, owner, started=started)
+            if selected is None:  # out of time between checkpoints: the next invocation goes on
+                release(ref, runtime, owner)
+                publish_continuation(runtime, job, ref, 0)
+                return {"job_id": job.job_id, "status": RUNNING, "cursor": 0, "total": doc["total"]}
+            doc = selected
         examples = load_test_examples(runtime, doc["test_uri"], doc["test_generation"])
         if len(examples) != doc["total"]:
             raise PermanentError(
@@ -208,7 +216,7 @@ def _evaluate_held(
             doc=doc,
             owner=owner,
             started=started,
-            stage=evaluation_stage(job, reused),
+            stage=evaluation_stage(job, reused, doc.get("tuned_endpoint")),
         )
         # Finalizing (merge, metrics, report, notify) gets an invocation of its own when this
         # one has used its budget; one that evaluated nothing always finalizes (no ping-pong).

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from google.api_core import exceptions as gexc
 
+from shared.evaluation.checkpoints import summary_checkpoints
 from shared.evaluation.chunks import merged_predictions
 from shared.evaluation.inputs import dataset_facts, reports_bucket
 from shared.evaluation.judge import judge_items, run_judge
@@ -22,6 +23,7 @@ from shared.evaluation.notices import tuning_duration
 from shared.evaluation.record import REPORTED, LeaseLostError
 from shared.evaluation.report import (
     BaselineFacts,
+    CheckpointScore,
     ExampleComparison,
     TuningFacts,
     build_summary,
@@ -90,7 +92,7 @@ def finalize(
         base=base,
         tuned=tuned,
         tuned_model=job.tuned_model,
-        tuned_endpoint=job.tuned_endpoint,
+        tuned_endpoint=doc.get("tuned_endpoint") or job.tuned_endpoint,
         tuning_duration_s=tuning_duration(job),
         evaluation_duration_s=(datetime.now(UTC) - doc["started"]).total_seconds(),
         cost=cost,
@@ -101,7 +103,10 @@ def finalize(
         judge=judge,
     )
     baseline, baseline_notes = _baseline_facts(runtime, job, doc, examples)
-    notes = [n for n in (curves_note, cost_note, *baseline_notes) if n]
+    checkpoints = [CheckpointScore.model_validate(c) for c in summary_checkpoints(doc)]
+    selection = doc.get("checkpoint_selection") or ""
+    checkpoint_note = _checkpoint_note(doc, len(checkpoints)) if checkpoints else selection
+    notes = [n for n in (curves_note, cost_note, *baseline_notes, checkpoint_note) if n]
     summary = summary.model_copy(
         update={
             "notes": [*summary.notes, *notes],
@@ -109,6 +114,8 @@ def finalize(
             "tuning": TuningFacts(
                 submitted_at=job.submitted_at, ended_at=job.ended_at, tuning_job_name=job.tuning_job_name
             ),
+            "checkpoints": checkpoints,
+            "best_checkpoint": doc.get("best_checkpoint"),
         }
     )
 
@@ -152,6 +159,15 @@ def finalize(
         extra={"task": summary.task.value, "verdict": summary.verdict, "report_uri": fields["report_uri"]},
     )
     return {**doc, **fields}
+
+
+def _checkpoint_note(doc: dict[str, Any], count: int) -> str:
+    scores = doc.get("checkpoint_scores") or {}
+    calls = sum(int(entry.get("examples") or 0) for entry in scores.values())
+    return (
+        f"checkpoints: {count} scored on the validation split ({calls:,} calls of the checkpoint "
+        f"endpoints); the test split was asked of the best, checkpoint {doc.get('best_checkpoint')}"
+    )
 
 
 def _baseline_facts(

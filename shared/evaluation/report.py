@@ -168,6 +168,18 @@ class BaselineFacts(BaseModel):
     cost: dict[str, int | float | None] | None = None
 
 
+class CheckpointScore(BaseModel):
+    """One checkpoint endpoint scored on the validation split (``shared.evaluation.checkpoints``)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    checkpoint_id: str
+    epoch: int | None = None
+    step: int | None = None
+    endpoint: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
 class TuningFacts(BaseModel):
     """When the tuning job was submitted and ended (RFC 3339), and its Vertex AI name."""
 
@@ -232,6 +244,10 @@ class EvaluationSummary(BaseModel):
     #: The baseline taken before tuning (None: none was taken, e.g. SFTPIPE_BASELINE_BEFORE_TUNING off).
     baseline: BaselineFacts | None = None
     tuning: TuningFacts | None = None
+    #: Each checkpoint's scores on the validation split, in training order (empty: not compared).
+    checkpoints: list[CheckpointScore] = Field(default_factory=list)
+    #: The checkpoint the test split was evaluated on (its endpoint is ``tuned_endpoint``).
+    best_checkpoint: str | None = None
     generated_at: datetime = Field(default_factory=utcnow)
 
     @field_validator("verdict", mode="before")
@@ -247,6 +263,10 @@ class EvaluationSummary(BaseModel):
     @property
     def primary(self) -> MetricComparison:
         return next(m for m in self.metrics if m.primary)
+
+    @property
+    def best_checkpoint_score(self) -> CheckpointScore | None:
+        return next((c for c in self.checkpoints if c.checkpoint_id == self.best_checkpoint), None)
 
 
 # --- Building the summary ----------------------------------------------------------------------
@@ -639,8 +659,14 @@ def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     return ticks
 
 
-def loss_curves_svg(curves: Mapping[str, Sequence[LossPoint]], *, width: int = 720, height: int = 320) -> str:
-    """Line chart of each loss series against the training step."""
+def loss_curves_svg(
+    curves: Mapping[str, Sequence[LossPoint]],
+    *,
+    width: int = 720,
+    height: int = 320,
+    title: str = "Loss curves",
+) -> str:
+    """Line chart of each series (losses, or a metric by checkpoint) against the training step."""
     points = [p for series in curves.values() for p in series]
     if not points:
         return ""
@@ -658,8 +684,8 @@ def loss_curves_svg(curves: Mapping[str, Sequence[LossPoint]], *, width: int = 7
 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="Loss curves">',
-        "<title>Loss curves</title>",
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)}">',
+        f"<title>{_e(title)}</title>",
     ]
     for tick in y_ticks:
         y = y_of(tick)
@@ -852,6 +878,31 @@ def win_rate_svg(judge: JudgeSummary, *, width: int = 720) -> str:
     return "".join(parts)
 
 
+def _checkpoints_section(summary: EvaluationSummary) -> str:
+    if not summary.checkpoints:
+        return ""
+    primary = summary.primary_metric
+    rows = "".join(
+        f"<tr><td>{_e(c.checkpoint_id)}{' ★' if c.checkpoint_id == summary.best_checkpoint else ''}</td>"
+        f"<td class='num'>{c.epoch if c.epoch is not None else ''}</td><td class='num'>{c.step if c.step is not None else ''}</td>"
+        f"<td class='num'>{c.metrics.get(primary, 0.0):.3f}</td><td>{_e(c.endpoint or '')}</td></tr>"
+        for c in summary.checkpoints
+    )
+    series = {
+        f"validation {primary}": [
+            LossPoint(step=c.step or 0, value=c.metrics.get(primary, 0.0)) for c in summary.checkpoints
+        ]
+    }
+    return (
+        f"<h2>Checkpoints, validation split</h2><p class='muted'>Each checkpoint endpoint asked the "
+        f"validation split; ★ the best by {_e(primary)} (the later one on a tie), the one evaluated on the "
+        f"test split above.</p>{loss_curves_svg(series, title=f'Validation {primary} by checkpoint')}"
+        f"<table class='checkpoints'><thead><tr><th>checkpoint</th><th class='num'>epoch</th>"
+        f"<th class='num'>step</th><th class='num'>{_e(primary)}</th><th>endpoint</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
+
+
 def _baseline_section(summary: EvaluationSummary) -> str:
     baseline = summary.baseline
     if baseline is None:
@@ -993,7 +1044,7 @@ def render_report_html(summary: EvaluationSummary, examples: Sequence[ExampleCom
         f"when its Δ interval excludes zero and it moves by more than {summary.verdict_tolerance:g}, "
         "else “not distinguishable from the base model”.</p>"
         f"{metric_bars_svg(summary.metrics)}{_per_class_table(summary)}{_confusion_section(summary)}"
-        f"{_baseline_section(summary)}{_judge_section(summary)}{losses}"
+        f"{_baseline_section(summary)}{_judge_section(summary)}{losses}{_checkpoints_section(summary)}"
         f"{_examples_section(examples)}"
         f"<h2>Dataset</h2>{statistics}<h2>Cost</h2>{cost}{notes}"
         f"<p class='muted'>Generated {_e(summary.generated_at.isoformat(timespec='seconds'))} by sftpipe.</p>"

@@ -217,6 +217,7 @@ def _tuning_request(
         task_labels=list(outcome.task_labels) or None,
         few_shot=outcome.few_shot or None,
         baseline_gate=outcome.baseline_gate,
+        export_last_checkpoint_only=outcome.export_last_checkpoint_only,
         display_name=obj.name.rsplit("/", 1)[-1][:128],
         notify=notify,
     )
@@ -291,6 +292,7 @@ class _Outcome:
     #: The baseline's settings from the upload (``few_shot``, ``baseline_gate``).
     few_shot: int | None = None
     baseline_gate: str | None = None
+    export_last_checkpoint_only: bool | None = None
 
 
 def _prepare_file(obj: StorageObject, runtime: Runtime, sink: Sink) -> _Outcome:
@@ -347,6 +349,7 @@ def _file_outcome(
         notify_emails=list(upload.notify_emails) if upload else [],
         few_shot=upload.few_shot if upload else None,
         baseline_gate=upload.baseline_gate if upload else None,
+        export_last_checkpoint_only=upload.export_last_checkpoint_only if upload else None,
         **_task_fields(result.task, "set by the upload (custom metadata 'task')"),
     )
 
@@ -380,6 +383,7 @@ def _prepare_manifest(obj: StorageObject, runtime: Runtime, sink: Sink) -> _Outc
         notify_emails=list(manifest.notify_emails) if manifest else [],
         few_shot=manifest.few_shot if manifest else None,
         baseline_gate=manifest.baseline_gate if manifest else None,
+        export_last_checkpoint_only=manifest.export_last_checkpoint_only if manifest else None,
         **_task_fields(report.task, "set by the manifest ('task')"),
     )
 

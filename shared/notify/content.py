@@ -282,6 +282,15 @@ def evaluated_notification(outcome: EvaluatedOutcome) -> Notification:
     ]
     if summary.tuned_endpoint:
         facts.append(("Tuned endpoint", summary.tuned_endpoint))
+    best = summary.best_checkpoint_score
+    if best is not None:
+        facts.append(
+            (
+                "Best checkpoint",
+                f"{best.checkpoint_id} (epoch {best.epoch}, chosen on the validation split of "
+                f"{len(summary.checkpoints)} checkpoints): {best.endpoint}",
+            )
+        )
     if summary.cost:
         facts.append(("Estimated training cost", f"${summary.cost.dollars:,.2f}"))
     if summary.judge and summary.judge.win_rate:

@@ -390,6 +390,7 @@ def _config(job: JobRecord, request: TuningRequestV1) -> types.CreateTuningJobCo
         if request.validation_uri
         else None,
         epoch_count=hyper.epochs,
+        export_last_checkpoint_only=request.export_last_checkpoint_only,
         learning_rate_multiplier=hyper.learning_rate_multiplier,
         adapter_size=ADAPTER_SIZES[hyper.adapter_size] if hyper.adapter_size else None,
         tuned_model_display_name=f"sftpipe {job.job_id}"[:128],

@@ -33,7 +33,7 @@ from shared.evaluation.completion import handle_job_message
 from shared.events import PubSubMessage
 from shared.messages import EvaluationContinuationV1, JobEventV1, TuningRequestV1, parse_message
 from shared.runtime import Runtime
-from shared.state.jobs import JobRecord
+from shared.state.jobs import Checkpoint, JobRecord
 from shared.tuning.client import make_client
 from tests.integration.conftest import wait_for
 
@@ -48,6 +48,8 @@ class TunedModel:
     tuning_job_name: str
     tuned_model: str
     tuned_endpoint: str
+    #: One per epoch, each with its own endpoint.
+    checkpoints: tuple[Checkpoint, ...] = ()
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +68,7 @@ def tuned_model(stack: dict[str, str]) -> TunedModel:
                 base_model=BASE_MODEL,
                 training_dataset=types.TuningDataset(gcs_uri=training_uri),
                 config=types.CreateTuningJobConfig(
-                    epoch_count=2, tuned_model_display_name="completion-tests"
+                    epoch_count=3, tuned_model_display_name="completion-tests"
                 ),
             )
         except genai_errors.ClientError as exc:
@@ -88,6 +90,10 @@ def tuned_model(stack: dict[str, str]) -> TunedModel:
         tuning_job_name=finished.name or "",
         tuned_model=finished.tuned_model.model or "",
         tuned_endpoint=finished.tuned_model.endpoint or "",
+        checkpoints=tuple(
+            Checkpoint(checkpoint_id=c.checkpoint_id, epoch=c.epoch, step=c.step, endpoint=c.endpoint)
+            for c in finished.tuned_model.checkpoints or []
+        ),
     )
 
 
@@ -98,8 +104,10 @@ def _write_job(
     status: str,
     test_examples: int = TEST_EXAMPLES,
     error: str | None = None,
+    validation_examples: int = 0,
 ) -> JobRecord:
-    """Upload a test split and write jobs/{job_id} as the tuner and poller would have."""
+    """Upload a test split and write jobs/{job_id} as the tuner and poller would have; with
+    ``validation_examples``, a validation split too and the job's checkpoints."""
     settings = runtime.settings
     job_id = f"job-{uuid.uuid4().hex[:12]}"
     dataset_id = f"dataset-{uuid.uuid4().hex[:12]}"
@@ -108,10 +116,18 @@ def _write_job(
     runtime.storage.bucket(settings.bucket).blob(test_name).upload_from_string(
         b"".join(orjson.dumps(r) + b"\n" for r in records)
     )
+    validation_uri = None
+    if validation_examples:
+        validation_name = f"prepared/{dataset_id}/validation.jsonl"
+        runtime.storage.bucket(settings.bucket).blob(validation_name).upload_from_string(
+            b"".join(orjson.dumps(r) + b"\n" for r in sample.sentiment_records(validation_examples, seed=29))
+        )
+        validation_uri = f"gs://{settings.bucket}/{validation_name}"
     request = TuningRequestV1(
         dataset_id=dataset_id,
         base_model=BASE_MODEL,
         training_uri=f"gs://{settings.bucket}/prepared/{dataset_id}/train.jsonl",
+        validation_uri=validation_uri,
         test_uri=f"gs://{settings.bucket}/{test_name}",
     )
     ended = datetime.now(UTC)
@@ -126,6 +142,7 @@ def _write_job(
         tuning_job_name=tuned.tuning_job_name,
         tuned_model=tuned.tuned_model if succeeded else None,
         tuned_endpoint=tuned.tuned_endpoint if succeeded else None,
+        checkpoints=list(tuned.checkpoints) if validation_examples else [],
         error=error,
         created=ended - timedelta(minutes=5),
         submitted_at=ended - timedelta(minutes=4),
@@ -384,6 +401,76 @@ def test_long_evaluation_continues_across_invocations_and_counts_each_example_on
     assert len(_files_naming(stack["SFTPIPE_SLACK_DIR"], "*.json", job.job_id)) == 1
     assert len(_files_naming(stack["SFTPIPE_MAIL_DIR"], "*.eml", job.job_id)) == 1
     assert pull() == []
+
+
+def test_every_checkpoint_is_scored_once_across_redeliveries_and_the_best_is_evaluated(
+    runtime: Runtime,
+    stack: dict[str, str],
+    tuned_model: TunedModel,
+    continuations: tuple[str, Callable[[], list[PubSubMessage]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import shared.evaluation.checkpoints as checkpoints_module
+
+    assert len(tuned_model.checkpoints) == 3, "the fixture's job trains 3 epochs, one checkpoint each"
+    topic, pull = continuations
+    # One checkpoint (or one chunk) per invocation: every hand-over is exercised.
+    settings = Settings(
+        job_events_topic=topic,
+        evaluation_time_budget_s=0.001,
+        evaluation_chunk_size=5,
+        evaluation_max_output_tokens=8,
+        checkpoint_max_examples=6,
+    )
+    runtime = Runtime(settings)
+    asked: list[str] = []
+    real_run = checkpoints_module.run_predictions
+
+    def counted(*args: Any, **kwargs: Any) -> Any:  # the real calls, counted per endpoint
+        asked.append(kwargs["tuned_model"])
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoints_module, "run_predictions", counted)
+    job = _write_job(runtime, tuned_model, status="JOB_STATE_SUCCEEDED", validation_examples=8)
+    event = _terminal_event(job)
+
+    outcomes = [handle_job_message(event, runtime)]
+    for _ in range(20):
+        if _evaluation(runtime, job.job_id).get("status") == "DONE":
+            break
+        for message in wait_for(pull, timeout=30, what="a continuation message"):
+            continuation = parse_message(message, JobEventV1, EvaluationContinuationV1)
+            outcomes += [handle_job_message(continuation, runtime), handle_job_message(continuation, runtime)]
+    outcomes.append(handle_job_message(event, runtime))
+
+    endpoints = [c.endpoint for c in tuned_model.checkpoints]
+    assert sorted(asked) == sorted(endpoints), "each checkpoint asked exactly once"
+    evaluation = _evaluation(runtime, job.job_id)
+    assert evaluation["status"] == "DONE"
+    scores = evaluation["checkpoint_scores"]
+    assert sorted(scores) == sorted(c.checkpoint_id for c in tuned_model.checkpoints)
+    assert all(entry["examples"] == 6 for entry in scores.values())
+    best = checkpoints_module.choose_best(scores, "macro_f1")
+    assert evaluation["best_checkpoint"] == best
+    assert evaluation["tuned_endpoint"] == scores[best]["endpoint"]
+    objects = _report_objects(runtime, job.job_id)
+    assert sorted(n for n in objects if n.startswith("checkpoints/")) == sorted(
+        f"checkpoints/{c.checkpoint_id}.jsonl" for c in tuned_model.checkpoints
+    )
+    summary = orjson.loads(objects["summary.json"])
+    assert summary["best_checkpoint"] == best
+    assert summary["tuned_endpoint"] == scores[best]["endpoint"]
+    assert [c["checkpoint_id"] for c in summary["checkpoints"]] == [
+        c.checkpoint_id for c in tuned_model.checkpoints
+    ]
+    assert [c["epoch"] for c in summary["checkpoints"]] == [1, 2, 3]
+    html = objects["report.html"].decode()
+    assert "Checkpoints, validation split" in html
+    assert "Validation macro_f1 by checkpoint" in html
+    [post] = _files_naming(stack["SFTPIPE_SLACK_DIR"], "*.json", job.job_id)
+    assert "Best checkpoint" in post.read_text()
+    assert scores[best]["endpoint"] in post.read_text()
+    assert len(_files_naming(stack["SFTPIPE_MAIL_DIR"], "*.eml", job.job_id)) == 1
 
 
 def _succeeded_job_without_its_test_split(

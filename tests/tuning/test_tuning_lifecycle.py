@@ -345,6 +345,26 @@ def test_over_the_concurrent_job_quota_answers_429(
     )
 
 
+@pytest.mark.slow(12)
+def test_export_last_checkpoint_only_exports_and_serves_the_final_checkpoint_alone(
+    tiny_service: TuningService, datasets: dict[str, str]
+) -> None:
+    client = tiny_service.client()
+    job = tune(tiny_service, datasets["training"], epoch_count=2, export_last_checkpoint_only=True)
+    assert job.name is not None
+    ended = wait_for_end(client, job.name, timeout=JOB_TIMEOUT_S)
+    assert ended.state == types.JobState.JOB_STATE_SUCCEEDED, ended.error
+    assert ended.tuned_model is not None
+    checkpoints = ended.tuned_model.checkpoints or []
+    assert [(c.checkpoint_id, c.epoch, c.step) for c in checkpoints] == [("2", 2, 12)]
+    response = client.models.generate_content(
+        model=checkpoints[0].endpoint or "",
+        contents="Review: fine.",
+        config=types.GenerateContentConfig(max_output_tokens=4),
+    )
+    assert response.text is not None
+
+
 @pytest.mark.slow(38)
 def test_jobs_and_adapters_survive_a_restart(
     new_service: Callable[..., TuningService], datasets: dict[str, str]
