@@ -565,7 +565,9 @@ class JobStore:
                     "step": str(checkpoint["step"]),
                     "endpoint": f"{parent}/endpoints/{local['checkpointEndpointIds'][str(checkpoint['epoch'])]}",
                 }
-                for index, checkpoint in enumerate(checkpoints, start=len(local["checkpoints"]) - len(checkpoints) + 1)
+                for index, checkpoint in enumerate(
+                    checkpoints, start=len(local["checkpoints"]) - len(checkpoints) + 1
+                )
             ],
         }
         self._end(job_id, "JOB_STATE_SUCCEEDED")
