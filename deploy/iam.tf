@@ -206,6 +206,22 @@ resource "google_storage_bucket_iam_member" "dataset_reader" {
   }
 }
 
+# A request with vertex_evaluation_metrics has Vertex AI's Gen AI evaluation service write its
+# results under reports/vertex-evaluation/ (shared/tuning/submit.py), as the same service agents.
+resource "google_storage_bucket_iam_member" "vertex_evaluation_writer" {
+  for_each = local.dataset_readers
+
+  bucket = google_storage_bucket.data.name
+  role   = "roles/storage.objectUser"
+  member = each.value
+
+  condition {
+    title       = "Vertex AI evaluation output only"
+    description = "The Gen AI evaluation service writes a job's evaluation under ${var.reports_prefix}vertex-evaluation/."
+    expression  = "resource.name.startsWith(\"${local.object_prefix}${var.reports_prefix}vertex-evaluation/\")"
+  }
+}
+
 # --- Build identity -----------------------------------------------------------------------------
 
 resource "google_project_iam_member" "build_log_writer" {

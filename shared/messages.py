@@ -82,6 +82,10 @@ class NotifyTargets(BaseModel):
     slack_channel: str | None = None
 
 
+#: The metrics the Gen AI evaluation service computes by name (google-genai maps each to its spec).
+VertexEvaluationMetric = Literal["exact_match", "bleu", "rouge1", "rouge2", "rougeL", "rougeLsum"]
+
+
 class TuningRequestV1(Message):
     """Start one tuning run. Anyone may publish it (see README, "Messages")."""
 
@@ -110,6 +114,9 @@ class TuningRequestV1(Message):
     few_shot: int | None = Field(None, ge=0, le=16)
     #: Vertex exports (and completion scores) only the final checkpoint; None: Vertex's default (all).
     export_last_checkpoint_only: bool | None = None
+    #: Metrics for Vertex AI's own evaluation of the job (its ``evaluation_config``: the Gen AI
+    #: evaluation service scores each checkpoint on the validation split; results in the report).
+    vertex_evaluation_metrics: list[VertexEvaluationMetric] | None = Field(None, min_length=1, max_length=6)
     #: ``METRIC>=VALUE`` (shared.evaluation.gate): when the baseline meets it, no job is created.
     baseline_gate: str | None = Field(None, max_length=100)
     display_name: str | None = Field(None, max_length=128)

@@ -99,6 +99,11 @@ def resolve_request(body: dict[str, Any], local_model: str) -> tuple[TrainingSpe
     supervised = body.get("supervisedTuningSpec")
     if not isinstance(supervised, dict) or not supervised.get("trainingDatasetUri"):
         raise ApiError.invalid_argument("supervisedTuningSpec.trainingDatasetUri is required")
+    if supervised.get("evaluationConfig"):
+        raise ApiError.invalid_argument(
+            "supervisedTuningSpec.evaluationConfig is not supported: the local tuning service does "
+            "not run Vertex AI's Gen AI evaluation service (completion's own evaluation still runs)"
+        )
     hyper = supervised.get("hyperParameters") or {}
     if not isinstance(hyper, dict):
         raise ApiError.invalid_argument("supervisedTuningSpec.hyperParameters must be an object")

@@ -31,7 +31,7 @@ from pydantic_core import PydanticCustomError
 
 from shared.config import Settings
 from shared.errors import PermanentError
-from shared.messages import Hyperparameters, Task
+from shared.messages import Hyperparameters, Task, VertexEvaluationMetric
 
 SplitName = Literal["train", "validation", "test"]
 TokenCounting = Literal["auto", "exact", "estimate"]
@@ -92,6 +92,8 @@ class UploadSettings(BaseModel):
     notify_emails: list[Email] = Field(default_factory=list)
     #: Training examples put in the baseline's prompts (0 or None: zero-shot).
     few_shot: int | None = Field(None, ge=0, le=MAX_FEW_SHOT)
+    #: Metrics of Vertex AI's own evaluation of the job (comma-separated in metadata).
+    vertex_evaluation_metrics: list[VertexEvaluationMetric] | None = Field(None, min_length=1, max_length=6)
     #: Export (and score) only the final checkpoint instead of one per epoch.
     export_last_checkpoint_only: bool | None = None
     #: ``METRIC>=VALUE``: no tuning job when the base model already meets it on the test split.
@@ -114,6 +116,13 @@ class UploadSettings(BaseModel):
     def _adapter_size_from_text(cls, value: object) -> object:
         # metadata values are strings, and a Literal of ints does not coerce them
         return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+    @field_validator("vertex_evaluation_metrics", mode="before")
+    @classmethod
+    def _split_metrics(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()] or None
+        return value
 
     @field_validator("notify_emails", mode="before")
     @classmethod

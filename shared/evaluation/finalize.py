@@ -26,6 +26,7 @@ from shared.evaluation.report import (
     CheckpointScore,
     ExampleComparison,
     TuningFacts,
+    VertexEvaluation,
     build_summary,
     render_report_html,
 )
@@ -116,6 +117,7 @@ def finalize(
             ),
             "checkpoints": checkpoints,
             "best_checkpoint": doc.get("best_checkpoint"),
+            "vertex_evaluation": _vertex_evaluation(runtime, job),
         }
     )
 
@@ -159,6 +161,19 @@ def finalize(
         extra={"task": summary.task.value, "verdict": summary.verdict, "report_uri": fields["report_uri"]},
     )
     return {**doc, **fields}
+
+
+def _vertex_evaluation(runtime: Runtime, job: JobRecord) -> VertexEvaluation | None:
+    from shared.tuning.submit import vertex_evaluation_prefix
+
+    metrics = job.request.get("vertex_evaluation_metrics")
+    if not metrics:
+        return None
+    return VertexEvaluation(
+        metrics=list(metrics),
+        output_uri_prefix=vertex_evaluation_prefix(runtime.settings, job.job_id),
+        runs=job.vertex_evaluation_runs,
+    )
 
 
 def _checkpoint_note(doc: dict[str, Any], count: int) -> str:

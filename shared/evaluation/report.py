@@ -18,7 +18,7 @@ import html
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -180,6 +180,18 @@ class CheckpointScore(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
 
 
+class VertexEvaluation(BaseModel):
+    """What Vertex AI's Gen AI evaluation service reported for the job (``evaluation_config``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    metrics: list[str]
+    output_uri_prefix: str
+    #: One per evaluated checkpoint: ``{checkpoint_id, evaluation_run, error, output_directory,
+    #: scores: {"rouge/AVERAGE": 0.41, ...}}``; empty when Vertex reported none (yet).
+    runs: list[dict[str, Any]] = Field(default_factory=list)
+
+
 class TuningFacts(BaseModel):
     """When the tuning job was submitted and ended (RFC 3339), and its Vertex AI name."""
 
@@ -248,6 +260,8 @@ class EvaluationSummary(BaseModel):
     checkpoints: list[CheckpointScore] = Field(default_factory=list)
     #: The checkpoint the test split was evaluated on (its endpoint is ``tuned_endpoint``).
     best_checkpoint: str | None = None
+    #: Vertex AI's own evaluation, when the request asked for it (None: not asked).
+    vertex_evaluation: VertexEvaluation | None = None
     generated_at: datetime = Field(default_factory=utcnow)
 
     @field_validator("verdict", mode="before")
@@ -878,6 +892,30 @@ def win_rate_svg(judge: JudgeSummary, *, width: int = 720) -> str:
     return "".join(parts)
 
 
+def _vertex_evaluation_section(summary: EvaluationSummary) -> str:
+    evaluation = summary.vertex_evaluation
+    if evaluation is None:
+        return ""
+    if not evaluation.runs:
+        body = "<p class='muted'>Vertex AI reported no evaluation run for this job.</p>"
+    else:
+        rows = "".join(
+            f"<tr><td>{_e(str(run.get('checkpoint_id') or 'tuned model'))}</td>"
+            f"<td>{_e(', '.join(f'{k} {v:.3f}' for k, v in sorted((run.get('scores') or {}).items())) or (run.get('error') or 'no scores'))}</td>"
+            f"<td>{_e(str(run.get('output_directory') or ''))}</td></tr>"
+            for run in evaluation.runs
+        )
+        body = (
+            "<table><thead><tr><th>checkpoint</th><th>scores</th><th>output</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+        )
+    return (
+        f"<h2>Vertex AI evaluation</h2><p class='muted'>The Gen AI evaluation service's own scores "
+        f"({_e(', '.join(evaluation.metrics))}) of the job's checkpoints, written under "
+        f"{_e(evaluation.output_uri_prefix)}.</p>{body}"
+    )
+
+
 def _checkpoints_section(summary: EvaluationSummary) -> str:
     if not summary.checkpoints:
         return ""
@@ -1045,6 +1083,7 @@ def render_report_html(summary: EvaluationSummary, examples: Sequence[ExampleCom
         "else “not distinguishable from the base model”.</p>"
         f"{metric_bars_svg(summary.metrics)}{_per_class_table(summary)}{_confusion_section(summary)}"
         f"{_baseline_section(summary)}{_judge_section(summary)}{losses}{_checkpoints_section(summary)}"
+        f"{_vertex_evaluation_section(summary)}"
         f"{_examples_section(examples)}"
         f"<h2>Dataset</h2>{statistics}<h2>Cost</h2>{cost}{notes}"
         f"<p class='muted'>Generated {_e(summary.generated_at.isoformat(timespec='seconds'))} by sftpipe.</p>"

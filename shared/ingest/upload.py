@@ -218,6 +218,7 @@ def _tuning_request(
         few_shot=outcome.few_shot or None,
         baseline_gate=outcome.baseline_gate,
         export_last_checkpoint_only=outcome.export_last_checkpoint_only,
+        vertex_evaluation_metrics=outcome.vertex_evaluation_metrics,  # type: ignore[arg-type]
         display_name=obj.name.rsplit("/", 1)[-1][:128],
         notify=notify,
     )
@@ -293,6 +294,7 @@ class _Outcome:
     few_shot: int | None = None
     baseline_gate: str | None = None
     export_last_checkpoint_only: bool | None = None
+    vertex_evaluation_metrics: list[str] | None = None
 
 
 def _prepare_file(obj: StorageObject, runtime: Runtime, sink: Sink) -> _Outcome:
@@ -350,6 +352,7 @@ def _file_outcome(
         few_shot=upload.few_shot if upload else None,
         baseline_gate=upload.baseline_gate if upload else None,
         export_last_checkpoint_only=upload.export_last_checkpoint_only if upload else None,
+        vertex_evaluation_metrics=upload.vertex_evaluation_metrics if upload else None,
         **_task_fields(result.task, "set by the upload (custom metadata 'task')"),
     )
 
@@ -384,6 +387,7 @@ def _prepare_manifest(obj: StorageObject, runtime: Runtime, sink: Sink) -> _Outc
         few_shot=manifest.few_shot if manifest else None,
         baseline_gate=manifest.baseline_gate if manifest else None,
         export_last_checkpoint_only=manifest.export_last_checkpoint_only if manifest else None,
+        vertex_evaluation_metrics=manifest.vertex_evaluation_metrics if manifest else None,
         **_task_fields(report.task, "set by the manifest ('task')"),
     )
 

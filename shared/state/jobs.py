@@ -84,6 +84,8 @@ class JobRecord(BaseModel):
     tuned_model: str | None = None
     tuned_endpoint: str | None = None
     checkpoints: list[Checkpoint] = Field(default_factory=list)
+    #: Vertex AI's own evaluation runs, when the request asked for them (``shared.tuning.observe``).
+    vertex_evaluation_runs: list[dict[str, Any]] = Field(default_factory=list)
     error: str | None = None
     #: The base model's scores on the test split before tuning (``shared.evaluation.baseline``):
     #: ``{metrics, examples, evaluated_at, few_shot, predictions_uri, ...}``; None: none was taken.

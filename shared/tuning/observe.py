@@ -31,7 +31,46 @@ def observed_fields(tuning_job: types.TuningJob) -> dict[str, Any]:
         fields["error"] = f"{tuning_job.error.code}: {tuning_job.error.message}"
     if tuning_job.experiment:
         fields["experiment"] = tuning_job.experiment
+    if tuning_job.evaluate_dataset_runs:
+        fields["vertex_evaluation_runs"] = [
+            vertex_evaluation_run(run) for run in tuning_job.evaluate_dataset_runs
+        ]
     return {k: v for k, v in fields.items() if v is not None}
+
+
+#: The per-metric values an AggregationResult may carry (one of them is set).
+_METRIC_VALUES = (
+    ("bleu_metric_value", "bleu"),
+    ("exact_match_metric_value", "exact_match"),
+    ("rouge_metric_value", "rouge"),
+    ("pointwise_metric_result", "pointwise"),
+)
+
+
+def vertex_evaluation_run(run: types.EvaluateDatasetRun) -> dict[str, Any]:
+    """One of Vertex AI's own evaluation runs (``evaluation_config``), as the job records it:
+    the checkpoint, the run's name, its error, where its output went, and each aggregate score
+    (``{kind}/{AGGREGATION}``: ``rouge/AVERAGE``)."""
+    response = run.evaluate_dataset_response
+    scores: dict[str, float] = {}
+    output = None
+    if response is not None:
+        output = response.output_info.gcs_output_directory if response.output_info else None
+        results = response.aggregation_output.aggregation_results if response.aggregation_output else None
+        for result in results or []:
+            aggregation = result.aggregation_metric.value if result.aggregation_metric else "VALUE"
+            for attribute, kind in _METRIC_VALUES:
+                value = getattr(result, attribute, None)
+                if value is not None and getattr(value, "score", None) is not None:
+                    scores[f"{kind}/{aggregation}"] = float(value.score)
+    error = f"{run.error.code}: {run.error.message}" if run.error and run.error.message else None
+    return {
+        "checkpoint_id": run.checkpoint_id,
+        "evaluation_run": run.evaluation_run or run.operation_name,
+        "error": error,
+        "output_directory": output,
+        "scores": scores,
+    }
 
 
 def progress_marker(tuning_job: types.TuningJob) -> str:

@@ -42,6 +42,7 @@ from shared.budgets import (
     submission_time_left,
     submission_worst_case_s,
 )
+from shared.config import Settings
 from shared.errors import TransientError, is_transient
 from shared.leases import Heartbeat
 from shared.logging import bind, get_logger, log_context
@@ -212,7 +213,7 @@ def _submit(job: JobRecord, client: genai.Client, store: JobStore) -> bool:
         tuning_job = client.tunings.tune(
             base_model=request.base_model,
             training_dataset=_dataset(request.training_uri),
-            config=_config(job, request),
+            config=_config(job, request, store.settings),
         )
     except errors.ClientError as exc:
         if exc.code == 409:  # a concurrent change at Vertex: worth another try, unlike other 4xx
@@ -376,7 +377,39 @@ def _dataset(uri: str) -> types.TuningDataset:
     return types.TuningDataset(gcs_uri=uri)
 
 
-def _config(job: JobRecord, request: TuningRequestV1) -> types.CreateTuningJobConfig:
+def vertex_evaluation_prefix(settings: Settings, job_id: str) -> str:
+    """Where Vertex AI writes its own evaluation of a job (deploy/ lets its service agent write
+    there, and only there)."""
+    return f"gs://{settings.bucket}/{settings.reports_prefix}vertex-evaluation/{job_id}/"
+
+
+def vertex_evaluation_config(
+    job: JobRecord, request: TuningRequestV1, settings: Settings
+) -> types.EvaluationConfig | None:
+    """The job's ``evaluation_config`` when the request asks for Vertex AI's own evaluation."""
+    from google.genai import types
+
+    if not request.vertex_evaluation_metrics:
+        return None
+    # types.Metric lower-cases its name, and google-genai then sends rouge_type "rougel", which is
+    # not one of Vertex's ROUGE types ("rougeL", "rougeLsum"): ROUGE goes as its own spec.
+    metrics: list[types.Metric | types.UnifiedMetric] = [
+        types.UnifiedMetric(rouge_spec=types.RougeSpec(rouge_type=name))
+        if name.startswith("rouge")
+        else types.Metric(name=name)
+        for name in request.vertex_evaluation_metrics
+    ]
+    return types.EvaluationConfig(
+        metrics=metrics,
+        output_config=types.OutputConfig(
+            gcs_destination=types.GcsDestination(
+                output_uri_prefix=vertex_evaluation_prefix(settings, job.job_id)
+            )
+        ),
+    )
+
+
+def _config(job: JobRecord, request: TuningRequestV1, settings: Settings) -> types.CreateTuningJobConfig:
     from google.genai import types
 
     hyper = request.hyperparameters
@@ -391,6 +424,7 @@ def _config(job: JobRecord, request: TuningRequestV1) -> types.CreateTuningJobCo
         else None,
         epoch_count=hyper.epochs,
         export_last_checkpoint_only=request.export_last_checkpoint_only,
+        evaluation_config=vertex_evaluation_config(job, request, settings),
         learning_rate_multiplier=hyper.learning_rate_multiplier,
         adapter_size=ADAPTER_SIZES[hyper.adapter_size] if hyper.adapter_size else None,
         tuned_model_display_name=f"sftpipe {job.job_id}"[:128],

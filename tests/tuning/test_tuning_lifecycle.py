@@ -317,6 +317,23 @@ def test_invalid_requests_are_rejected_with_400(
         client_error(lambda: tune(tiny_service, datasets["training"], user_last)).message
     )
 
+    # Vertex's own evaluation service does not run here: said plainly, not silently ignored.
+    evaluation = client_error(
+        lambda: tune(
+            tiny_service,
+            datasets["training"],
+            datasets["validation"],
+            evaluation_config=types.EvaluationConfig(
+                metrics=[types.Metric(name="bleu")],
+                output_config=types.OutputConfig(
+                    gcs_destination=types.GcsDestination(output_uri_prefix="gs://tuning-test-data/eval/")
+                ),
+            ),
+        )
+    )
+    assert (evaluation.code, evaluation.status) == (400, "INVALID_ARGUMENT")
+    assert "evaluationConfig is not supported" in str(evaluation.message)
+
     not_found = client_error(
         lambda: tiny_service.client().tunings.get(
             name=f"projects/tuning-tests/locations/{'us-central1'}/tuningJobs/1"

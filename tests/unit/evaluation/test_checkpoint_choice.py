@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from shared.config import Settings
 from shared.datasets.options import parse_object_metadata
 from shared.evaluation.checkpoints import candidates, choose_best, skip_reason
 from shared.evaluation.metrics import TaskChoice, compute_metrics
@@ -112,5 +113,8 @@ def test_export_last_checkpoint_only_goes_from_the_upload_to_the_tuning_job() ->
     assert upload.export_last_checkpoint_only is True
     job = _job(THREE)
     request = TuningRequestV1.model_validate({**job.request, "export_last_checkpoint_only": True})
-    assert _config(job, request).export_last_checkpoint_only is True
-    assert _config(job, TuningRequestV1.model_validate(job.request)).export_last_checkpoint_only is None
+    assert _config(job, request, Settings()).export_last_checkpoint_only is True
+    assert (
+        _config(job, TuningRequestV1.model_validate(job.request), Settings()).export_last_checkpoint_only
+        is None
+    )
