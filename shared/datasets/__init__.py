@@ -36,8 +36,10 @@ API
 ``render_report(result) -> str``
     Markdown for people (report.md, notifications).
 ``MODEL_LIMITS`` / ``model_limits(name)``
-    One row of limits per base model; an unknown model raises
-    ``shared.errors.ConfigurationError`` (code ``unknown_base_model``, field ``base_model``).
+    One row of limits per base model: ``MODEL_LIMITS`` holds the shipped rows (``models.yaml``),
+    ``model_limits`` looks in the operator's file (SFTPIPE_MODEL_LIMITS) first. An unknown model
+    raises ``shared.errors.ConfigurationError`` (code ``unknown_base_model``, field
+    ``base_model``); a malformed operator file, code ``invalid_model_limits``.
 ``check_size(size, base_model) -> Issue | None``
     The upload-size check (1 GB: 10^9 bytes) from the object's metadata, before any byte is read.
     The prepared training split is held to the same limit (``training_file_too_large``): its bytes

@@ -80,6 +80,7 @@ WARNING_CODES: dict[str, str] = {
     "test_split_raised": "the test share was raised so that a small dataset holds out the minimum test size",
     "small_test_split": "the test split is below the minimum test size: its scores are too coarse to trust",
     "tokens_estimated": "token counts are estimates, not the Gemini tokenizer's",
+    "model_limits_assumed": "the base model's limits are assumed from a sibling model, not documented",
     "errors_truncated": "the error list is capped; error_counts has every error",
 }
 

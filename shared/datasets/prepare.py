@@ -357,6 +357,8 @@ def _finish(run: _Run, totals: _Totals, *, filename: str) -> PrepareResult:
     _split_warnings(run, t, valid)
     if options.skip_invalid and run.rejected:
         run.warn("records_skipped", 0, f"{run.rejected} invalid records were skipped")
+    if limits.assumed_from is not None:
+        run.warn("model_limits_assumed", 0, limits.assumed_note)
     if t.choice.counter.method == "estimate":
         run.warn("tokens_estimated", 0, f"token counts are estimates: {t.choice.fallback_reason}")
     truncated = sum(run.error_counts.values()) > len(run.errors)
