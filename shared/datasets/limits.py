@@ -230,6 +230,8 @@ def parse_model_table(data: bytes, source: str, base: ModelTable | None = None) 
         raise _table_error(
             source, "", "", "the file must be one mapping, {models: {<model name>: {<field>: value}}}"
         )
+    base_rows = base.rows if base is not None else {}
+    base_aliases = base.aliases if base is not None else {}
     parsed: dict[str, _ModelRow] = {}
     for name, raw in body["models"].items():
         if not isinstance(name, str) or not name.strip():
@@ -237,14 +239,13 @@ def parse_model_table(data: bytes, source: str, base: ModelTable | None = None) 
         if not isinstance(raw, dict):
             raise _table_error(source, name, "", "a row must be a mapping of fields")
         try:
-            parsed[name] = _ModelRow.model_validate(raw)
+            row = _ModelRow.model_validate(raw)
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(part) for part in first["loc"])
             raise _table_error(source, name, field, first["msg"]) from exc
-
-    base_rows = base.rows if base is not None else {}
-    base_aliases = base.aliases if base is not None else {}
+        # A row under another spelling of a known model ("gemini-1.5-pro") corrects that model.
+        parsed[base_aliases.get(name, name)] = row
     resolved: dict[str, ModelLimits] = {}
 
     def resolve(name: str, chain: tuple[str, ...]) -> ModelLimits:

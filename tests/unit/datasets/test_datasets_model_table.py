@@ -136,6 +136,8 @@ models:
   gemini-3.5-flash:
     assumed_from: null          # now documented
     max_tokens_per_example: 262144
+  gemini-1.5-pro:               # another spelling of gemini-1.5-pro-002
+    max_validation_examples: 300
 """
     )
 
@@ -152,6 +154,7 @@ models:
     assert corrected.assumed_from is None
     assert corrected.max_tokens_per_example == 262_144
     assert corrected.adapter_sizes == MODEL_LIMITS["gemini-3.5-flash"].adapter_sizes  # kept
+    assert model_limits("gemini-1.5-pro-002").max_validation_examples == 300
     assert {"gemini-9-flash", "gemini-2.5-flash"} <= set(known_models())
     assert model_limits("gemini-2.5-flash") is MODEL_LIMITS["gemini-2.5-flash"]  # untouched rows stay
 
