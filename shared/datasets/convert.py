@@ -83,6 +83,21 @@ _EXTENSION_MIME = {
 }
 
 
+#: What a conversion left out: (warning code, the key or field dropped, e.g. ``messages[].name``).
+Note = tuple[str, str]
+UNKNOWN_KEYS = "unknown_keys_dropped"
+
+
+def _dropped(record: dict[str, Any], known: frozenset[str], prefix: str = "") -> tuple[Note, ...]:
+    """A note per key of ``record`` outside ``known`` that carries a value (a null or empty value
+    loses nothing), named as the report shows it."""
+    return tuple(
+        (UNKNOWN_KEYS, f"{prefix}{key or '(unnamed)'}")
+        for key, value in record.items()
+        if key not in known and value is not None and value != ""
+    )
+
+
 @dataclass(slots=True)
 class Example:
     """One converted example and what the rest of the pipeline needs to know about it."""
@@ -98,7 +113,8 @@ class Example:
     files: int
     #: The last text of the last turn (the model's answer), "" when it has file parts only.
     answer: str
-    notes: tuple[str, ...] = field(default=())
+    #: Keys and fields the conversion dropped (each a warning in the report, with its lines).
+    notes: tuple[Note, ...] = field(default=())
 
 
 def _fail(code: str, path: str, message: str) -> RecordIssueError:
@@ -170,7 +186,7 @@ def _finish(
     system_parts: list[dict[str, Any]] | None,
     turns: list[tuple[str, list[dict[str, Any]], str]],
     list_path: str,
-    notes: tuple[str, ...] = (),
+    notes: tuple[Note, ...] = (),
 ) -> Example:
     """Check the user/model order and build the example. Each turn is (role, parts, source path)."""
     if not turns:
@@ -224,7 +240,7 @@ def _casefold(text: bytes) -> bytes:
 
 
 def _example(
-    system_parts: list[dict[str, Any]] | None, contents: list[dict[str, Any]], notes: tuple[str, ...]
+    system_parts: list[dict[str, Any]] | None, contents: list[dict[str, Any]], notes: tuple[Note, ...]
 ) -> Example:
     pieces: list[str] = []
     files = 0
@@ -267,6 +283,7 @@ def _example(
 # --- Gemini contents ---------------------------------------------------------------------------
 
 _GEMINI_KEYS = frozenset({"contents", "systemInstruction", "system_instruction"})
+_CONTENT_KEYS = frozenset({"role", "parts"})
 
 
 def convert_gemini(record: dict[str, Any]) -> Example:
@@ -361,7 +378,7 @@ def _convert_gemini_general(record: dict[str, Any]) -> Example:
     contents = record.get("contents")
     if type(contents) is not list or not contents:
         raise _fail("missing_contents_list", "contents", "contents must be a non-empty list of {role, parts}")
-    notes: tuple[str, ...] = ()
+    notes: tuple[Note, ...] = ()
     if len(record) > 1 and not _GEMINI_KEYS.issuperset(record):
         if "tools" in record or "toolConfig" in record:
             raise _fail(
@@ -369,7 +386,7 @@ def _convert_gemini_general(record: dict[str, Any]) -> Example:
                 "tools",
                 "tool declarations cannot be used in supervised tuning data",
             )
-        notes = ("unknown_keys_dropped",)
+        notes = _dropped(record, _GEMINI_KEYS)
     system = record.get("systemInstruction", record.get("system_instruction"))
     system_parts = None if system is None else _system_instruction(system)
     out: list[dict[str, Any]] = []
@@ -394,6 +411,8 @@ def _convert_gemini_general(record: dict[str, Any]) -> Example:
         if type(parts) is not list or not parts:
             raise _fail("missing_or_invalid_parts", f"contents[{i}].parts", "parts must be a non-empty list")
         checked = [_gemini_part(part, f"contents[{i}].parts[{j}]") for j, part in enumerate(parts)]
+        if len(item) > 2:
+            notes += tuple(note for note in _dropped(item, _CONTENT_KEYS, "contents[].") if note not in notes)
         out.append(item if len(item) == 2 and checked == parts else {"role": role, "parts": checked})
     if out[0]["role"] != "user":
         raise _fail("first_turn_not_user", "contents[0].role", "the conversation must start with a user turn")
@@ -493,7 +512,7 @@ def convert_messages(record: dict[str, Any]) -> Example:
     messages = record.get("messages")
     if type(messages) is not list or not messages:
         raise _fail("missing_messages_list", "messages", "messages must be a non-empty list")
-    notes: tuple[str, ...] = ()
+    dropped: dict[Note, None] = {}  # ordered, each note once per record
     if len(record) > 1:
         for key in ("tools", "functions"):
             if record.get(key):
@@ -503,7 +522,7 @@ def convert_messages(record: dict[str, Any]) -> Example:
                     f"{key} cannot be expressed in Gemini supervised tuning data",
                 )
         if not _MESSAGES_RECORD_KEYS.issuperset(record):
-            notes = ("unknown_keys_dropped",)
+            dropped.update(dict.fromkeys(_dropped(record, _MESSAGES_RECORD_KEYS)))
     system_parts: list[dict[str, Any]] = []
     turns: list[tuple[str, list[dict[str, Any]], str]] = []
     for i, message in enumerate(messages):
@@ -527,15 +546,15 @@ def convert_messages(record: dict[str, Any]) -> Example:
         if not _MESSAGE_KEYS.issuperset(message):
             unknown = sorted(k for k in message if k not in _MESSAGE_KEYS)
             if all(message.get(k) is None for k in unknown):
-                notes = ("unknown_keys_dropped",)
+                pass  # null keys carry nothing to drop
             else:
                 raise _fail(
                     "message_unrecognized_key",
                     f"{path}.{unknown[0]}",
                     f"unrecognised message key(s) {unknown}",
                 )
-        if "name" in message:
-            notes = ("unknown_keys_dropped",)
+        if message.get("name") not in (None, ""):
+            dropped[(UNKNOWN_KEYS, "messages[].name")] = None
         gemini_role = _MESSAGE_ROLES.get(role) if type(role) is str else None
         if gemini_role is None:
             raise _fail(
@@ -563,7 +582,7 @@ def convert_messages(record: dict[str, Any]) -> Example:
             system_parts.extend(parts)
             continue
         turns.append((gemini_role, parts, f"{path}.role"))
-    return _finish(system_parts or None, turns, "messages", notes)
+    return _finish(system_parts or None, turns, "messages", tuple(dropped))
 
 
 # --- ShareGPT ---------------------------------------------------------------------------------
@@ -574,6 +593,10 @@ def _declares_tools(value: Any) -> bool:
         stripped = value.strip()
         return stripped not in ("", "[]", "{}", "null")
     return bool(value)
+
+
+_SHAREGPT_RECORD_KEYS = frozenset({"conversations", "conversation", "system", "tools"})
+_SHAREGPT_TURN_KEYS = frozenset({"from", "value", "role", "content"})
 
 
 def convert_sharegpt(record: dict[str, Any]) -> Example:
@@ -588,10 +611,13 @@ def convert_sharegpt(record: dict[str, Any]) -> Example:
     if type(system) is str and not _is_blank(system):
         system_parts.append({"text": system})
     turns: list[tuple[str, list[dict[str, Any]], str]] = []
+    dropped: dict[Note, None] = dict.fromkeys(_dropped(record, _SHAREGPT_RECORD_KEYS))
     for i, message in enumerate(conversation):
         path = f"{list_key}[{i}]"
         if type(message) is not dict:
             raise _fail("message_missing_key", path, "each turn must be an object with from and value")
+        if len(message) > 2:
+            dropped.update(dict.fromkeys(_dropped(message, _SHAREGPT_TURN_KEYS, f"{list_key}[].")))
         speaker = message.get("from", message.get("role"))
         value = message.get("value", message.get("content"))
         if type(speaker) is str and speaker in _TOOL_ROLES:
@@ -618,10 +644,9 @@ def convert_sharegpt(record: dict[str, Any]) -> Example:
             system_parts.append({"text": value})
             continue
         turns.append((role, [{"text": value}], f"{path}.from"))
-    notes: tuple[str, ...] = ()
     if _declares_tools(record.get("tools")):
-        notes = ("tools_dropped",)
-    return _finish(system_parts or None, turns, list_key, notes)
+        dropped[("tools_dropped", "tools")] = None
+    return _finish(system_parts or None, turns, list_key, tuple(dropped))
 
 
 # --- flat shapes --------------------------------------------------------------------------------
@@ -647,7 +672,7 @@ def _join(*texts: str) -> str:
 
 
 def _single_turn(
-    prompt: str, completion: str, prompt_field: str, completion_field: str, notes: tuple[str, ...] = ()
+    prompt: str, completion: str, prompt_field: str, completion_field: str, notes: tuple[Note, ...] = ()
 ) -> Example:
     if _is_blank(prompt):
         raise _fail("missing_text", prompt_field, f"'{prompt_field}' is empty or only whitespace")
@@ -658,8 +683,13 @@ def _single_turn(
 def convert_prompt_completion(record: dict[str, Any]) -> Example:
     prompt = _text_field(record, "prompt")
     completion = _text_field(record, "completion")
-    notes = ("unknown_keys_dropped",) if len(record) > 2 else ()
+    notes = _dropped(record, _PROMPT_COMPLETION_KEYS) if len(record) > 2 else ()
     return _single_turn(prompt, completion, "prompt", "completion", notes)
+
+
+_PROMPT_COMPLETION_KEYS = frozenset({"prompt", "completion"})
+_ALPACA_KEYS = frozenset({"instruction", "input", "output", "system", "history"})
+_DOLLY_KEYS = frozenset({"instruction", "context", "response"})
 
 
 def convert_alpaca(record: dict[str, Any]) -> Example:
@@ -690,14 +720,15 @@ def convert_alpaca(record: dict[str, Any]) -> Example:
     turns.append(("user", [{"text": prompt}], "instruction"))
     turns.append(("model", [{"text": output}], "output"))
     system_parts = [{"text": system}] if system and not system.isspace() else None
-    return _finish(system_parts, turns, "instruction")
+    return _finish(system_parts, turns, "instruction", _dropped(record, _ALPACA_KEYS))
 
 
 def convert_dolly(record: dict[str, Any]) -> Example:
     instruction = _text_field(record, "instruction")
     context = _text_field(record, "context", required=False)
     response = _text_field(record, "response")
-    return _single_turn(_join(instruction, context), response, "instruction", "response")
+    notes = _dropped(record, _DOLLY_KEYS) if len(record) > 3 else ()
+    return _single_turn(_join(instruction, context), response, "instruction", "response", notes)
 
 
 # --- columns (CSV/TSV rows, flat JSON) -----------------------------------------------------------
@@ -771,7 +802,8 @@ def convert_columns(record: dict[str, Any], mapping: ColumnMapping) -> Example:
         prompt = _join(user_input, context)
     system_parts = [{"text": system}] if system and not system.isspace() else None
     turns = [("user", [{"text": prompt}], mapping.input), ("model", [{"text": output}], mapping.output)]
-    return _finish(system_parts, turns, mapping.input)
+    notes = _dropped(record, mapping.columns) if len(record) > len(mapping.columns) else ()
+    return _finish(system_parts, turns, mapping.input, notes)
 
 
 # --- dispatch -----------------------------------------------------------------------------------
@@ -822,16 +854,71 @@ CONVERTERS = {
 }
 
 
-class MissingColumnsError(Exception):
-    """The mapping names columns the file does not have: no row can be converted."""
+class ColumnsError(Exception):
+    """The columns of a CSV/TSV file (or a flat JSON file) cannot be converted: no row can be."""
+
+    code = "missing_column"
+
+
+class MissingColumnsError(ColumnsError):
+    """The mapping names columns the file does not have."""
+
+
+class UnmappedColumnsError(ColumnsError):
+    """No mapping is given and the header's names say nothing: often a file without a header."""
+
+    code = "unmapped_columns"
+
+
+#: A header cell longer than this, of more words, ending like a sentence or that is a number
+#: reads as data: the file likely has no header row (column names are short labels).
+HEADER_NAME_MAX_CHARS = 40
+HEADER_NAME_MAX_WORDS = 4
+
+
+def _looks_like_data(cell: str) -> bool:
+    text = cell.strip()
+    if not text:
+        return False  # an unnamed column (pandas' index) is still a header
+    try:
+        float(text)
+        return True
+    except ValueError:
+        pass
+    return len(text) > HEADER_NAME_MAX_CHARS or len(text.split()) > HEADER_NAME_MAX_WORDS or text[-1] in ".?!"
+
+
+def _quote_cell(cell: str) -> str:
+    return f"`{cell[:40]}{'...' if len(cell) > 40 else ''}`"
+
+
+def unmapped_columns_message(columns: list[str]) -> str:
+    """What to do about a header without recognisable input/output columns."""
+    named = ", ".join(_quote_cell(c) for c in columns[:6]) + (", ..." if len(columns) > 6 else "")
+    recognised = "input/output, prompt/response, question/answer (+ context), instruction/output, text/label"
+    if any(_looks_like_data(c) for c in columns):
+        return (
+            f"the first row looks like data, not a header ({named}): a CSV/TSV file needs a header row "
+            f"naming its columns. Add one, for example `input,output` (recognised: {recognised}); or, if "
+            "this row is the header, say which columns are which with --map input=COLUMN,output=COLUMN "
+            "(sftpipe validate) or the column_mapping upload setting"
+        )
+    example = f"input={columns[0]},output={columns[1]}" if len(columns) > 1 else "input=COLUMN,output=COLUMN"
+    return (
+        f"no input and output columns are recognised among the header's columns {named}: say which are "
+        f"which with --map {example} (sftpipe validate) or the column_mapping upload setting, or rename "
+        f"them (recognised: {recognised})"
+    )
 
 
 class FileConverter:
     """Converts the records of one file. The first record decides the file's shape (and, for
     columns, the mapping); a later record of another shape is a ``mixed_shapes`` error."""
 
-    def __init__(self, mapping: ColumnMapping | None = None) -> None:
+    def __init__(self, mapping: ColumnMapping | None = None, *, delimited: bool = False) -> None:
         self.mapping = mapping
+        #: CSV/TSV: every row has the header's columns, so the first row decides for all of them.
+        self.delimited = delimited
         self._gemini = GeminiConverter()
         self.shape: str | None = None
         self.shape_line = 0
@@ -843,7 +930,12 @@ class FileConverter:
             raise _fail("data_type", "", f"the record is a {type(value).__name__}, not a JSON object")
         if self.shape == GEMINI and "contents" in value:
             return self._gemini(value)  # the hot path skips shape detection
-        shape = COLUMNS if self.mapping is not None else detect_shape(value)
+        try:
+            shape = COLUMNS if self.mapping is not None else detect_shape(value)
+        except RecordIssueError as bad:
+            if self.shape is None and self.delimited and bad.code == "unknown_shape":
+                raise UnmappedColumnsError(unmapped_columns_message(list(value))) from bad
+            raise
         if self.shape is None:
             if shape == COLUMNS:
                 self._start_columns(value)

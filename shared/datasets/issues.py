@@ -24,7 +24,7 @@ ERROR_CODES: dict[str, str] = {
     "unreadable_json": "the JSON document cannot be parsed past this record",
     "csv_column_count": "a CSV/TSV row has a different number of fields than the header",
     "missing_column": "a column named by the mapping is not in the header",
-    "unmapped_columns": "no input/output columns could be recognised in the header",
+    "unmapped_columns": "no input/output columns are recognised in the header, or the file has no header row",
     "no_examples": "no valid example is left to train on",
     "too_many_examples": "more training examples than the model accepts",
     "too_many_validation_examples": "more validation examples than the model accepts",
@@ -96,8 +96,22 @@ class Issue(BaseModel):
     message: str
 
 
+class WarningItem(BaseModel):
+    """One thing a warning names (a key dropped, an error code skipped): how often, and where."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    count: int
+    lines: list[int] = []
+
+
 class DatasetWarning(BaseModel):
-    """One warning: a code, a message, how many records it concerns and the first few lines."""
+    """One warning: a code, a message, how many records it concerns and the first few lines.
+
+    A warning that drops something lists in ``items`` each key, field or error code it dropped,
+    with its count and example lines (the message says the same in words).
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -105,6 +119,7 @@ class DatasetWarning(BaseModel):
     message: str
     count: int = 1
     lines: list[int] = []
+    items: list[WarningItem] = []
 
 
 class RecordIssueError(Exception):

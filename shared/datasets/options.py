@@ -15,6 +15,7 @@ Both raise :class:`UploadSettingsError` naming the offending key.
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -59,6 +60,11 @@ class ColumnMapping(BaseModel):
     context: str | None = None
     system: str | None = None
     style: Literal["plain", "qa"] = "plain"
+
+    @cached_property
+    def columns(self) -> frozenset[str]:
+        """The columns this mapping reads; the others are dropped (and the report says so)."""
+        return frozenset(c for c in (self.input, self.output, self.context, self.system) if c)
 
     @classmethod
     def parse(cls, text: str) -> ColumnMapping:

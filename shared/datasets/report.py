@@ -255,9 +255,10 @@ def render_report(result: PrepareResult) -> str:
     if result.warnings:
         lines += ["", "## Warnings"]
         for w in result.warnings:
+            # A warning that names its items quotes their lines in its message already.
             where = (
                 f" (lines {', '.join(map(str, w.lines))}{', ...' if w.count > len(w.lines) else ''})"
-                if w.lines
+                if w.lines and not w.items
                 else ""
             )
             lines.append(f"- `{w.code}`: {w.message}{where}")
