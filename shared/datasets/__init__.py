@@ -53,12 +53,15 @@ Strict by default: any error rejects the whole file (``ok`` false, ``examples`` 
 for file-level errors (unreadable, too large, no examples, too many examples).
 
 Memory is bounded for any size: records stream one block (1 MiB) at a time, and duplicate
-detection keeps one 60-bit hash per distinct example and one per distinct prompt (each at most the
-model's training + validation + test maximum, about 1M; about 65 MB per million in a Python set);
+detection keeps 60-bit hashes, never texts: per distinct example its near hash and its exact one
+(a dict, about 105 MB per million; with ``dedupe: exact`` a set of exact hashes, about 65 MB), and
+one per distinct prompt (a set, about 65 MB per million), each at most the model's training +
+validation + test maximum, about 1M;
 the split keeps four counters per hash bucket (512 KiB); token counts are kept in an ``array`` of
 4 bytes per example for the percentiles; task inference holds the texts of at most 2,000 sampled
-examples, up to 32 MiB. A 1 GB file of short lines peaks at about 190 MB for one pass and 230 MB
-for both in one process (``benchmarks/ingest_throughput.py``).
+examples, up to 32 MiB. A 1 GB file of short lines peaked at about 190 MB for one pass and 230 MB
+for both in one process (``benchmarks/ingest_throughput.py``) before near duplicates were tracked;
+the dict adds about 40 MB to that.
 """
 
 from __future__ import annotations

@@ -11,24 +11,32 @@ record (``messages[2].content``), so users see their own field names, not ours. 
 tuning cannot express (tool calls, preference pairs, inline media, per-message weights) is
 rejected with a code that says so.
 
-Two keys per example, both with every ASCII whitespace byte deleted:
+Three keys per example, all with every ASCII whitespace byte deleted:
 
-- ``key``, the duplicate key: the texts and roles of the whole example joined. Two examples with
-  the same key are the same example (same prompt, same answer); the second is dropped.
-- ``prompt_key``, the split key: the same for the *prompt* only (the system instruction and every
-  turn but the last, which is the model's answer), and case-folded (``str.casefold``). Every
-  example of one prompt lands in one split, so a prompt never straddles train and test, whatever
-  its answers.
+- ``key``, the exact duplicate key: the texts and roles of the whole example joined. Two examples
+  with the same key are the same example (same prompt, same answer).
+- ``prompt_key``, the split key: the *prompt* (the system instruction and every turn but the
+  last, which is the model's answer) normalised further by :func:`near_normalise`: Unicode NFKC,
+  case folded, every Unicode whitespace deleted, trailing sentence punctuation of each text
+  stripped. Every example of one prompt, or of two prompts that are near duplicates, lands in one
+  split, so a prompt never straddles train and test, whatever its answers and whatever
+  ``dedupe`` says.
+- ``answer_key``, the answer (the last turn) normalised the same way. ``prompt_key`` and
+  ``answer_key`` together are the near-duplicate key: "What is 2+2?" / "4." and
+  "what is 2 + 2" / "4" share it. With the default ``dedupe: near`` the second of two examples
+  with one near key is dropped; ``dedupe: exact`` keeps it and drops exact duplicates only.
 
-Deleting (rather than collapsing) whitespace keeps the hash pass cheap, and it errs on the safe
-side: two texts that differ only in whitespace, even where words break, are the same text. The
-split key folds case too, because a prompt in train and the same prompt in another case in test
-is the same leak; the duplicate key keeps case, so an answer that differs only in case is a
-different target (kept, and counted as a prompt-level duplicate).
+Every exact duplicate is a near duplicate: the near keys are a function of the exact one. Deleting
+(rather than collapsing) whitespace keeps the hash pass cheap, and it errs on the safe side: two
+texts that differ only in whitespace, even where words break, are the same text. The exact key
+keeps case, so with ``dedupe: exact`` an answer that differs only in case is a different target
+(kept, and counted as a prompt-level duplicate).
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +115,8 @@ class Example:
     key: bytes
     #: Normalised bytes of the prompt (all but the last turn), whose hash decides the split.
     prompt_key: bytes
+    #: The answer normalised like ``prompt_key``: with it, decides near duplicates.
+    answer_key: bytes
     #: UTF-8 bytes of every text (system, user, model), for the token estimate.
     text_bytes: int
     turns: int
@@ -214,29 +224,65 @@ def _finish(
     return _example(system_parts, [{"role": role, "parts": parts} for role, parts, _ in turns], notes)
 
 
-def _keys(pieces: list[str], answer_at: int) -> tuple[bytes, bytes, int]:
-    """``(key, prompt_key, UTF-8 bytes of the pieces joined)``; the prompt is ``pieces`` before the
-    last turn's (its role, then its texts).
+def _keys(pieces: list[str], answer_at: int) -> tuple[bytes, bytes, bytes, int]:
+    """``(key, prompt_key, answer_key, UTF-8 bytes of the pieces joined)``; the prompt is ``pieces``
+    before the last turn's (its role, then its texts).
 
     Deleting whitespace is the costliest step of conversion (about as slow per byte as parsing
     the JSON), so every byte goes through it once: the key is the prompt's whitespace-free bytes,
-    the separator and the answer's. Case-folding after the deletion instead of before gives the
-    same bytes: ``str.casefold`` works character by character, maps ASCII whitespace to itself
-    and nothing else to ASCII whitespace (checked over every code point), and deleting ASCII
-    bytes from UTF-8 never splits a character.
+    the separator and the answer's, and the near keys are made from those bytes.
     """
     prompt = _SEPARATOR.join(pieces[:answer_at]).encode()
     answer = _SEPARATOR.join(pieces[answer_at:]).encode()
     prompt_bare = prompt.translate(None, ASCII_WHITESPACE)
     answer_bare = answer.translate(None, ASCII_WHITESPACE)
     if not answer_at:  # no prompt (the converters never give one): the join has no separator
-        return answer_bare, b"", len(answer)
-    return prompt_bare + _SEPARATOR_BYTE + answer_bare, _casefold(prompt_bare), len(prompt) + 1 + len(answer)
+        return answer_bare, b"", near_normalise(answer_bare), len(answer)
+    return (
+        prompt_bare + _SEPARATOR_BYTE + answer_bare,
+        near_normalise(prompt_bare),
+        near_normalise(answer_bare),
+        len(prompt) + 1 + len(answer),
+    )
 
 
-def _casefold(text: bytes) -> bytes:
-    """UTF-8 ``text`` case-folded (``str.casefold``); ASCII, the common case, without decoding."""
-    return text.lower() if text.isascii() else text.decode().casefold().encode()
+#: Punctuation a near-duplicate key strips from the end of each text: the marks that end a
+#: sentence or clause ("Paris." and "Paris" are one answer), ASCII and the CJK ones NFKC leaves
+#: as they are. Symbols ("50%", "$5") and brackets change what a text says and are kept.
+TRAILING_PUNCTUATION = ".,;:!?。、"
+_ASCII_TRAILING_PUNCTUATION = b".,;:!?"
+#: Maps the ASCII trailing punctuation to NUL, so that "NUL, separator" in the translation finds
+#: punctuation before a separator (a NUL of the text itself only takes the slower, equally right path).
+_ASCII_PUNCTUATION_MARKS = bytes.maketrans(
+    _ASCII_TRAILING_PUNCTUATION, b"\x00" * len(_ASCII_TRAILING_PUNCTUATION)
+)
+_MARK_BEFORE_SEPARATOR = b"\x00" + _SEPARATOR_BYTE
+#: Every Unicode whitespace but the piece separator (which str.isspace() counts as whitespace).
+_UNICODE_WHITESPACE = re.compile(r"[^\S\x1e]+")
+
+
+def near_normalise(bare: bytes) -> bytes:
+    """The near-duplicate form of whitespace-free ``bare`` (pieces joined by the separator): Unicode
+    NFKC, case folded (``str.casefold``), every whitespace deleted (NFKC turns some characters,
+    such as the no-break space, into spaces), and :data:`TRAILING_PUNCTUATION` stripped from the
+    end of each piece. ASCII, the common case, takes a path without decoding: NFKC leaves ASCII
+    as it is and ``casefold`` is ``lower`` there.
+
+    Case-folding after the whitespace deletion instead of before gives the same bytes:
+    ``str.casefold`` works character by character, maps ASCII whitespace to itself and nothing
+    else to ASCII whitespace (checked over every code point), and deleting ASCII bytes from UTF-8
+    never splits a character.
+    """
+    if bare.isascii():
+        folded = bare.lower()
+        # Punctuation before a separator is rare: found by one translate and one search.
+        if _MARK_BEFORE_SEPARATOR in folded.translate(_ASCII_PUNCTUATION_MARKS):
+            return _SEPARATOR_BYTE.join(
+                [piece.rstrip(_ASCII_TRAILING_PUNCTUATION) for piece in folded.split(_SEPARATOR_BYTE)]
+            )
+        return folded.rstrip(_ASCII_TRAILING_PUNCTUATION)
+    text = _UNICODE_WHITESPACE.sub("", unicodedata.normalize("NFKC", bare.decode()).casefold())
+    return _SEPARATOR.join([piece.rstrip(TRAILING_PUNCTUATION) for piece in text.split(_SEPARATOR)]).encode()
 
 
 def _example(
@@ -262,7 +308,7 @@ def _example(
                 files += 1
             else:
                 pieces.append(text)
-    key, prompt_key, joined_bytes = _keys(pieces, answer_at)
+    key, prompt_key, answer_key, joined_bytes = _keys(pieces, answer_at)
     last = contents[-1]["parts"]
     answer = next((part["text"] for part in reversed(last) if "text" in part), "")
     record: dict[str, Any] = {"contents": contents}
@@ -272,6 +318,7 @@ def _example(
         record=record,
         key=key,
         prompt_key=prompt_key,
+        answer_key=answer_key,
         text_bytes=joined_bytes - uri_chars,
         turns=len(contents),
         files=files,
@@ -292,7 +339,7 @@ def convert_gemini(record: dict[str, Any]) -> Example:
 
 
 #: What a system instruction converts to: (the instruction as read, its parts, the whitespace-free
-#: bytes of its pieces and a separator, the same case-folded, UTF-8 bytes of its pieces joined).
+#: bytes of its pieces and a separator, the same near-normalised, UTF-8 bytes of its pieces joined).
 _SystemKeys = tuple[Any, list[dict[str, Any]], bytes, bytes, int]
 
 
@@ -350,28 +397,36 @@ class GeminiConverter:
         prompt = _SEPARATOR.join(pieces[:answer_at]).encode()
         answer = _SEPARATOR.join(pieces[answer_at:]).encode()
         prompt_bare = prompt.translate(None, ASCII_WHITESPACE)
-        prompt_key = _casefold(prompt_bare)
+        answer_bare = answer.translate(None, ASCII_WHITESPACE)
+        # near_normalise, for the common case inline: one text after its role, whose separator
+        # follows the role name (never punctuation), so only the end has punctuation to strip.
+        if answer_at == 2 and prompt_bare.isascii():
+            prompt_key = prompt_bare.lower().rstrip(_ASCII_TRAILING_PUNCTUATION)
+        else:
+            prompt_key = near_normalise(prompt_bare)
+        if len(pieces) - answer_at == 2 and answer_bare.isascii():
+            answer_key = answer_bare.lower().rstrip(_ASCII_TRAILING_PUNCTUATION)
+        else:
+            answer_key = near_normalise(answer_bare)
         joined_bytes = len(prompt) + 1 + len(answer)
         if system_keys is None:
-            key = b"".join((prompt_bare, _SEPARATOR_BYTE, answer.translate(None, ASCII_WHITESPACE)))
+            key = b"".join((prompt_bare, _SEPARATOR_BYTE, answer_bare))
             if len(record) > 1:
                 record = {"contents": contents}
         else:
-            _, system_parts, system_bare, system_folded, system_bytes = system_keys
-            key = b"".join(
-                (system_bare, prompt_bare, _SEPARATOR_BYTE, answer.translate(None, ASCII_WHITESPACE))
-            )
-            prompt_key = system_folded + prompt_key
+            _, system_parts, system_bare, system_near, system_bytes = system_keys
+            key = b"".join((system_bare, prompt_bare, _SEPARATOR_BYTE, answer_bare))
+            prompt_key = system_near + prompt_key
             joined_bytes += system_bytes + 1
             record = {"systemInstruction": {"role": "system", "parts": system_parts}, "contents": contents}
-        return Example(record, key, prompt_key, joined_bytes, len(contents), 0, pieces[-1])
+        return Example(record, key, prompt_key, answer_key, joined_bytes, len(contents), 0, pieces[-1])
 
 
 def _system_keys(system: Any) -> _SystemKeys:
     parts = _system_instruction(system)
     joined = _SEPARATOR.join(["system", *(part["text"] for part in parts)]).encode()
     bare = joined.translate(None, ASCII_WHITESPACE) + _SEPARATOR_BYTE
-    return system, parts, bare, _casefold(bare), len(joined)
+    return system, parts, bare, near_normalise(bare), len(joined)
 
 
 def _convert_gemini_general(record: dict[str, Any]) -> Example:

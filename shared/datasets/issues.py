@@ -72,6 +72,7 @@ ERROR_CODES: dict[str, str] = {
 WARNING_CODES: dict[str, str] = {
     "too_few_examples": "fewer training examples than recommended",
     "duplicates_removed": "exact duplicates (ignoring whitespace) were removed",
+    "near_duplicates_removed": "near duplicates (equal once Unicode NFKC, case, whitespace and trailing punctuation are ignored) were removed; dedupe: exact keeps them",
     "records_skipped": "invalid records were skipped (skip_invalid)",
     "unknown_keys_dropped": "keys we do not convert were dropped",
     "tools_dropped": "tool declarations that no turn uses were dropped",

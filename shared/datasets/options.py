@@ -36,6 +36,9 @@ from shared.messages import Hyperparameters, Task
 
 SplitName = Literal["train", "validation", "test"]
 TokenCounting = Literal["auto", "exact", "estimate"]
+#: Which duplicates are dropped: "near" (equal after NFKC, case folding, whitespace and trailing
+#: punctuation; the default) or "exact" (equal but for whitespace: near duplicates are kept).
+Dedupe = Literal["near", "exact"]
 Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$")]
 
 
@@ -93,7 +96,13 @@ class UploadSettings(BaseModel):
     task: Task | None = None
     column_mapping: ColumnMapping | None = None
     skip_invalid: bool | None = None
+    dedupe: Dedupe | None = None
     notify_emails: list[Email] = Field(default_factory=list)
+
+    @field_validator("dedupe", mode="before")
+    @classmethod
+    def _dedupe_from_text(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("column_mapping", mode="before")
     @classmethod
@@ -258,6 +267,7 @@ class PrepareOptions(BaseModel):
     task: Task | None = None
     column_mapping: ColumnMapping | None = None
     skip_invalid: bool = False
+    dedupe: Dedupe = "near"
     #: "auto" splits one file three ways; a split name puts every example of this file there.
     split: Literal["auto", "train", "validation", "test"] = "auto"
     split_seed: int = 42
@@ -308,6 +318,7 @@ class PrepareOptions(BaseModel):
             "task": upload.task,
             "column_mapping": upload.column_mapping,
             "skip_invalid": upload.skip_invalid if upload.skip_invalid is not None else settings.skip_invalid,
+            "dedupe": upload.dedupe or "near",
             "split_seed": settings.split_seed,
             "validation_fraction": settings.validation_fraction,
             "test_fraction": settings.test_fraction,

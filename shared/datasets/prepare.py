@@ -1,8 +1,11 @@
 """One streaming pass over an upload: detect, convert, validate, deduplicate, split, report.
 
-Two hashes per example: the whole example's (same prompt and same answer: a duplicate, dropped)
-and its prompt's (the split: every answer to one prompt lands in one split). See
-:mod:`shared.datasets.split` for the rule, and :func:`prepare_and_write` for the two passes.
+Hashes per example: the whole example's, exact and near (same prompt and same answer: a
+duplicate, dropped; near: equal after NFKC, case folding, whitespace and trailing punctuation,
+dropped unless ``dedupe: exact``), and its prompt's near key (the split: every answer to one
+prompt, or to a near duplicate of it, lands in one split). See :mod:`shared.datasets.convert` for
+the keys, :mod:`shared.datasets.split` for the rule, and :func:`prepare_and_write` for the two
+passes.
 """
 
 from __future__ import annotations
@@ -227,6 +230,10 @@ def prepare(
     # validate-only pass too, so that a file that grows past Vertex AI's limit when converted is
     # rejected before anything is written. Until the split is planned every line is counted.
     # The sets hold digests cut to TRACKED_BITS (see there); the split reads the full prompt digest.
+    # With dedupe "near", first_of maps the near digest of each kept example to its exact digest
+    # (which tells an exact duplicate from a near one); with "exact", hashes holds exact digests.
+    near = options.dedupe == "near"
+    first_of: dict[int, int] = {}
     hashes: set[int] = set()
     prompts: set[int] = set()
     several: set[int] = set()  # prompts with more than one answer
@@ -234,6 +241,7 @@ def prepare(
     # Past this many distinct examples the file is invalid anyway; stop growing the hash sets.
     max_tracked = limits.max_training_examples + limits.max_validation_examples + limits.max_test_examples
     duplicates = 0
+    near_duplicates = 0
     prompt_duplicates = 0
     records_in = 0
     converter = cv.FileConverter(options.column_mapping)
@@ -302,13 +310,28 @@ def prepare(
                 if example.notes:
                     run.dropped(example.notes, line)
                 digest = hash64(example.key, seed) & tracked_mask
-                if digest in hashes:
+                prompt = hash64(example.prompt_key, seed)
+                if near:
+                    # The answer's hash seeded with the prompt's: the near key's hash, without
+                    # joining the two keys or hashing the prompt twice.
+                    near_digest = hash64(example.answer_key, prompt) & tracked_mask
+                    first = first_of.get(near_digest)
+                    if first is not None:
+                        if first == digest:
+                            duplicates += 1
+                            run.warn("duplicates_removed", line)
+                        else:
+                            near_duplicates += 1
+                            run.warn("near_duplicates_removed", line)
+                        continue
+                    if len(first_of) < max_tracked:
+                        first_of[near_digest] = digest
+                elif digest in hashes:
                     duplicates += 1
                     run.warn("duplicates_removed", line)
                     continue
-                if len(hashes) < max_tracked:
+                elif len(hashes) < max_tracked:
                     hashes.add(digest)
-                prompt = hash64(example.prompt_key, seed)
                 split_name = None if splits is None else splits[prompt >> BUCKET_SHIFT]
                 if seen is not None and split_name is not None:
                     other = seen.claim(prompt, split_name)
@@ -350,6 +373,7 @@ def prepare(
     totals = _Totals(
         records_in=records_in,
         duplicates=duplicates,
+        near_duplicates=near_duplicates if near else None,
         prompt_duplicates=prompt_duplicates,
         prompts_with_several_answers=len(several),
         prompt_duplicate_lines=prompt_duplicate_lines,
@@ -362,7 +386,7 @@ def prepare(
         column_task_hint=converter.task_hint,
         choice=choice,
     )
-    del hashes, prompts, several  # the largest objects of the pass: freed before _finish sorts
+    del first_of, hashes, prompts, several  # the largest objects of the pass: freed before _finish sorts
     return _finish(run, totals, filename=filename)
 
 
@@ -370,6 +394,7 @@ def prepare(
 class _Totals:
     records_in: int
     duplicates: int
+    near_duplicates: int | None
     prompt_duplicates: int
     prompts_with_several_answers: int
     prompt_duplicate_lines: list[int]
@@ -423,6 +448,12 @@ def _finish(run: _Run, totals: _Totals, *, filename: str) -> PrepareResult:
         run.warnings["duplicates_removed"][2] = (
             f"{t.duplicates:,} {'example repeats' if t.duplicates == 1 else 'examples repeat'} an earlier "
             "one (the same prompt and answer, whitespace ignored) and were removed; the first of each is kept"
+        )
+    if t.near_duplicates:
+        run.warnings["near_duplicates_removed"][2] = (
+            f"{t.near_duplicates:,} {'example is a near duplicate' if t.near_duplicates == 1 else 'examples are near duplicates'} "
+            "of an earlier one (the same once Unicode NFKC, case, whitespace and trailing punctuation are "
+            "ignored) and were removed; the first of each is kept. Upload with dedupe: exact to keep them"
         )
     if options.skip_invalid and run.rejected:
         run.warn("records_skipped", 0, f"{run.rejected:,} invalid records were skipped (skip_invalid)")
@@ -513,6 +544,8 @@ def _finish(run: _Run, totals: _Totals, *, filename: str) -> PrepareResult:
         warnings=run.warning_list(t.source_format),
         tokens=stats,
         duplicates=t.duplicates,
+        near_duplicates=t.near_duplicates,
+        dedupe=options.dedupe,
         split=_split_counts(options, t),
         task=task,
         recommended=recommended,
