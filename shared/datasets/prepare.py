@@ -177,7 +177,7 @@ _DROPPING_WARNINGS = frozenset({"unknown_keys_dropped", "tools_dropped", "record
 
 
 def _describe(item: WarningItem, unit: str) -> str:
-    """```label` (1,204 lines, e.g. 1, 2, 5)``: one thing dropped, how often, where."""
+    """One thing dropped, how often and where, as "`label` (1,204 lines, e.g. 1, 2, 5)"."""
     name = item.name if item.name == _OTHER_ITEMS else f"`{item.name}`"
     where = ", ".join(map(str, item.lines))
     if item.count == 1:
