@@ -106,6 +106,10 @@ class Settings(BaseSettings):
         7200, ge=1, description="Seconds without progress before the poller raises a stalled alert event."
     )
     base_model: str = Field("gemini-2.5-flash", description="Default base model for uploads.")
+    model_limits: str = Field(
+        "",
+        description="YAML or JSON file (a path or gs://bucket/object) of base-model rows that extend or correct the shipped table (shared/datasets/models.yaml); read on first use and cached; empty: the shipped table only.",
+    )
     epochs: int | None = Field(None, ge=1, le=100, description="Default epoch count (empty: recommended).")
     learning_rate_multiplier: float | None = Field(
         None, gt=0, le=100, description="Default learning-rate multiplier (empty: recommended)."

@@ -88,6 +88,10 @@ LOCAL_MODELS: dict[str, LocalModelSpec] = {
 #: Gemini base models accepted for tuning, with the adapter sizes Vertex allows for each
 #: (vertex-and-genai.md); a new model is one row. All of them run as the service's local model.
 GEMINI_ADAPTER_SIZES: dict[str, tuple[int, ...]] = {
+    # Gemini 3.x sizes are assumed from 2.5 Flash / Flash-Lite, as in shared/datasets/models.yaml.
+    "gemini-3.5-flash": (1, 2, 4, 8, 16),
+    "gemini-3.5-flash-lite": (1, 2, 4, 8, 16),
+    "gemini-3.1-flash-lite": (1, 2, 4, 8, 16),
     "gemini-2.5-pro": (1, 2, 4, 8),
     "gemini-2.5-flash": (1, 2, 4, 8, 16),
     "gemini-2.5-flash-lite": (1, 2, 4, 8, 16),

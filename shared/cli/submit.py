@@ -66,6 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--skip-invalid", action="store_true", help="skip invalid records instead of rejecting"
     )
+    parser.add_argument(
+        "--dedupe",
+        choices=["near", "exact"],
+        help="drop near duplicates too (near, the default) or exact duplicates only (exact)",
+    )
     parser.add_argument("--wait", action="store_true", help="follow the dataset until READY or REJECTED")
     parser.add_argument(
         "--timeout", type=float, default=600.0, metavar="S", help="seconds --wait waits (default: 600)"
@@ -82,6 +87,7 @@ OPTION_OF_KEY: dict[str, str] = {
     "notify-emails": "--notify-email",
     "column-mapping": "--map",
     "skip-invalid": "--skip-invalid",
+    "dedupe": "--dedupe",
 }
 
 
@@ -98,6 +104,7 @@ def upload_metadata(args: argparse.Namespace) -> dict[str, str]:
         "notify-emails": ",".join(args.notify_email),
         "column-mapping": args.map,
         "skip-invalid": "true" if args.skip_invalid else None,
+        "dedupe": args.dedupe,
     }
     metadata = {key: str(value) for key, value in values.items() if value}
     try:

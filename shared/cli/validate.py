@@ -48,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ROLE=COLUMN,...",
         help="explicit column mapping for CSV/TSV or flat JSON, e.g. input=question,output=answer,context=passage",
     )
+    parser.add_argument(
+        "--dedupe",
+        choices=["near", "exact"],
+        help="drop near duplicates too (near, the default) or exact duplicates only (exact)",
+    )
     parser.add_argument("--split-seed", type=int, metavar="N", help="seed of the train/validation/test split")
     parser.add_argument(
         "--tokens",
@@ -81,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
             task=args.task,
             column_mapping=mapping,
             skip_invalid=True if args.skip_invalid else None,
+            dedupe=args.dedupe,
         )
         overrides: dict[str, object] = {}
         if args.split_seed is not None:

@@ -36,8 +36,10 @@ API
 ``render_report(result) -> str``
     Markdown for people (report.md, notifications).
 ``MODEL_LIMITS`` / ``model_limits(name)``
-    One row of limits per base model; an unknown model raises
-    ``shared.errors.ConfigurationError`` (code ``unknown_base_model``, field ``base_model``).
+    One row of limits per base model: ``MODEL_LIMITS`` holds the shipped rows (``models.yaml``),
+    ``model_limits`` looks in the operator's file (SFTPIPE_MODEL_LIMITS) first. An unknown model
+    raises ``shared.errors.ConfigurationError`` (code ``unknown_base_model``, field
+    ``base_model``); a malformed operator file, code ``invalid_model_limits``.
 ``check_size(size, base_model) -> Issue | None``
     The upload-size check (1 GB: 10^9 bytes) from the object's metadata, before any byte is read.
     The prepared training split is held to the same limit (``training_file_too_large``): its bytes
@@ -51,12 +53,15 @@ Strict by default: any error rejects the whole file (``ok`` false, ``examples`` 
 for file-level errors (unreadable, too large, no examples, too many examples).
 
 Memory is bounded for any size: records stream one block (1 MiB) at a time, and duplicate
-detection keeps one 60-bit hash per distinct example and one per distinct prompt (each at most the
-model's training + validation + test maximum, about 1M; about 65 MB per million in a Python set);
+detection keeps 60-bit hashes, never texts: per distinct example its near hash and its exact one
+(a dict, about 105 MB per million; with ``dedupe: exact`` a set of exact hashes, about 65 MB), and
+one per distinct prompt (a set, about 65 MB per million), each at most the model's training +
+validation + test maximum, about 1M;
 the split keeps four counters per hash bucket (512 KiB); token counts are kept in an ``array`` of
 4 bytes per example for the percentiles; task inference holds the texts of at most 2,000 sampled
-examples, up to 32 MiB. A 1 GB file of short lines peaks at about 190 MB for one pass and 230 MB
-for both in one process (``benchmarks/ingest_throughput.py``).
+examples, up to 32 MiB. A 1 GB file of short lines peaked at about 190 MB for one pass and 230 MB
+for both in one process (``benchmarks/ingest_throughput.py``) before near duplicates were tracked;
+the dict adds about 40 MB to that.
 """
 
 from __future__ import annotations

@@ -11,24 +11,32 @@ record (``messages[2].content``), so users see their own field names, not ours. 
 tuning cannot express (tool calls, preference pairs, inline media, per-message weights) is
 rejected with a code that says so.
 
-Two keys per example, both with every ASCII whitespace byte deleted:
+Three keys per example, all with every ASCII whitespace byte deleted:
 
-- ``key``, the duplicate key: the texts and roles of the whole example joined. Two examples with
-  the same key are the same example (same prompt, same answer); the second is dropped.
-- ``prompt_key``, the split key: the same for the *prompt* only (the system instruction and every
-  turn but the last, which is the model's answer), and case-folded (``str.casefold``). Every
-  example of one prompt lands in one split, so a prompt never straddles train and test, whatever
-  its answers.
+- ``key``, the exact duplicate key: the texts and roles of the whole example joined. Two examples
+  with the same key are the same example (same prompt, same answer).
+- ``prompt_key``, the split key: the *prompt* (the system instruction and every turn but the
+  last, which is the model's answer) normalised further by :func:`near_normalise`: Unicode NFKC,
+  case folded, every Unicode whitespace deleted, trailing sentence punctuation of each text
+  stripped. Every example of one prompt, or of two prompts that are near duplicates, lands in one
+  split, so a prompt never straddles train and test, whatever its answers and whatever
+  ``dedupe`` says.
+- ``answer_key``, the answer (the last turn) normalised the same way. ``prompt_key`` and
+  ``answer_key`` together are the near-duplicate key: "What is 2+2?" / "4." and
+  "what is 2 + 2" / "4" share it. With the default ``dedupe: near`` the second of two examples
+  with one near key is dropped; ``dedupe: exact`` keeps it and drops exact duplicates only.
 
-Deleting (rather than collapsing) whitespace keeps the hash pass cheap, and it errs on the safe
-side: two texts that differ only in whitespace, even where words break, are the same text. The
-split key folds case too, because a prompt in train and the same prompt in another case in test
-is the same leak; the duplicate key keeps case, so an answer that differs only in case is a
-different target (kept, and counted as a prompt-level duplicate).
+Every exact duplicate is a near duplicate: the near keys are a function of the exact one. Deleting
+(rather than collapsing) whitespace keeps the hash pass cheap, and it errs on the safe side: two
+texts that differ only in whitespace, even where words break, are the same text. The exact key
+keeps case, so with ``dedupe: exact`` an answer that differs only in case is a different target
+(kept, and counted as a prompt-level duplicate).
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +91,21 @@ _EXTENSION_MIME = {
 }
 
 
+#: What a conversion left out: (warning code, the key or field dropped, e.g. ``messages[].name``).
+Note = tuple[str, str]
+UNKNOWN_KEYS = "unknown_keys_dropped"
+
+
+def _dropped(record: dict[str, Any], known: frozenset[str], prefix: str = "") -> tuple[Note, ...]:
+    """A note per key of ``record`` outside ``known`` that carries a value (a null or empty value
+    loses nothing), named as the report shows it."""
+    return tuple(
+        (UNKNOWN_KEYS, f"{prefix}{key or '(unnamed)'}")
+        for key, value in record.items()
+        if key not in known and value is not None and value != ""
+    )
+
+
 @dataclass(slots=True)
 class Example:
     """One converted example and what the rest of the pipeline needs to know about it."""
@@ -92,13 +115,16 @@ class Example:
     key: bytes
     #: Normalised bytes of the prompt (all but the last turn), whose hash decides the split.
     prompt_key: bytes
+    #: The answer normalised like ``prompt_key``: with it, decides near duplicates.
+    answer_key: bytes
     #: UTF-8 bytes of every text (system, user, model), for the token estimate.
     text_bytes: int
     turns: int
     files: int
     #: The last text of the last turn (the model's answer), "" when it has file parts only.
     answer: str
-    notes: tuple[str, ...] = field(default=())
+    #: Keys and fields the conversion dropped (each a warning in the report, with its lines).
+    notes: tuple[Note, ...] = field(default=())
 
 
 def _fail(code: str, path: str, message: str) -> RecordIssueError:
@@ -170,7 +196,7 @@ def _finish(
     system_parts: list[dict[str, Any]] | None,
     turns: list[tuple[str, list[dict[str, Any]], str]],
     list_path: str,
-    notes: tuple[str, ...] = (),
+    notes: tuple[Note, ...] = (),
 ) -> Example:
     """Check the user/model order and build the example. Each turn is (role, parts, source path)."""
     if not turns:
@@ -198,33 +224,69 @@ def _finish(
     return _example(system_parts, [{"role": role, "parts": parts} for role, parts, _ in turns], notes)
 
 
-def _keys(pieces: list[str], answer_at: int) -> tuple[bytes, bytes, int]:
-    """``(key, prompt_key, UTF-8 bytes of the pieces joined)``; the prompt is ``pieces`` before the
-    last turn's (its role, then its texts).
+def _keys(pieces: list[str], answer_at: int) -> tuple[bytes, bytes, bytes, int]:
+    """``(key, prompt_key, answer_key, UTF-8 bytes of the pieces joined)``; the prompt is ``pieces``
+    before the last turn's (its role, then its texts).
 
     Deleting whitespace is the costliest step of conversion (about as slow per byte as parsing
     the JSON), so every byte goes through it once: the key is the prompt's whitespace-free bytes,
-    the separator and the answer's. Case-folding after the deletion instead of before gives the
-    same bytes: ``str.casefold`` works character by character, maps ASCII whitespace to itself
-    and nothing else to ASCII whitespace (checked over every code point), and deleting ASCII
-    bytes from UTF-8 never splits a character.
+    the separator and the answer's, and the near keys are made from those bytes.
     """
     prompt = _SEPARATOR.join(pieces[:answer_at]).encode()
     answer = _SEPARATOR.join(pieces[answer_at:]).encode()
     prompt_bare = prompt.translate(None, ASCII_WHITESPACE)
     answer_bare = answer.translate(None, ASCII_WHITESPACE)
     if not answer_at:  # no prompt (the converters never give one): the join has no separator
-        return answer_bare, b"", len(answer)
-    return prompt_bare + _SEPARATOR_BYTE + answer_bare, _casefold(prompt_bare), len(prompt) + 1 + len(answer)
+        return answer_bare, b"", near_normalise(answer_bare), len(answer)
+    return (
+        prompt_bare + _SEPARATOR_BYTE + answer_bare,
+        near_normalise(prompt_bare),
+        near_normalise(answer_bare),
+        len(prompt) + 1 + len(answer),
+    )
 
 
-def _casefold(text: bytes) -> bytes:
-    """UTF-8 ``text`` case-folded (``str.casefold``); ASCII, the common case, without decoding."""
-    return text.lower() if text.isascii() else text.decode().casefold().encode()
+#: Punctuation a near-duplicate key strips from the end of each text: the marks that end a
+#: sentence or clause ("Paris." and "Paris" are one answer), ASCII and the CJK ones NFKC leaves
+#: as they are. Symbols ("50%", "$5") and brackets change what a text says and are kept.
+TRAILING_PUNCTUATION = ".,;:!?。、"
+_ASCII_TRAILING_PUNCTUATION = b".,;:!?"
+#: Maps the ASCII trailing punctuation to NUL, so that "NUL, separator" in the translation finds
+#: punctuation before a separator (a NUL of the text itself only takes the slower, equally right path).
+_ASCII_PUNCTUATION_MARKS = bytes.maketrans(
+    _ASCII_TRAILING_PUNCTUATION, b"\x00" * len(_ASCII_TRAILING_PUNCTUATION)
+)
+_MARK_BEFORE_SEPARATOR = b"\x00" + _SEPARATOR_BYTE
+#: Every Unicode whitespace but the piece separator (which str.isspace() counts as whitespace).
+_UNICODE_WHITESPACE = re.compile(r"[^\S\x1e]+")
+
+
+def near_normalise(bare: bytes) -> bytes:
+    """The near-duplicate form of whitespace-free ``bare`` (pieces joined by the separator): Unicode
+    NFKC, case folded (``str.casefold``), every whitespace deleted (NFKC turns some characters,
+    such as the no-break space, into spaces), and :data:`TRAILING_PUNCTUATION` stripped from the
+    end of each piece. ASCII, the common case, takes a path without decoding: NFKC leaves ASCII
+    as it is and ``casefold`` is ``lower`` there.
+
+    Case-folding after the whitespace deletion instead of before gives the same bytes:
+    ``str.casefold`` works character by character, maps ASCII whitespace to itself and nothing
+    else to ASCII whitespace (checked over every code point), and deleting ASCII bytes from UTF-8
+    never splits a character.
+    """
+    if bare.isascii():
+        folded = bare.lower()
+        # Punctuation before a separator is rare: found by one translate and one search.
+        if _MARK_BEFORE_SEPARATOR in folded.translate(_ASCII_PUNCTUATION_MARKS):
+            return _SEPARATOR_BYTE.join(
+                [piece.rstrip(_ASCII_TRAILING_PUNCTUATION) for piece in folded.split(_SEPARATOR_BYTE)]
+            )
+        return folded.rstrip(_ASCII_TRAILING_PUNCTUATION)
+    text = _UNICODE_WHITESPACE.sub("", unicodedata.normalize("NFKC", bare.decode()).casefold())
+    return _SEPARATOR.join([piece.rstrip(TRAILING_PUNCTUATION) for piece in text.split(_SEPARATOR)]).encode()
 
 
 def _example(
-    system_parts: list[dict[str, Any]] | None, contents: list[dict[str, Any]], notes: tuple[str, ...]
+    system_parts: list[dict[str, Any]] | None, contents: list[dict[str, Any]], notes: tuple[Note, ...]
 ) -> Example:
     pieces: list[str] = []
     files = 0
@@ -246,7 +308,7 @@ def _example(
                 files += 1
             else:
                 pieces.append(text)
-    key, prompt_key, joined_bytes = _keys(pieces, answer_at)
+    key, prompt_key, answer_key, joined_bytes = _keys(pieces, answer_at)
     last = contents[-1]["parts"]
     answer = next((part["text"] for part in reversed(last) if "text" in part), "")
     record: dict[str, Any] = {"contents": contents}
@@ -256,6 +318,7 @@ def _example(
         record=record,
         key=key,
         prompt_key=prompt_key,
+        answer_key=answer_key,
         text_bytes=joined_bytes - uri_chars,
         turns=len(contents),
         files=files,
@@ -267,6 +330,7 @@ def _example(
 # --- Gemini contents ---------------------------------------------------------------------------
 
 _GEMINI_KEYS = frozenset({"contents", "systemInstruction", "system_instruction"})
+_CONTENT_KEYS = frozenset({"role", "parts"})
 
 
 def convert_gemini(record: dict[str, Any]) -> Example:
@@ -275,7 +339,7 @@ def convert_gemini(record: dict[str, Any]) -> Example:
 
 
 #: What a system instruction converts to: (the instruction as read, its parts, the whitespace-free
-#: bytes of its pieces and a separator, the same case-folded, UTF-8 bytes of its pieces joined).
+#: bytes of its pieces and a separator, the same near-normalised, UTF-8 bytes of its pieces joined).
 _SystemKeys = tuple[Any, list[dict[str, Any]], bytes, bytes, int]
 
 
@@ -333,35 +397,43 @@ class GeminiConverter:
         prompt = _SEPARATOR.join(pieces[:answer_at]).encode()
         answer = _SEPARATOR.join(pieces[answer_at:]).encode()
         prompt_bare = prompt.translate(None, ASCII_WHITESPACE)
-        prompt_key = _casefold(prompt_bare)
+        answer_bare = answer.translate(None, ASCII_WHITESPACE)
+        # near_normalise, for the common case inline: one text after its role, whose separator
+        # follows the role name (never punctuation), so only the end has punctuation to strip.
+        if answer_at == 2 and prompt_bare.isascii():
+            prompt_key = prompt_bare.lower().rstrip(_ASCII_TRAILING_PUNCTUATION)
+        else:
+            prompt_key = near_normalise(prompt_bare)
+        if len(pieces) - answer_at == 2 and answer_bare.isascii():
+            answer_key = answer_bare.lower().rstrip(_ASCII_TRAILING_PUNCTUATION)
+        else:
+            answer_key = near_normalise(answer_bare)
         joined_bytes = len(prompt) + 1 + len(answer)
         if system_keys is None:
-            key = b"".join((prompt_bare, _SEPARATOR_BYTE, answer.translate(None, ASCII_WHITESPACE)))
+            key = b"".join((prompt_bare, _SEPARATOR_BYTE, answer_bare))
             if len(record) > 1:
                 record = {"contents": contents}
         else:
-            _, system_parts, system_bare, system_folded, system_bytes = system_keys
-            key = b"".join(
-                (system_bare, prompt_bare, _SEPARATOR_BYTE, answer.translate(None, ASCII_WHITESPACE))
-            )
-            prompt_key = system_folded + prompt_key
+            _, system_parts, system_bare, system_near, system_bytes = system_keys
+            key = b"".join((system_bare, prompt_bare, _SEPARATOR_BYTE, answer_bare))
+            prompt_key = system_near + prompt_key
             joined_bytes += system_bytes + 1
             record = {"systemInstruction": {"role": "system", "parts": system_parts}, "contents": contents}
-        return Example(record, key, prompt_key, joined_bytes, len(contents), 0, pieces[-1])
+        return Example(record, key, prompt_key, answer_key, joined_bytes, len(contents), 0, pieces[-1])
 
 
 def _system_keys(system: Any) -> _SystemKeys:
     parts = _system_instruction(system)
     joined = _SEPARATOR.join(["system", *(part["text"] for part in parts)]).encode()
     bare = joined.translate(None, ASCII_WHITESPACE) + _SEPARATOR_BYTE
-    return system, parts, bare, _casefold(bare), len(joined)
+    return system, parts, bare, near_normalise(bare), len(joined)
 
 
 def _convert_gemini_general(record: dict[str, Any]) -> Example:
     contents = record.get("contents")
     if type(contents) is not list or not contents:
         raise _fail("missing_contents_list", "contents", "contents must be a non-empty list of {role, parts}")
-    notes: tuple[str, ...] = ()
+    notes: tuple[Note, ...] = ()
     if len(record) > 1 and not _GEMINI_KEYS.issuperset(record):
         if "tools" in record or "toolConfig" in record:
             raise _fail(
@@ -369,7 +441,7 @@ def _convert_gemini_general(record: dict[str, Any]) -> Example:
                 "tools",
                 "tool declarations cannot be used in supervised tuning data",
             )
-        notes = ("unknown_keys_dropped",)
+        notes = _dropped(record, _GEMINI_KEYS)
     system = record.get("systemInstruction", record.get("system_instruction"))
     system_parts = None if system is None else _system_instruction(system)
     out: list[dict[str, Any]] = []
@@ -394,6 +466,8 @@ def _convert_gemini_general(record: dict[str, Any]) -> Example:
         if type(parts) is not list or not parts:
             raise _fail("missing_or_invalid_parts", f"contents[{i}].parts", "parts must be a non-empty list")
         checked = [_gemini_part(part, f"contents[{i}].parts[{j}]") for j, part in enumerate(parts)]
+        if len(item) > 2:
+            notes += tuple(note for note in _dropped(item, _CONTENT_KEYS, "contents[].") if note not in notes)
         out.append(item if len(item) == 2 and checked == parts else {"role": role, "parts": checked})
     if out[0]["role"] != "user":
         raise _fail("first_turn_not_user", "contents[0].role", "the conversation must start with a user turn")
@@ -493,7 +567,7 @@ def convert_messages(record: dict[str, Any]) -> Example:
     messages = record.get("messages")
     if type(messages) is not list or not messages:
         raise _fail("missing_messages_list", "messages", "messages must be a non-empty list")
-    notes: tuple[str, ...] = ()
+    dropped: dict[Note, None] = {}  # ordered, each note once per record
     if len(record) > 1:
         for key in ("tools", "functions"):
             if record.get(key):
@@ -503,7 +577,7 @@ def convert_messages(record: dict[str, Any]) -> Example:
                     f"{key} cannot be expressed in Gemini supervised tuning data",
                 )
         if not _MESSAGES_RECORD_KEYS.issuperset(record):
-            notes = ("unknown_keys_dropped",)
+            dropped.update(dict.fromkeys(_dropped(record, _MESSAGES_RECORD_KEYS)))
     system_parts: list[dict[str, Any]] = []
     turns: list[tuple[str, list[dict[str, Any]], str]] = []
     for i, message in enumerate(messages):
@@ -527,15 +601,15 @@ def convert_messages(record: dict[str, Any]) -> Example:
         if not _MESSAGE_KEYS.issuperset(message):
             unknown = sorted(k for k in message if k not in _MESSAGE_KEYS)
             if all(message.get(k) is None for k in unknown):
-                notes = ("unknown_keys_dropped",)
+                pass  # null keys carry nothing to drop
             else:
                 raise _fail(
                     "message_unrecognized_key",
                     f"{path}.{unknown[0]}",
                     f"unrecognised message key(s) {unknown}",
                 )
-        if "name" in message:
-            notes = ("unknown_keys_dropped",)
+        if message.get("name") not in (None, ""):
+            dropped[(UNKNOWN_KEYS, "messages[].name")] = None
         gemini_role = _MESSAGE_ROLES.get(role) if type(role) is str else None
         if gemini_role is None:
             raise _fail(
@@ -563,7 +637,7 @@ def convert_messages(record: dict[str, Any]) -> Example:
             system_parts.extend(parts)
             continue
         turns.append((gemini_role, parts, f"{path}.role"))
-    return _finish(system_parts or None, turns, "messages", notes)
+    return _finish(system_parts or None, turns, "messages", tuple(dropped))
 
 
 # --- ShareGPT ---------------------------------------------------------------------------------
@@ -574,6 +648,10 @@ def _declares_tools(value: Any) -> bool:
         stripped = value.strip()
         return stripped not in ("", "[]", "{}", "null")
     return bool(value)
+
+
+_SHAREGPT_RECORD_KEYS = frozenset({"conversations", "conversation", "system", "tools"})
+_SHAREGPT_TURN_KEYS = frozenset({"from", "value", "role", "content"})
 
 
 def convert_sharegpt(record: dict[str, Any]) -> Example:
@@ -588,10 +666,13 @@ def convert_sharegpt(record: dict[str, Any]) -> Example:
     if type(system) is str and not _is_blank(system):
         system_parts.append({"text": system})
     turns: list[tuple[str, list[dict[str, Any]], str]] = []
+    dropped: dict[Note, None] = dict.fromkeys(_dropped(record, _SHAREGPT_RECORD_KEYS))
     for i, message in enumerate(conversation):
         path = f"{list_key}[{i}]"
         if type(message) is not dict:
             raise _fail("message_missing_key", path, "each turn must be an object with from and value")
+        if len(message) > 2:
+            dropped.update(dict.fromkeys(_dropped(message, _SHAREGPT_TURN_KEYS, f"{list_key}[].")))
         speaker = message.get("from", message.get("role"))
         value = message.get("value", message.get("content"))
         if type(speaker) is str and speaker in _TOOL_ROLES:
@@ -618,10 +699,9 @@ def convert_sharegpt(record: dict[str, Any]) -> Example:
             system_parts.append({"text": value})
             continue
         turns.append((role, [{"text": value}], f"{path}.from"))
-    notes: tuple[str, ...] = ()
     if _declares_tools(record.get("tools")):
-        notes = ("tools_dropped",)
-    return _finish(system_parts or None, turns, list_key, notes)
+        dropped[("tools_dropped", "tools")] = None
+    return _finish(system_parts or None, turns, list_key, tuple(dropped))
 
 
 # --- flat shapes --------------------------------------------------------------------------------
@@ -647,7 +727,7 @@ def _join(*texts: str) -> str:
 
 
 def _single_turn(
-    prompt: str, completion: str, prompt_field: str, completion_field: str, notes: tuple[str, ...] = ()
+    prompt: str, completion: str, prompt_field: str, completion_field: str, notes: tuple[Note, ...] = ()
 ) -> Example:
     if _is_blank(prompt):
         raise _fail("missing_text", prompt_field, f"'{prompt_field}' is empty or only whitespace")
@@ -658,8 +738,13 @@ def _single_turn(
 def convert_prompt_completion(record: dict[str, Any]) -> Example:
     prompt = _text_field(record, "prompt")
     completion = _text_field(record, "completion")
-    notes = ("unknown_keys_dropped",) if len(record) > 2 else ()
+    notes = _dropped(record, _PROMPT_COMPLETION_KEYS) if len(record) > 2 else ()
     return _single_turn(prompt, completion, "prompt", "completion", notes)
+
+
+_PROMPT_COMPLETION_KEYS = frozenset({"prompt", "completion"})
+_ALPACA_KEYS = frozenset({"instruction", "input", "output", "system", "history"})
+_DOLLY_KEYS = frozenset({"instruction", "context", "response"})
 
 
 def convert_alpaca(record: dict[str, Any]) -> Example:
@@ -690,14 +775,15 @@ def convert_alpaca(record: dict[str, Any]) -> Example:
     turns.append(("user", [{"text": prompt}], "instruction"))
     turns.append(("model", [{"text": output}], "output"))
     system_parts = [{"text": system}] if system and not system.isspace() else None
-    return _finish(system_parts, turns, "instruction")
+    return _finish(system_parts, turns, "instruction", _dropped(record, _ALPACA_KEYS))
 
 
 def convert_dolly(record: dict[str, Any]) -> Example:
     instruction = _text_field(record, "instruction")
     context = _text_field(record, "context", required=False)
     response = _text_field(record, "response")
-    return _single_turn(_join(instruction, context), response, "instruction", "response")
+    notes = _dropped(record, _DOLLY_KEYS) if len(record) > 3 else ()
+    return _single_turn(_join(instruction, context), response, "instruction", "response", notes)
 
 
 # --- columns (CSV/TSV rows, flat JSON) -----------------------------------------------------------
@@ -771,7 +857,8 @@ def convert_columns(record: dict[str, Any], mapping: ColumnMapping) -> Example:
         prompt = _join(user_input, context)
     system_parts = [{"text": system}] if system and not system.isspace() else None
     turns = [("user", [{"text": prompt}], mapping.input), ("model", [{"text": output}], mapping.output)]
-    return _finish(system_parts, turns, mapping.input)
+    notes = _dropped(record, mapping.columns) if len(record) > len(mapping.columns) else ()
+    return _finish(system_parts, turns, mapping.input, notes)
 
 
 # --- dispatch -----------------------------------------------------------------------------------
@@ -822,16 +909,71 @@ CONVERTERS = {
 }
 
 
-class MissingColumnsError(Exception):
-    """The mapping names columns the file does not have: no row can be converted."""
+class ColumnsError(Exception):
+    """The columns of a CSV/TSV file (or a flat JSON file) cannot be converted: no row can be."""
+
+    code = "missing_column"
+
+
+class MissingColumnsError(ColumnsError):
+    """The mapping names columns the file does not have."""
+
+
+class UnmappedColumnsError(ColumnsError):
+    """No mapping is given and the header's names say nothing: often a file without a header."""
+
+    code = "unmapped_columns"
+
+
+#: A header cell longer than this, of more words, ending like a sentence or that is a number
+#: reads as data: the file likely has no header row (column names are short labels).
+HEADER_NAME_MAX_CHARS = 40
+HEADER_NAME_MAX_WORDS = 4
+
+
+def _looks_like_data(cell: str) -> bool:
+    text = cell.strip()
+    if not text:
+        return False  # an unnamed column (pandas' index) is still a header
+    try:
+        float(text)
+        return True
+    except ValueError:
+        pass
+    return len(text) > HEADER_NAME_MAX_CHARS or len(text.split()) > HEADER_NAME_MAX_WORDS or text[-1] in ".?!"
+
+
+def _quote_cell(cell: str) -> str:
+    return f"`{cell[:40]}{'...' if len(cell) > 40 else ''}`"
+
+
+def unmapped_columns_message(columns: list[str]) -> str:
+    """What to do about a header without recognisable input/output columns."""
+    named = ", ".join(_quote_cell(c) for c in columns[:6]) + (", ..." if len(columns) > 6 else "")
+    recognised = "input/output, prompt/response, question/answer (+ context), instruction/output, text/label"
+    if any(_looks_like_data(c) for c in columns):
+        return (
+            f"the first row looks like data, not a header ({named}): a CSV/TSV file needs a header row "
+            f"naming its columns. Add one, for example `input,output` (recognised: {recognised}); or, if "
+            "this row is the header, say which columns are which with --map input=COLUMN,output=COLUMN "
+            "(sftpipe validate) or the column_mapping upload setting"
+        )
+    example = f"input={columns[0]},output={columns[1]}" if len(columns) > 1 else "input=COLUMN,output=COLUMN"
+    return (
+        f"no input and output columns are recognised among the header's columns {named}: say which are "
+        f"which with --map {example} (sftpipe validate) or the column_mapping upload setting, or rename "
+        f"them (recognised: {recognised})"
+    )
 
 
 class FileConverter:
     """Converts the records of one file. The first record decides the file's shape (and, for
     columns, the mapping); a later record of another shape is a ``mixed_shapes`` error."""
 
-    def __init__(self, mapping: ColumnMapping | None = None) -> None:
+    def __init__(self, mapping: ColumnMapping | None = None, *, delimited: bool = False) -> None:
         self.mapping = mapping
+        #: CSV/TSV: every row has the header's columns, so the first row decides for all of them.
+        self.delimited = delimited
         self._gemini = GeminiConverter()
         self.shape: str | None = None
         self.shape_line = 0
@@ -843,7 +985,12 @@ class FileConverter:
             raise _fail("data_type", "", f"the record is a {type(value).__name__}, not a JSON object")
         if self.shape == GEMINI and "contents" in value:
             return self._gemini(value)  # the hot path skips shape detection
-        shape = COLUMNS if self.mapping is not None else detect_shape(value)
+        try:
+            shape = COLUMNS if self.mapping is not None else detect_shape(value)
+        except RecordIssueError as bad:
+            if self.shape is None and self.delimited and bad.code == "unknown_shape":
+                raise UnmappedColumnsError(unmapped_columns_message(list(value))) from bad
+            raise
         if self.shape is None:
             if shape == COLUMNS:
                 self._start_columns(value)

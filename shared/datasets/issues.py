@@ -24,7 +24,7 @@ ERROR_CODES: dict[str, str] = {
     "unreadable_json": "the JSON document cannot be parsed past this record",
     "csv_column_count": "a CSV/TSV row has a different number of fields than the header",
     "missing_column": "a column named by the mapping is not in the header",
-    "unmapped_columns": "no input/output columns could be recognised in the header",
+    "unmapped_columns": "no input/output columns are recognised in the header, or the file has no header row",
     "no_examples": "no valid example is left to train on",
     "too_many_examples": "more training examples than the model accepts",
     "too_many_validation_examples": "more validation examples than the model accepts",
@@ -72,6 +72,7 @@ ERROR_CODES: dict[str, str] = {
 WARNING_CODES: dict[str, str] = {
     "too_few_examples": "fewer training examples than recommended",
     "duplicates_removed": "exact duplicates (ignoring whitespace) were removed",
+    "near_duplicates_removed": "near duplicates (equal once Unicode NFKC, case, whitespace and trailing punctuation are ignored) were removed; dedupe: exact keeps them",
     "records_skipped": "invalid records were skipped (skip_invalid)",
     "unknown_keys_dropped": "keys we do not convert were dropped",
     "tools_dropped": "tool declarations that no turn uses were dropped",
@@ -80,6 +81,7 @@ WARNING_CODES: dict[str, str] = {
     "test_split_raised": "the test share was raised so that a small dataset holds out the minimum test size",
     "small_test_split": "the test split is below the minimum test size: its scores are too coarse to trust",
     "tokens_estimated": "token counts are estimates, not the Gemini tokenizer's",
+    "model_limits_assumed": "the base model's limits are assumed from a sibling model, not documented",
     "errors_truncated": "the error list is capped; error_counts has every error",
 }
 
@@ -95,8 +97,22 @@ class Issue(BaseModel):
     message: str
 
 
+class WarningItem(BaseModel):
+    """One thing a warning names (a key dropped, an error code skipped): how often, and where."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    count: int
+    lines: list[int] = []
+
+
 class DatasetWarning(BaseModel):
-    """One warning: a code, a message, how many records it concerns and the first few lines."""
+    """One warning: a code, a message, how many records it concerns and the first few lines.
+
+    A warning that drops something lists in ``items`` each key, field or error code it dropped,
+    with its count and example lines (the message says the same in words).
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -104,6 +120,7 @@ class DatasetWarning(BaseModel):
     message: str
     count: int = 1
     lines: list[int] = []
+    items: list[WarningItem] = []
 
 
 class RecordIssueError(Exception):

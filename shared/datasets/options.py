@@ -15,6 +15,7 @@ Both raise :class:`UploadSettingsError` naming the offending key.
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -35,6 +36,9 @@ from shared.messages import Hyperparameters, Task, VertexEvaluationMetric
 
 SplitName = Literal["train", "validation", "test"]
 TokenCounting = Literal["auto", "exact", "estimate"]
+#: Which duplicates are dropped: "near" (equal after NFKC, case folding, whitespace and trailing
+#: punctuation; the default) or "exact" (equal but for whitespace: near duplicates are kept).
+Dedupe = Literal["near", "exact"]
 Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$")]
 #: Most training examples a few-shot baseline puts in each prompt (they multiply its prompt tokens).
 MAX_FEW_SHOT = 16
@@ -61,6 +65,11 @@ class ColumnMapping(BaseModel):
     context: str | None = None
     system: str | None = None
     style: Literal["plain", "qa"] = "plain"
+
+    @cached_property
+    def columns(self) -> frozenset[str]:
+        """The columns this mapping reads; the others are dropped (and the report says so)."""
+        return frozenset(c for c in (self.input, self.output, self.context, self.system) if c)
 
     @classmethod
     def parse(cls, text: str) -> ColumnMapping:
@@ -89,6 +98,7 @@ class UploadSettings(BaseModel):
     task: Task | None = None
     column_mapping: ColumnMapping | None = None
     skip_invalid: bool | None = None
+    dedupe: Dedupe | None = None
     notify_emails: list[Email] = Field(default_factory=list)
     #: Training examples put in the baseline's prompts (0 or None: zero-shot).
     few_shot: int | None = Field(None, ge=0, le=MAX_FEW_SHOT)
@@ -105,6 +115,11 @@ class UploadSettings(BaseModel):
         from shared.evaluation.gate import BaselineGate
 
         return None if value is None or not value.strip() else str(BaselineGate.parse(value))
+
+    @field_validator("dedupe", mode="before")
+    @classmethod
+    def _dedupe_from_text(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("column_mapping", mode="before")
     @classmethod
@@ -276,6 +291,7 @@ class PrepareOptions(BaseModel):
     task: Task | None = None
     column_mapping: ColumnMapping | None = None
     skip_invalid: bool = False
+    dedupe: Dedupe = "near"
     #: "auto" splits one file three ways; a split name puts every example of this file there.
     split: Literal["auto", "train", "validation", "test"] = "auto"
     split_seed: int = 42
@@ -326,6 +342,7 @@ class PrepareOptions(BaseModel):
             "task": upload.task,
             "column_mapping": upload.column_mapping,
             "skip_invalid": upload.skip_invalid if upload.skip_invalid is not None else settings.skip_invalid,
+            "dedupe": upload.dedupe or "near",
             "split_seed": settings.split_seed,
             "validation_fraction": settings.validation_fraction,
             "test_fraction": settings.test_fraction,

@@ -1,8 +1,11 @@
 """One streaming pass over an upload: detect, convert, validate, deduplicate, split, report.
 
-Two hashes per example: the whole example's (same prompt and same answer: a duplicate, dropped)
-and its prompt's (the split: every answer to one prompt lands in one split). See
-:mod:`shared.datasets.split` for the rule, and :func:`prepare_and_write` for the two passes.
+Hashes per example: the whole example's, exact and near (same prompt and same answer: a
+duplicate, dropped; near: equal after NFKC, case folding, whitespace and trailing punctuation,
+dropped unless ``dedupe: exact``), and its prompt's near key (the split: every answer to one
+prompt, or to a near duplicate of it, lands in one split). See :mod:`shared.datasets.convert` for
+the keys, :mod:`shared.datasets.split` for the rule, and :func:`prepare_and_write` for the two
+passes.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ import orjson
 import xxhash
 
 from shared.datasets import convert as cv
-from shared.datasets.convert import MissingColumnsError
+from shared.datasets.convert import ColumnsError
 from shared.datasets.formats import Source, SourceUnreadableError
-from shared.datasets.issues import WARNING_CODES, DatasetWarning, Issue, RecordIssueError
+from shared.datasets.issues import WARNING_CODES, DatasetWarning, Issue, RecordIssueError, WarningItem
 from shared.datasets.limits import (
     RECOMMENDED_MIN_EXAMPLES,
     ModelLimits,
@@ -54,6 +57,12 @@ from shared.messages import Task
 Sink = Callable[[str, bytes], None]
 Progress = Callable[[int], None]
 _WARNING_LINES = 10
+#: Keys (fields, error codes) a warning names one by one; past this many the rest are counted
+#: together, so that a file with a new key on every line keeps the report (and memory) small.
+MAX_NAMED_ITEMS = 20
+#: Example lines a warning quotes per key it names.
+ITEM_EXAMPLE_LINES = 3
+_OTHER_ITEMS = "(other keys)"
 #: Prompt-level duplicates (a prompt repeated with another answer) are a warning from this share of
 #: the examples up: a few repeated prompts are normal, many mean multi-answer data or label noise.
 PROMPT_DUPLICATE_WARNING_SHARE = 0.01
@@ -94,11 +103,15 @@ class _Run:
         self.rejected = 0
         self.fatal = False
         self.warnings: dict[str, list[Any]] = {}  # code -> [count, lines, message]
+        # What was dropped, by warning code and name: [count, example lines]. Skipped records
+        # are the error codes of records_skipped.
+        self.items: dict[str, dict[str, list[Any]]] = {}
 
     def error(self, issue: Issue, *, record: bool = True) -> None:
         self.error_counts[issue.code] += 1
         if record:
             self.rejected += 1
+            self.item("records_skipped", issue.code, issue.line)
         if len(self.errors) < self.options.max_errors_listed:
             self.errors.append(issue)
 
@@ -114,11 +127,64 @@ class _Run:
         if line and len(entry[1]) < _WARNING_LINES:
             entry[1].append(line)
 
-    def warning_list(self) -> list[DatasetWarning]:
+    def item(self, code: str, name: str, line: int) -> None:
+        """Count ``name`` (a key dropped, an error code) under warning ``code``, at ``line``."""
+        names = self.items.get(code)
+        if names is None:
+            names = self.items[code] = {}
+        entry = names.get(name)
+        if entry is None:
+            if len(names) >= MAX_NAMED_ITEMS:
+                name = _OTHER_ITEMS
+                entry = names.get(name)
+            if entry is None:
+                entry = names[name] = [0, []]
+        entry[0] += 1
+        if line and len(entry[1]) < ITEM_EXAMPLE_LINES:
+            entry[1].append(line)
+
+    def dropped(self, notes: tuple[cv.Note, ...], line: int) -> None:
+        """The notes of one example: each key counted, each warning once for the record."""
+        codes: list[str] = []
+        for code, name in notes:
+            self.item(code, name, line)
+            if code not in codes:
+                codes.append(code)
+                self.warn(code, line)
+
+    def item_list(self, code: str) -> list[WarningItem]:
         return [
-            DatasetWarning(code=code, count=n, lines=lines, message=msg)
-            for code, (n, lines, msg) in self.warnings.items()
+            WarningItem(name=name, count=n, lines=lines)
+            for name, (n, lines) in sorted(self.items.get(code, {}).items(), key=lambda kv: -kv[1][0])
         ]
+
+    def warning_list(self, source_format: str | None) -> list[DatasetWarning]:
+        unit = "record" if source_format in ("json", "json_array") else "line"
+        warnings = []
+        for code, (n, lines, given) in self.warnings.items():
+            items = self.item_list(code) if code in _DROPPING_WARNINGS else []
+            message = given
+            if code == "unknown_keys_dropped" and source_format in ("csv", "tsv"):
+                message = "columns we do not convert were dropped"
+            if items:
+                message = f"{message}: {', '.join(_describe(item, unit) for item in items)}"
+            warnings.append(DatasetWarning(code=code, count=n, lines=lines, message=message, items=items))
+        return warnings
+
+
+#: Warnings whose message names what was dropped, item by item.
+_DROPPING_WARNINGS = frozenset({"unknown_keys_dropped", "tools_dropped", "records_skipped"})
+
+
+def _describe(item: WarningItem, unit: str) -> str:
+    """One thing dropped, how often and where, as "`label` (1,204 lines, e.g. 1, 2, 5)"."""
+    name = item.name if item.name == _OTHER_ITEMS else f"`{item.name}`"
+    where = ", ".join(map(str, item.lines))
+    if item.count == 1:
+        return f"{name} ({unit} {where})" if where else name
+    if item.count == len(item.lines):
+        return f"{name} ({item.count:,} {unit}s: {where})"
+    return f"{name} ({item.count:,} {unit}s, e.g. {where})" if where else f"{name} ({item.count:,} times)"
 
 
 def prepare(
@@ -164,6 +230,10 @@ def prepare(
     # validate-only pass too, so that a file that grows past Vertex AI's limit when converted is
     # rejected before anything is written. Until the split is planned every line is counted.
     # The sets hold digests cut to TRACKED_BITS (see there); the split reads the full prompt digest.
+    # With dedupe "near", first_of maps the near digest of each kept example to its exact digest
+    # (which tells an exact duplicate from a near one); with "exact", hashes holds exact digests.
+    near = options.dedupe == "near"
+    first_of: dict[int, int] = {}
     hashes: set[int] = set()
     prompts: set[int] = set()
     several: set[int] = set()  # prompts with more than one answer
@@ -171,6 +241,7 @@ def prepare(
     # Past this many distinct examples the file is invalid anyway; stop growing the hash sets.
     max_tracked = limits.max_training_examples + limits.max_validation_examples + limits.max_test_examples
     duplicates = 0
+    near_duplicates = 0
     prompt_duplicates = 0
     records_in = 0
     converter = cv.FileConverter(options.column_mapping)
@@ -192,6 +263,7 @@ def prepare(
         try:
             source = Source(stream, filename, max_bytes=limits.max_file_bytes, progress=progress)
             source_format = source.format.value
+            converter.delimited = source_format in ("csv", "tsv")
             # The loop runs once per record: its names are bound once here, and the common case
             # (a new, valid example) takes no call it can avoid.
             convert = converter.convert
@@ -210,9 +282,9 @@ def prepare(
                 except RecordIssueError as bad:
                     run.error(Issue(line=line, field=bad.field, code=bad.code, message=bad.message))
                     continue
-                except MissingColumnsError as missing:
-                    header_line = 1 if source.format.value in ("csv", "tsv") else line
-                    run.file_error("missing_column", str(missing), line=header_line)
+                except ColumnsError as columns:
+                    header_line = 1 if converter.delimited else line
+                    run.file_error(columns.code, str(columns), line=header_line)
                     break
                 tokens = count(example)
                 if tokens > max_tokens:
@@ -235,16 +307,31 @@ def prepare(
                         )
                     )
                     continue
-                for note in example.notes:
-                    run.warn(note, line)
+                if example.notes:
+                    run.dropped(example.notes, line)
                 digest = hash64(example.key, seed) & tracked_mask
-                if digest in hashes:
+                prompt = hash64(example.prompt_key, seed)
+                if near:
+                    # The answer's hash seeded with the prompt's: the near key's hash, without
+                    # joining the two keys or hashing the prompt twice.
+                    near_digest = hash64(example.answer_key, prompt) & tracked_mask
+                    first = first_of.get(near_digest)
+                    if first is not None:
+                        if first == digest:
+                            duplicates += 1
+                            run.warn("duplicates_removed", line)
+                        else:
+                            near_duplicates += 1
+                            run.warn("near_duplicates_removed", line)
+                        continue
+                    if len(first_of) < max_tracked:
+                        first_of[near_digest] = digest
+                elif digest in hashes:
                     duplicates += 1
                     run.warn("duplicates_removed", line)
                     continue
-                if len(hashes) < max_tracked:
+                elif len(hashes) < max_tracked:
                     hashes.add(digest)
-                prompt = hash64(example.prompt_key, seed)
                 split_name = None if splits is None else splits[prompt >> BUCKET_SHIFT]
                 if seen is not None and split_name is not None:
                     other = seen.claim(prompt, split_name)
@@ -286,6 +373,7 @@ def prepare(
     totals = _Totals(
         records_in=records_in,
         duplicates=duplicates,
+        near_duplicates=near_duplicates if near else None,
         prompt_duplicates=prompt_duplicates,
         prompts_with_several_answers=len(several),
         prompt_duplicate_lines=prompt_duplicate_lines,
@@ -298,7 +386,7 @@ def prepare(
         column_task_hint=converter.task_hint,
         choice=choice,
     )
-    del hashes, prompts, several  # the largest objects of the pass: freed before _finish sorts
+    del first_of, hashes, prompts, several  # the largest objects of the pass: freed before _finish sorts
     return _finish(run, totals, filename=filename)
 
 
@@ -306,6 +394,7 @@ def prepare(
 class _Totals:
     records_in: int
     duplicates: int
+    near_duplicates: int | None
     prompt_duplicates: int
     prompts_with_several_answers: int
     prompt_duplicate_lines: list[int]
@@ -355,8 +444,21 @@ def _finish(run: _Run, totals: _Totals, *, filename: str) -> PrepareResult:
             f"{counts['train']} training examples; at least {RECOMMENDED_MIN_EXAMPLES} are recommended",
         )
     _split_warnings(run, t, valid)
+    if t.duplicates:
+        run.warnings["duplicates_removed"][2] = (
+            f"{t.duplicates:,} {'example repeats' if t.duplicates == 1 else 'examples repeat'} an earlier "
+            "one (the same prompt and answer, whitespace ignored) and were removed; the first of each is kept"
+        )
+    if t.near_duplicates:
+        run.warnings["near_duplicates_removed"][2] = (
+            f"{t.near_duplicates:,} {'example is a near duplicate' if t.near_duplicates == 1 else 'examples are near duplicates'} "
+            "of an earlier one (the same once Unicode NFKC, case, whitespace and trailing punctuation are "
+            "ignored) and were removed; the first of each is kept. Upload with dedupe: exact to keep them"
+        )
     if options.skip_invalid and run.rejected:
-        run.warn("records_skipped", 0, f"{run.rejected} invalid records were skipped")
+        run.warn("records_skipped", 0, f"{run.rejected:,} invalid records were skipped (skip_invalid)")
+    if limits.assumed_from is not None:
+        run.warn("model_limits_assumed", 0, limits.assumed_note)
     if t.choice.counter.method == "estimate":
         run.warn("tokens_estimated", 0, f"token counts are estimates: {t.choice.fallback_reason}")
     truncated = sum(run.error_counts.values()) > len(run.errors)
@@ -439,9 +541,11 @@ def _finish(run: _Run, totals: _Totals, *, filename: str) -> PrepareResult:
         errors=run.errors,
         errors_truncated=truncated,
         error_counts=dict(run.error_counts),
-        warnings=run.warning_list(),
+        warnings=run.warning_list(t.source_format),
         tokens=stats,
         duplicates=t.duplicates,
+        near_duplicates=t.near_duplicates,
+        dedupe=options.dedupe,
         split=_split_counts(options, t),
         task=task,
         recommended=recommended,

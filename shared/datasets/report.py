@@ -148,7 +148,13 @@ class PrepareResult(BaseModel):
     error_counts: dict[str, int] = Field(default_factory=dict)
     warnings: list[DatasetWarning] = Field(default_factory=list)
     tokens: TokenStats = Field(default_factory=TokenStats)
+    #: Exact duplicates removed (the same prompt and answer but for whitespace).
     duplicates: int = 0
+    #: Near duplicates removed besides (the same once NFKC, case, whitespace and trailing
+    #: punctuation are ignored); None with ``dedupe: exact``, which keeps them.
+    near_duplicates: int | None = 0
+    #: "near" (exact and near duplicates removed) or "exact" (exact duplicates only).
+    dedupe: str = "near"
     split: SplitCounts = Field(default_factory=SplitCounts)
     task: TaskInfo | None = None
     recommended: Recommended = Field(default_factory=Recommended)
@@ -159,6 +165,13 @@ class PrepareResult(BaseModel):
 
 def _fmt_int(n: int) -> str:
     return f"{n:,}"
+
+
+def _duplicates(result: PrepareResult) -> str:
+    exact = f"{_fmt_int(result.duplicates)} exact"
+    if result.near_duplicates is None:
+        return f"{exact} (near duplicates kept: dedupe exact)"
+    return f"{exact}, {_fmt_int(result.near_duplicates)} near"
 
 
 def _split_rule(split: SplitCounts) -> str:
@@ -202,7 +215,7 @@ def render_report(result: PrepareResult) -> str:
         f"| valid distinct examples | {_fmt_int(result.valid_examples)} |",
         f"| examples written | {_fmt_int(result.examples)} |",
         f"| records with errors | {_fmt_int(result.rejected)} |",
-        f"| duplicates removed | {_fmt_int(result.duplicates)} |",
+        f"| duplicates removed | {_duplicates(result)} |",
     ]
     split = result.split
     if split.prompt_duplicates is not None:
@@ -255,9 +268,10 @@ def render_report(result: PrepareResult) -> str:
     if result.warnings:
         lines += ["", "## Warnings"]
         for w in result.warnings:
+            # A warning that names its items quotes their lines in its message already.
             where = (
                 f" (lines {', '.join(map(str, w.lines))}{', ...' if w.count > len(w.lines) else ''})"
-                if w.lines
+                if w.lines and not w.items
                 else ""
             )
             lines.append(f"- `{w.code}`: {w.message}{where}")

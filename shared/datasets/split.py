@@ -3,8 +3,9 @@
 The rule
 --------
 The split key is the example's *prompt* (``Example.prompt_key``: the system instruction and every
-turn but the last, whitespace deleted, case folded). Its 64-bit hash, seeded with ``split_seed``,
-is cut to its top 14 bits, the example's *bucket* ``b`` in ``[0, 16384)`` (``u = b / 16384`` is
+turn but the last, normalised as for near duplicates: NFKC, case folded, whitespace deleted,
+trailing punctuation stripped; see :mod:`shared.datasets.convert`). Its 64-bit hash, seeded with
+``split_seed``, is cut to its top 14 bits, the example's *bucket* ``b`` in ``[0, 16384)`` (``u = b / 16384`` is
 the hash mapped to ``[0, 1)``). Then:
 
 - test when ``b < test_end``;

@@ -27,7 +27,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 from shared.config import Settings
-from shared.datasets.limits import model_thinking
+from shared.datasets.limits import MODEL_LIMITS, model_thinking
 from shared.errors import PermanentError
 from shared.tuning.client import generation_config, make_client
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 ERROR_TEXT_LIMIT = 500
 #: Gemini 2.5 Pro cannot switch thinking off; its smallest budget is 128 tokens (the model
 #: table, shared/datasets/limits.py, holds it per model).
-PRO_MIN_THINKING_BUDGET = model_thinking("gemini-2.5-pro").min_budget
+PRO_MIN_THINKING_BUDGET = MODEL_LIMITS["gemini-2.5-pro"].thinking.min_budget
 #: The finish reason of an answer cut off by maxOutputTokens.
 MAX_TOKENS = "MAX_TOKENS"
 

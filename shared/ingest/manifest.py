@@ -213,6 +213,8 @@ class ManifestReport(BaseModel):
     valid_examples: int = 0
     rejected: int = 0
     duplicates: int = 0
+    #: Near duplicates removed over the files; None when every file kept them (dedupe: exact).
+    near_duplicates: int | None = 0
     split: SplitCounts = Field(default_factory=SplitCounts)
     task: TaskInfo | None = None
     estimated_cost: CostEstimate = Field(default_factory=CostEstimate)
@@ -254,6 +256,7 @@ class ManifestReport(BaseModel):
             "examples": self.examples,
             "rejected": self.rejected,
             "duplicates": self.duplicates,
+            "near_duplicates": self.near_duplicates,
             "error_counts": self.error_counts,
             "split": self.split.model_dump(),
             "tokens": tokens,
@@ -447,6 +450,11 @@ def _totals(obj: StorageObject, files: list[ManifestFile]) -> ManifestReport:
         valid_examples=sum(r.valid_examples for r in results),
         rejected=sum(r.rejected for r in results),
         duplicates=sum(r.duplicates for r in results),
+        near_duplicates=(
+            None
+            if all(r.near_duplicates is None for r in results)
+            else sum(r.near_duplicates or 0 for r in results)
+        ),
         split=split,
         task=_task_over_files(train.task, results),
         estimated_cost=train.estimated_cost,

@@ -338,6 +338,7 @@ def _file_outcome(
             "examples": result.examples,
             "rejected": result.rejected,
             "duplicates": result.duplicates,
+            "near_duplicates": result.near_duplicates,
             "error_counts": result.error_counts,
             "split": result.split.model_dump(),
             "tokens": result.tokens.model_dump(mode="json"),

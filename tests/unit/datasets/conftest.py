@@ -83,6 +83,7 @@ CONTRACT_KEYS = {
     "warnings",
     "tokens",
     "duplicates",
+    "near_duplicates",
     "split",
     "recommended",
     "estimated_cost",

@@ -115,8 +115,11 @@ def test_csv_invalid_utf8_is_unreadable() -> None:
 def test_csv_without_recognisable_columns_needs_a_mapping() -> None:
     data = b"q,a\nhello,world\n"
     result, _ = run(data, filename="x.csv")
-    assert result.error_counts == {"unknown_shape": 1, "no_examples": 1}
-    assert (result.errors[0].line, result.errors[0].code) == (2, "unknown_shape")
+    # One answer for the whole file, at its header, with the mapping that would convert it.
+    assert result.error_counts == {"unmapped_columns": 1}
+    assert (result.errors[0].line, result.errors[0].code) == (1, "unmapped_columns")
+    assert "--map input=q,output=a" in result.errors[0].message
+    assert "column_mapping" in result.errors[0].message
     mapped, written = run(data, filename="x.csv", column_mapping={"input": "q", "output": "a"})
     assert mapped.ok
     assert written["train"][0]["contents"][1]["parts"][0]["text"] == "world"

@@ -116,7 +116,7 @@ def test_openai_toy_chat_rejects_the_record_without_a_user_message(realworld: Pa
     assert skipped.ok
     assert skipped.examples == 4
     assert skipped.rejected == 1
-    turns = sorted(len(r["contents"]) for r in kept["train"])
+    turns = sorted(len(r["contents"]) for split in kept.values() for r in split)
     assert turns == [2, 2, 2, 8]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 import pytest
@@ -317,16 +318,21 @@ def test_unknown_top_level_keys_are_dropped_with_a_warning() -> None:
     ]
 
 
-def test_keys_are_the_texts_joined_without_ascii_whitespace_the_prompts_case_folded() -> None:
+def test_keys_are_the_texts_joined_without_ascii_whitespace_the_near_keys_normalised() -> None:
     """The keys as the module docstring defines them, whichever path builds them: the fast path
     (with a system instruction remembered from the record before, or a new one), the general path
-    (a file part), non-ASCII case folding, whitespace inside words, the separator inside a text."""
+    (a file part), NFKC and non-ASCII case folding, whitespace inside words, trailing punctuation,
+    the separator inside a text."""
     separator = "\x1e"
 
-    def expected(pieces: list[str], answer_at: int) -> tuple[bytes, bytes]:
+    def near(pieces: list[str]) -> bytes:
+        folded = unicodedata.normalize("NFKC", separator.join(pieces)).casefold()
+        bare = "".join(ch for ch in folded if ch == separator or not ch.isspace())
+        return separator.join(p.rstrip(cv.TRAILING_PUNCTUATION) for p in bare.split(separator)).encode()
+
+    def expected(pieces: list[str], answer_at: int) -> tuple[bytes, bytes, bytes]:
         key = separator.join(pieces).encode().translate(None, cv.ASCII_WHITESPACE)
-        prompt = separator.join(pieces[:answer_at]).casefold().encode().translate(None, cv.ASCII_WHITESPACE)
-        return key, prompt
+        return key, near(pieces[:answer_at]), near(pieces[answer_at:])
 
     system = {"parts": [{"text": "Be  BRIEF.\n"}, {"text": "Straße ΣΑΣ"}]}
     image = {"fileData": {"mimeType": "image/png", "fileUri": "gs://b/x.png"}}
@@ -354,11 +360,12 @@ def test_keys_are_the_texts_joined_without_ascii_whitespace_the_prompts_case_fol
                 "contents": [
                     {"role": "user", "parts": [{"text": "İ\x1eK"}, {"text": "ﬀ\r\n x"}]},
                     {"role": "model", "parts": [{"text": "a"}]},
-                    {"role": "user", "parts": [{"text": "B\u00a0c"}]},  # a no-break space is kept
+                    # a no-break space: kept in the exact key, a space (deleted) in the near keys
+                    {"role": "user", "parts": [{"text": "B\u00a0c!"}]},
                     {"role": "model", "parts": [{"text": "D\te"}, {"text": "f"}]},
                 ]
             },
-            ["user", "İ\x1eK", "ﬀ\r\n x", "model", "a", "user", "B\u00a0c", "model", "D\te", "f"],
+            ["user", "İ\x1eK", "ﬀ\r\n x", "model", "a", "user", "B\u00a0c!", "model", "D\te", "f"],
             7,
         ),
         (
@@ -370,7 +377,7 @@ def test_keys_are_the_texts_joined_without_ascii_whitespace_the_prompts_case_fol
     converter = cv.FileConverter()
     for record, pieces, answer_at in cases:
         example = converter.convert(record, 1)
-        assert (example.key, example.prompt_key) == expected(pieces, answer_at), record
+        assert (example.key, example.prompt_key, example.answer_key) == expected(pieces, answer_at), record
         assert example.answer == pieces[-1]
         uri_bytes = len(image["fileData"]["fileUri"]) if example.files else 0  # file URIs are no text
         assert example.text_bytes == len(separator.join(pieces).encode()) - uri_bytes

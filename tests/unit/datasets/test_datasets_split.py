@@ -132,7 +132,10 @@ def test_the_prompt_is_the_system_instruction_and_every_turn_but_the_last() -> N
             ],
         }
 
-    records = [conversation(i, a) for i in range(150) for a in (str(i * i), f"{i * i}.", f"it is {i * i}")]
+    # three answers that are not near duplicates of each other ("N" and "N." would be)
+    records = [
+        conversation(i, a) for i in range(150) for a in (str(i * i), f"{i * i} exactly", f"it is {i * i}")
+    ]
     result, written = split_file(jsonl(*records))
     assert result.split.prompt_duplicates == 300
     firsts = {split: {r["contents"][2]["parts"][0]["text"] for r in kept} for split, kept in written.items()}
