@@ -125,7 +125,18 @@ def test_submit_refuses_bad_options_with_exit_2_and_uploads_nothing(
     assert done.returncode == 2
     assert done.stdout == ""
     assert message in done.stderr
-    assert list(runtime.storage.list_blobs(runtime.settings.bucket)) == []
+    assert _uploaded(runtime) == []
+
+
+def _uploaded(runtime: Runtime) -> list[str]:
+    """What `sftpipe submit` writes (incoming/ and the uploads prefix); the pipeline's own
+    prepared/ and reports/ objects of an earlier test's run may still be appearing."""
+    bucket = runtime.settings.bucket
+    return [
+        blob.name
+        for prefix in (runtime.settings.incoming_prefix, *runtime.settings.upload_prefixes)
+        for blob in runtime.storage.list_blobs(bucket, prefix=prefix)
+    ]
 
 
 def test_submit_a_missing_file_or_a_manifest_naming_a_missing_file_exits_2(
@@ -139,4 +150,4 @@ def test_submit_a_missing_file_or_a_manifest_naming_a_missing_file_exits_2(
     assert (missing.returncode, unresolved.returncode) == (2, 2)
     assert "is not a file" in missing.stderr
     assert "train: datasets/nowhere/train.jsonl is neither" in unresolved.stderr
-    assert list(runtime.storage.list_blobs(runtime.settings.bucket)) == []
+    assert _uploaded(runtime) == []
