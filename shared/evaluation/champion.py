@@ -16,6 +16,7 @@ answers (undeployed) fails every call: the section says so instead of a comparis
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import orjson
@@ -125,9 +126,11 @@ def champion_comparison(
     endpoint = champion.evaluated_endpoint or champion.tuned_endpoint or ""
     subset = list(examples[: settings.champion_max_examples])
     options = GenerationOptions.from_settings(settings, job.base_model, examples)
+    began = time.monotonic()
     answers = run_predictions(
         settings, subset, base_model=None, tuned_model=endpoint, options=options, deadline=deadline
     )
+    seconds = round(time.monotonic() - began, 1)
     answered = {p.index: p for p in answers}
     champion_outputs = [answered[e.index].tuned_output if e.index in answered else None for e in subset]
     failed = sum(output is None for output in champion_outputs)
@@ -139,6 +142,7 @@ def champion_comparison(
         "ended_at": champion.ended_at,
         "examples": len(subset),
         "failed": failed,
+        "seconds": seconds,
     }
     if failed == len(subset):
         return ChampionComparison(

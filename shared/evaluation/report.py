@@ -178,6 +178,9 @@ class CheckpointScore(BaseModel):
     step: int | None = None
     endpoint: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
+    #: Validation examples asked, and the seconds their calls took.
+    examples: int = 0
+    seconds: float | None = None
 
 
 ChampionVerdict = Literal["challenger_better", "champion_better", "not_distinguishable"]
@@ -208,6 +211,8 @@ class ChampionComparison(BaseModel):
     examples: int
     #: Champion calls that failed (scored as empty answers) or could not start in time.
     failed: int = 0
+    #: Wall-clock seconds the champion's calls took.
+    seconds: float | None = None
     metrics: list[ChampionMetric] = Field(default_factory=list)
     verdict: ChampionVerdict = "not_distinguishable"
     reason: str = ""
