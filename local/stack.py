@@ -44,8 +44,9 @@ READY_TIMEOUT_S = 60.0
 #: Test examples the local stand-in judge sees (SFTPIPE_JUDGE_MAX_EXAMPLES in the stack): about
 #: 6 calls each to a small CPU model, so the judge adds about a minute to a local evaluation.
 LOCAL_JUDGE_MAX_EXAMPLES = 4
-#: Validation examples each checkpoint answers before the best is chosen
-#: (SFTPIPE_CHECKPOINT_MAX_EXAMPLES in the stack): one CPU call each per checkpoint.
+#: Validation examples each checkpoint answers before the best is chosen, and test examples an
+#: earlier model of the lineage answers (SFTPIPE_CHECKPOINT_MAX_EXAMPLES and
+#: SFTPIPE_CHAMPION_MAX_EXAMPLES in the stack): one CPU call each.
 LOCAL_CHECKPOINT_MAX_EXAMPLES = 10
 #: Seconds `down` waits after SIGINT before SIGKILL.
 STOP_GRACE_S = 5.0
@@ -293,6 +294,7 @@ class Stack:
             # seconds), so it sees a few examples; without a model nothing could judge.
             "SFTPIPE_JUDGE_MAX_EXAMPLES": str(LOCAL_JUDGE_MAX_EXAMPLES) if options.model else "0",
             "SFTPIPE_CHECKPOINT_MAX_EXAMPLES": str(LOCAL_CHECKPOINT_MAX_EXAMPLES),
+            "SFTPIPE_CHAMPION_MAX_EXAMPLES": str(LOCAL_CHECKPOINT_MAX_EXAMPLES),
             "SFTPIPE_SMTP_HOST": "127.0.0.1",
             "SFTPIPE_SMTP_PORT": str(ports["smtp"]),
             # The local mail sink speaks plain SMTP; production uses STARTTLS.

@@ -170,6 +170,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Validation examples each checkpoint endpoint is asked before the test split, to choose the best checkpoint (0: the tuned model as Vertex serves it); each costs one call per checkpoint.",
     )
+    champion_max_examples: int = Field(
+        200,
+        ge=0,
+        description="Test examples the champion (the newest earlier tuned model of the same lineage) is asked to compare with the new model (0: no comparison); one call each.",
+    )
     judge_max_examples: int = Field(
         200,
         ge=0,

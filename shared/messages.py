@@ -82,6 +82,9 @@ class NotifyTargets(BaseModel):
     slack_channel: str | None = None
 
 
+#: The request label (also on the Vertex job) that names a lineage: jobs of one lineage are
+#: compared, champion and challenger (``shared.evaluation.champion``).
+LINEAGE_LABEL = "lineage"
 #: The metrics the Gen AI evaluation service computes by name (google-genai maps each to its spec).
 VertexEvaluationMetric = Literal["exact_match", "bleu", "rouge1", "rouge2", "rougeL", "rougeLsum"]
 

@@ -99,6 +99,77 @@ def _follow(path: Path, env: dict[str, str], console: Any, *, model: str, starte
     return follower.conclude(bucket, console, Path(env["SFTPIPE_RUN_DIR"]), started)
 
 
+def stage_rows(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(stage, model calls, seconds, result) of each evaluation stage the summary records."""
+    rows: list[tuple[str, str, str, str]] = []
+    baseline = summary.get("baseline")
+    if baseline:
+        calls = (baseline.get("cost") or {}).get("calls", baseline.get("examples"))
+        shots = f"{baseline.get('few_shot')}-shot" if baseline.get("few_shot") else "zero-shot"
+        primary = baseline.get("primary_metric", "")
+        result = f"{primary} {baseline['metrics'].get(primary, 0.0):.3f} ({shots}), before the job"
+        rows.append(("baseline", f"{calls}", f"{baseline.get('seconds', '')}", result))
+    checkpoints = summary.get("checkpoints") or []
+    if checkpoints:
+        primary = summary.get("primary_metric", "")
+        curve = ", ".join(
+            f"{c['checkpoint_id']}{'*' if c['checkpoint_id'] == summary.get('best_checkpoint') else ''}: "
+            f"{c['metrics'].get(primary, 0.0):.3f}"
+            for c in checkpoints
+        )
+        rows.append(
+            (
+                "checkpoints",
+                f"{sum(int(c.get('examples') or 0) for c in checkpoints)}",
+                f"{sum(float(c.get('seconds') or 0) for c in checkpoints):.1f}",
+                f"validation {primary} {curve}",
+            )
+        )
+    counts = summary.get("counts") or {}
+    reused = bool((baseline or {}).get("reused"))
+    tests = int(counts.get("test_examples") or 0)
+    rows.append(
+        (
+            "test split",
+            f"{tests if reused else 2 * tests}",
+            f"{summary.get('evaluation_duration_s') or 0:.1f}",
+            f"verdict {summary.get('verdict')}" + (" (base answers reused)" if reused else ""),
+        )
+    )
+    judge = summary.get("judge")
+    if judge:
+        rate = judge.get("win_rate") or {}
+        result = (
+            f"tuned wins {rate.get('tuned', 0):.0%}, ties {rate.get('tie', 0):.0%}, base wins {rate.get('base', 0):.0%}"
+            if rate
+            else "no verdict parsed"
+        )
+        calls = (judge.get("cost") or {}).get("calls", "")
+        rows.append(("judge", f"{calls}", f"{judge.get('seconds') or ''}", result))
+    champion = summary.get("champion")
+    if champion:
+        rows.append(
+            (
+                "champion",
+                f"{champion.get('examples')}",
+                f"{champion.get('seconds') or ''}",
+                f"{champion.get('verdict')}",
+            )
+        )
+    return rows
+
+
+def stage_table(summary: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="evaluation stages", expand=False)
+    for column in ("stage", "model calls", "seconds", "result"):
+        table.add_column(column)
+    for row in stage_rows(summary):
+        table.add_row(*row)
+    return table
+
+
 class _Follower:
     """Reads what the pipeline records (Firestore, the tuning service) and renders it."""
 
@@ -245,6 +316,7 @@ class _Follower:
         bucket.blob(f"{prefix}report.html").download_to_filename(str(out / "report.html"))
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         console.print(metric_table(summary))
+        console.print(stage_table(summary))
         slack, mails = self.notifications()
         console.print(f"report:      {out / 'report.html'}", soft_wrap=True)
         console.print(f"Slack post:  {slack[-1] if slack else '(none)'}", soft_wrap=True)

@@ -100,6 +100,9 @@ class UploadSettings(BaseModel):
     skip_invalid: bool | None = None
     dedupe: Dedupe | None = None
     notify_emails: list[Email] = Field(default_factory=list)
+    #: Which earlier tuned models this one is compared with (champion and challenger); None: the
+    #: uploaded file's name.
+    lineage: str | None = Field(None, min_length=1, max_length=63)
     #: Training examples put in the baseline's prompts (0 or None: zero-shot).
     few_shot: int | None = Field(None, ge=0, le=MAX_FEW_SHOT)
     #: Metrics of Vertex AI's own evaluation of the job (comma-separated in metadata).

@@ -137,6 +137,7 @@ def select_checkpoint(
             "primary_metric": primary,
             "examples": len(examples),
             "failed": result.failed,
+            "seconds": round(time.monotonic() - began, 1),
         }
         scored = _commit_score(ref, runtime, owner, entry)
         slowest = max(slowest, time.monotonic() - began)

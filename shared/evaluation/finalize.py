@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from google.api_core import exceptions as gexc
 
+from shared.evaluation.champion import champion_comparison
 from shared.evaluation.checkpoints import summary_checkpoints
 from shared.evaluation.chunks import merged_predictions
 from shared.evaluation.inputs import dataset_facts, reports_bucket
@@ -82,6 +83,7 @@ def finalize(
     base_truncated, tuned_truncated = truncation_counts(predictions)
     curves, curves_note = fetch_loss_curves(settings, job.tuning_job_name)
     statistics, cost, cost_note = dataset_facts(runtime, job)
+    champion = champion_comparison(runtime, job, examples, predictions, task_choice, deadline=deadline)
     judge = run_judge(
         settings, judge_items(predictions), task_choice.task, base_model=job.base_model, deadline=deadline
     )
@@ -118,6 +120,7 @@ def finalize(
             "checkpoints": checkpoints,
             "best_checkpoint": doc.get("best_checkpoint"),
             "vertex_evaluation": _vertex_evaluation(runtime, job),
+            "champion": champion,
         }
     )
 
@@ -152,7 +155,12 @@ def finalize(
     ref.update(fields)
     try:
         runtime.firestore.collection(settings.jobs_collection).document(job.job_id).update(
-            {"evaluation_status": REPORTED, "evaluation_report_uri": fields["report_uri"]}
+            {
+                "evaluation_status": REPORTED,
+                "evaluation_report_uri": fields["report_uri"],
+                # What a later job of the same lineage is compared with (shared.evaluation.champion).
+                "evaluated_endpoint": summary.tuned_endpoint,
+            }
         )
     except gexc.NotFound:
         log.warning("job document vanished before the evaluation was recorded on it")

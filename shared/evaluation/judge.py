@@ -256,6 +256,8 @@ class JudgeSummary(BaseModel):
     #: Pointwise verdicts that did not parse (their example is left out of that criterion's means).
     pointwise_unparsable: int = 0
     cost: JudgeCost | None = None
+    #: Wall-clock seconds the judge's calls took.
+    seconds: float | None = None
 
 
 def judge_examples(
@@ -485,13 +487,18 @@ def run_judge(
         finally:
             await client.aio.aclose()
 
+    began = time.monotonic()
     texts = asyncio.run(run())
+    seconds = round(time.monotonic() - began, 1)
     asked = [item for item, item_texts in zip(chosen, prompts, strict=True) if item_texts[0] in texts]
     summary = judge_examples(
         asked, criteria, texts.get, model=model, local_stand_in=local, planned=len(chosen)
     )
     return summary.model_copy(
-        update={"cost": estimate_cost([p for each in prompts for p in each], model, local=local)}
+        update={
+            "cost": estimate_cost([p for each in prompts for p in each], model, local=local),
+            "seconds": seconds,
+        }
     )
 
 

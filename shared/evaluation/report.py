@@ -178,6 +178,44 @@ class CheckpointScore(BaseModel):
     step: int | None = None
     endpoint: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
+    #: Validation examples asked, and the seconds their calls took.
+    examples: int = 0
+    seconds: float | None = None
+
+
+ChampionVerdict = Literal["challenger_better", "champion_better", "not_distinguishable"]
+
+
+class ChampionMetric(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    champion: float
+    challenger: float
+    delta: float
+    delta_ci: tuple[float, float] | None = None
+    significant: bool = False
+    primary: bool = False
+
+
+class ChampionComparison(BaseModel):
+    """summary.json's ``champion``: the newest earlier model of the same lineage against this
+    one (``shared.evaluation.champion``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    endpoint: str
+    lineage: str
+    ended_at: datetime | None = None
+    examples: int
+    #: Champion calls that failed (scored as empty answers) or could not start in time.
+    failed: int = 0
+    #: Wall-clock seconds the champion's calls took.
+    seconds: float | None = None
+    metrics: list[ChampionMetric] = Field(default_factory=list)
+    verdict: ChampionVerdict = "not_distinguishable"
+    reason: str = ""
 
 
 class VertexEvaluation(BaseModel):
@@ -262,6 +300,8 @@ class EvaluationSummary(BaseModel):
     best_checkpoint: str | None = None
     #: Vertex AI's own evaluation, when the request asked for it (None: not asked).
     vertex_evaluation: VertexEvaluation | None = None
+    #: The newest earlier tuned model of the same lineage against this one (None: there is none).
+    champion: ChampionComparison | None = None
     generated_at: datetime = Field(default_factory=utcnow)
 
     @field_validator("verdict", mode="before")
@@ -892,6 +932,39 @@ def win_rate_svg(judge: JudgeSummary, *, width: int = 720) -> str:
     return "".join(parts)
 
 
+CHAMPION_WORDS = {
+    "challenger_better": "better than the champion",
+    "champion_better": "worse than the champion",
+    "not_distinguishable": "not distinguishable from the champion",
+}
+
+
+def _champion_section(summary: EvaluationSummary) -> str:
+    champion = summary.champion
+    if champion is None:
+        return ""
+    head = (
+        f"<h2>Champion and challenger</h2><p class='muted'>The newest earlier model of lineage "
+        f"“{_e(champion.lineage)}” (job {_e(champion.job_id)}, endpoint {_e(champion.endpoint)}) asked the "
+        f"first {champion.examples:,} test examples with the same settings"
+        + (f"; {champion.failed:,} of its calls failed and score as empty answers" if champion.failed else "")
+        + ".</p>"
+    )
+    if not champion.metrics:
+        return f"{head}<p class='regressed'>{_e(champion.reason)}.</p>"
+    rows = "".join(
+        f"<tr><td>{_e(m.name)}{' ★' if m.primary else ''}</td><td class='num'>{m.champion:.3f}</td>"
+        f"<td class='num'>{m.challenger:.3f}</td><td class='num'>{format_delta(m.delta)}</td>"
+        f"<td class='num'>{_e(format_interval(m.delta_ci, signed=True) if m.delta_ci else '')}</td></tr>"
+        for m in champion.metrics
+    )
+    return (
+        f"{head}<p><b>This model is {_e(CHAMPION_WORDS[champion.verdict])}</b>: {_e(champion.reason)}.</p>"
+        "<table><thead><tr><th>metric</th><th class='num'>champion</th><th class='num'>this model</th>"
+        f"<th class='num'>Δ</th><th class='num'>Δ 95% CI</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
 def _vertex_evaluation_section(summary: EvaluationSummary) -> str:
     evaluation = summary.vertex_evaluation
     if evaluation is None:
@@ -1083,7 +1156,7 @@ def render_report_html(summary: EvaluationSummary, examples: Sequence[ExampleCom
         "else “not distinguishable from the base model”.</p>"
         f"{metric_bars_svg(summary.metrics)}{_per_class_table(summary)}{_confusion_section(summary)}"
         f"{_baseline_section(summary)}{_judge_section(summary)}{losses}{_checkpoints_section(summary)}"
-        f"{_vertex_evaluation_section(summary)}"
+        f"{_vertex_evaluation_section(summary)}{_champion_section(summary)}"
         f"{_examples_section(examples)}"
         f"<h2>Dataset</h2>{statistics}<h2>Cost</h2>{cost}{notes}"
         f"<p class='muted'>Generated {_e(summary.generated_at.isoformat(timespec='seconds'))} by sftpipe.</p>"

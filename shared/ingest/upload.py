@@ -50,7 +50,7 @@ from shared.events import GCS_NOTIFICATION_FINALIZE, StorageObject
 from shared.idempotency import IdempotencyStore
 from shared.ingest.manifest import ManifestReport, prepare_manifest, render_manifest_report
 from shared.logging import bind, get_logger
-from shared.messages import Hyperparameters, NotifyTargets, Task, TuningRequestV1
+from shared.messages import LINEAGE_LABEL, Hyperparameters, NotifyTargets, Task, TuningRequestV1
 from shared.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -221,6 +221,7 @@ def _tuning_request(
         vertex_evaluation_metrics=outcome.vertex_evaluation_metrics,  # type: ignore[arg-type]
         display_name=obj.name.rsplit("/", 1)[-1][:128],
         notify=notify,
+        labels={LINEAGE_LABEL: outcome.lineage} if outcome.lineage else {},
     )
 
 
@@ -293,6 +294,7 @@ class _Outcome:
     #: The baseline's settings from the upload (``few_shot``, ``baseline_gate``).
     few_shot: int | None = None
     baseline_gate: str | None = None
+    lineage: str | None = None
     export_last_checkpoint_only: bool | None = None
     vertex_evaluation_metrics: list[str] | None = None
 
@@ -351,6 +353,7 @@ def _file_outcome(
         hyperparameters=_hyperparameters(result, options) if options else Hyperparameters(),
         notify_emails=list(upload.notify_emails) if upload else [],
         few_shot=upload.few_shot if upload else None,
+        lineage=upload.lineage if upload else None,
         baseline_gate=upload.baseline_gate if upload else None,
         export_last_checkpoint_only=upload.export_last_checkpoint_only if upload else None,
         vertex_evaluation_metrics=upload.vertex_evaluation_metrics if upload else None,
@@ -386,6 +389,7 @@ def _prepare_manifest(obj: StorageObject, runtime: Runtime, sink: Sink) -> _Outc
         hyperparameters=_hyperparameters(train, options) if train and options else Hyperparameters(),
         notify_emails=list(manifest.notify_emails) if manifest else [],
         few_shot=manifest.few_shot if manifest else None,
+        lineage=manifest.lineage if manifest else None,
         baseline_gate=manifest.baseline_gate if manifest else None,
         export_last_checkpoint_only=manifest.export_last_checkpoint_only if manifest else None,
         vertex_evaluation_metrics=manifest.vertex_evaluation_metrics if manifest else None,

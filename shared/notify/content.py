@@ -282,6 +282,14 @@ def evaluated_notification(outcome: EvaluatedOutcome) -> Notification:
     ]
     if summary.tuned_endpoint:
         facts.append(("Tuned endpoint", summary.tuned_endpoint))
+    champion = summary.champion
+    if champion is not None:
+        words = {
+            "challenger_better": "better",
+            "champion_better": "worse",
+            "not_distinguishable": "not distinguishable",
+        }[champion.verdict]
+        facts.append(("Against the champion", f"{words} than job {champion.job_id}: {champion.reason}"))
     best = summary.best_checkpoint_score
     if best is not None:
         facts.append(

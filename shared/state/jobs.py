@@ -17,6 +17,8 @@ from typing import Any
 from google.genai import types
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.messages import LINEAGE_LABEL
+
 BASELINE = "BASELINE"
 QUEUED = "QUEUED"
 SUBMITTING = "SUBMITTING"
@@ -46,6 +48,13 @@ TERMINAL = frozenset(state for state, rank in _RANK.items() if rank == 9)
 ACTIVE = frozenset(state for state, rank in _RANK.items() if _RANK[SUBMITTING] <= rank < 9)
 SUCCEEDED = types.JobState.JOB_STATE_SUCCEEDED.value
 FAILED = types.JobState.JOB_STATE_FAILED.value
+
+
+def lineage_of(request: dict[str, Any]) -> str | None:
+    """The lineage a request belongs to (``shared.evaluation.champion``): its ``lineage`` label,
+    else its display name (the uploaded file's name)."""
+    labels = request.get("labels") or {}
+    return labels.get(LINEAGE_LABEL) or request.get("display_name") or None
 
 
 def is_forward(current: str, new: str) -> bool:
@@ -87,6 +96,11 @@ class JobRecord(BaseModel):
     #: Vertex AI's own evaluation runs, when the request asked for them (``shared.tuning.observe``).
     vertex_evaluation_runs: list[dict[str, Any]] = Field(default_factory=list)
     error: str | None = None
+    #: Jobs of one lineage are compared, champion and challenger (:func:`lineage_of`).
+    lineage: str | None = None
+    #: The endpoint the evaluation asked (the best checkpoint's, else the tuned endpoint): what
+    #: a later job of the lineage is compared with.
+    evaluated_endpoint: str | None = None
     #: The base model's scores on the test split before tuning (``shared.evaluation.baseline``):
     #: ``{metrics, examples, evaluated_at, few_shot, predictions_uri, ...}``; None: none was taken.
     baseline: dict[str, Any] | None = None

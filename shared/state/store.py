@@ -34,6 +34,7 @@ from shared.state.jobs import (
     TERMINAL,
     JobRecord,
     is_forward,
+    lineage_of,
 )
 
 log = get_logger("sftpipe.state")
@@ -152,6 +153,7 @@ class JobStore:
             queued_at=now,
             last_progress_at=now,
             ended_at=None if failed_reason is None else now,
+            lineage=lineage_of(request),
         ).model_dump(mode="python")
         record["history"] = history
         if failed_reason is not None:

@@ -33,7 +33,7 @@ from shared.evaluation.completion import handle_job_message
 from shared.events import PubSubMessage
 from shared.messages import EvaluationContinuationV1, JobEventV1, TuningRequestV1, parse_message
 from shared.runtime import Runtime
-from shared.state.jobs import Checkpoint, JobRecord
+from shared.state.jobs import Checkpoint, JobRecord, lineage_of
 from shared.tuning.client import make_client
 from tests.integration.conftest import wait_for
 
@@ -105,6 +105,8 @@ def _write_job(
     test_examples: int = TEST_EXAMPLES,
     error: str | None = None,
     validation_examples: int = 0,
+    display_name: str | None = None,
+    ended: datetime | None = None,
 ) -> JobRecord:
     """Upload a test split and write jobs/{job_id} as the tuner and poller would have; with
     ``validation_examples``, a validation split too and the job's checkpoints."""
@@ -129,8 +131,9 @@ def _write_job(
         training_uri=f"gs://{settings.bucket}/prepared/{dataset_id}/train.jsonl",
         validation_uri=validation_uri,
         test_uri=f"gs://{settings.bucket}/{test_name}",
+        display_name=display_name,
     )
-    ended = datetime.now(UTC)
+    ended = ended or datetime.now(UTC)
     succeeded = status == "JOB_STATE_SUCCEEDED"
     record = JobRecord(
         job_id=job_id,
@@ -144,6 +147,7 @@ def _write_job(
         tuned_endpoint=tuned.tuned_endpoint if succeeded else None,
         checkpoints=list(tuned.checkpoints) if validation_examples else [],
         error=error,
+        lineage=lineage_of(request.model_dump(mode="json", by_alias=True, exclude_none=True)),
         created=ended - timedelta(minutes=5),
         submitted_at=ended - timedelta(minutes=4),
         ended_at=ended,
@@ -471,6 +475,61 @@ def test_every_checkpoint_is_scored_once_across_redeliveries_and_the_best_is_eva
     assert "Best checkpoint" in post.read_text()
     assert scores[best]["endpoint"] in post.read_text()
     assert len(_files_naming(stack["SFTPIPE_MAIL_DIR"], "*.eml", job.job_id)) == 1
+
+
+def test_a_new_model_is_compared_with_the_champion_of_its_lineage(
+    runtime: Runtime, stack: dict[str, str], tuned_model: TunedModel
+) -> None:
+    lineage = f"reviews-{uuid.uuid4().hex[:8]}.jsonl"
+    first_epoch = tuned_model.checkpoints[0].endpoint or ""
+    # The champion: an earlier job of the same lineage, evaluated on its first checkpoint.
+    champion = _write_job(
+        runtime,
+        tuned_model,
+        status="JOB_STATE_SUCCEEDED",
+        display_name=lineage,
+        ended=datetime.now(UTC) - timedelta(days=1),
+    )
+    runtime.firestore.collection(runtime.settings.jobs_collection).document(champion.job_id).update(
+        {"evaluation_status": "DONE", "evaluated_endpoint": first_epoch}
+    )
+    # Another lineage's newer model must not be taken for the champion.
+    stranger = _write_job(runtime, tuned_model, status="JOB_STATE_SUCCEEDED", display_name="other.jsonl")
+    runtime.firestore.collection(runtime.settings.jobs_collection).document(stranger.job_id).update(
+        {"evaluation_status": "DONE", "evaluated_endpoint": tuned_model.tuned_endpoint}
+    )
+    challenger = _write_job(runtime, tuned_model, status="JOB_STATE_SUCCEEDED", display_name=lineage)
+    event = _terminal_event(challenger)
+    runtime.publish(runtime.settings.job_events_topic, event.to_json(), **event.attributes())
+
+    wait_for(
+        lambda: _evaluation(runtime, challenger.job_id).get("status") == "DONE" or None,
+        timeout=EVALUATION_TIMEOUT_S,
+        what="the challenger's evaluation",
+    )
+    objects = _report_objects(runtime, challenger.job_id)
+    summary = orjson.loads(objects["summary.json"])
+    compared = summary["champion"]
+    assert compared["job_id"] == champion.job_id
+    assert compared["endpoint"] == first_epoch
+    assert compared["lineage"] == lineage
+    assert compared["examples"] == TEST_EXAMPLES
+    assert compared["failed"] == 0
+    primary = [m for m in compared["metrics"] if m["primary"]]
+    assert [m["name"] for m in primary] == ["macro_f1"]
+    assert primary[0]["challenger"] == round(next(m["tuned"] for m in summary["metrics"] if m["primary"]), 4)
+    assert compared["verdict"] in ("challenger_better", "champion_better", "not_distinguishable")
+    assert "Champion and challenger" in objects["report.html"].decode()
+    [post] = _files_naming(stack["SFTPIPE_SLACK_DIR"], "*.json", challenger.job_id)
+    assert "Against the champion" in post.read_text()
+    assert champion.job_id in post.read_text()
+    job = (
+        runtime.firestore.collection(runtime.settings.jobs_collection)
+        .document(challenger.job_id)
+        .get()
+        .to_dict()
+    )
+    assert job["evaluated_endpoint"] == tuned_model.tuned_endpoint
 
 
 def _succeeded_job_without_its_test_split(
