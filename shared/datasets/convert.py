@@ -1096,16 +1096,19 @@ PAIR_CONVERTERS: dict[str, Callable[[dict[str, Any]], Example]] = {
 }
 
 
+#: The field a pair's default rejection names: where its rejected answer is.
+_REJECTED_FIELD = {
+    SHAREGPT_PREFERENCE: "rejected",
+    OPENAI_PREFERENCE: "non_preferred_output",
+    CHOSEN_REJECTED_MESSAGES: "rejected_messages",
+    VERTEX_PREFERENCE: "completions",
+}
+
+
 def _pair_not_supported(shape: str) -> RecordIssueError:
-    field_of = {
-        SHAREGPT_PREFERENCE: "rejected",
-        OPENAI_PREFERENCE: "non_preferred_output",
-        CHOSEN_REJECTED_MESSAGES: "rejected_messages",
-        VERTEX_PREFERENCE: "completions",
-    }
     return _fail(
         "unsupported_preference_pairs",
-        field_of[shape],
+        _REJECTED_FIELD[shape],
         f"the file is {PAIR_SHAPES[shape]}: preference data, not supervised tuning data, and a rejected "
         "answer must never be a training target. Upload it with preference_mode: chosen to tune on the "
         "preferred answers only (the rejected ones are dropped and counted), or convert it to plain chat",
@@ -1127,14 +1130,14 @@ def detect_shape(record: dict[str, Any]) -> str:
     if "messages" in record:
         if type(record.get("label")) is bool:
             return OPENAI_CHAT_KTO
-        if "chosen" in record or "rejected" in record:
+        if _holds_answers(record):
             raise _other_pairs(record)
         messages = record["messages"]
         if type(messages) is list and any(type(m) is dict and m.get("role") == "model" for m in messages):
             return GEMINI_MESSAGES
         return OPENAI_CHAT
     if "conversations" in record or "conversation" in record:
-        if "chosen" in record or "rejected" in record:
+        if _holds_answers(record):
             return SHAREGPT_PREFERENCE
         if type(record.get("label")) is bool:
             return SHAREGPT_KTO
@@ -1160,6 +1163,12 @@ def detect_shape(record: dict[str, Any]) -> str:
         f"no supported shape has the keys {{{keys}}}; expected contents, messages, conversations, "
         "prompt/completion, instruction/output, instruction/response or input/output-like columns",
     )
+
+
+def _holds_answers(record: dict[str, Any]) -> bool:
+    """Whether ``chosen`` / ``rejected`` beside a conversation hold answers (a turn, a text, a list),
+    not a flag (``"rejected": false`` of a moderation pass) that says nothing about a pair."""
+    return any(type(record.get(key)) in (dict, str, list) for key in ("chosen", "rejected"))
 
 
 def _other_pairs(record: dict[str, Any]) -> RecordIssueError:

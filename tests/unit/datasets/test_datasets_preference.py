@@ -108,6 +108,8 @@ def _written_text(written: dict[str, list[dict[str, Any]]]) -> str:
         (sharegpt_kto(1), "sharegpt_kto"),
         # without a boolean label, chat is chat (a classification label is not KTO)
         ({"messages": _chat("q", "a"), "label": "positive"}, "openai_chat"),
+        # a flag named rejected is not a pair
+        ({"conversations": sharegpt_kto(0)["conversations"], "rejected": False}, "sharegpt"),
     ],
 )
 def test_each_kind_of_preference_data_has_its_own_shape(record: dict[str, Any], shape: str) -> None:
