@@ -1035,7 +1035,9 @@ def convert_chosen_rejected_messages(record: dict[str, Any]) -> Example:
         example = convert_messages({"messages": chosen})
     except RecordIssueError as bad:
         raise _relocated(bad, lambda path: path.replace("messages", "chosen_messages", 1)) from bad
-    example.notes += _dropped(record, _CHOSEN_REJECTED_KEYS)
+    example.notes = tuple((code, f"chosen_{name}") for code, name in example.notes) + _dropped(
+        record, _CHOSEN_REJECTED_KEYS
+    )
     example.rejected_answers = 1
     return example
 

@@ -165,6 +165,20 @@ def test_the_openai_preference_system_message_and_prompt_are_kept() -> None:
     ]
 
 
+def test_keys_a_pair_does_not_convert_are_named_where_the_source_has_them() -> None:
+    record = messages_pair(1)
+    record["chosen_messages"][0]["name"] = "ann"
+    record["id"] = 7
+    openai = openai_pair(2)
+    openai["input"]["parallel_tool_calls"] = True
+    for rows, expected in (
+        ([record], {"chosen_messages[].name", "id"}),
+        ([openai], {"input.parallel_tool_calls"}),
+    ):
+        result, _ = run(jsonl(*rows), preference_mode="chosen")
+        assert {item.name for item in _warning(result, "unknown_keys_dropped").items} == expected
+
+
 def test_the_vertex_completion_with_the_highest_score_is_the_answer() -> None:
     record = vertex_pair(1)
     record["completions"].append({"score": 0.5, "completion": {"role": "model", "parts": [{"text": "meh"}]}})
