@@ -129,6 +129,7 @@ def test_pairs_are_rejected_by_default_naming_the_kind_and_the_way_out(shape: st
     assert kind in first.message
     assert "preference_mode: chosen" in first.message
     assert REJECTED not in _written_text(written)
+    assert "upload it with preference_mode: chosen" in render_report(result)
 
 
 @pytest.mark.parametrize("shape", sorted(PAIRS))
