@@ -71,6 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["near", "exact"],
         help="drop near duplicates too (near, the default) or exact duplicates only (exact)",
     )
+    parser.add_argument(
+        "--preference-mode",
+        choices=["reject", "chosen"],
+        help="preference or KTO data: reject the file (reject, the default) or tune on the preferred "
+        "answers only, dropping rejected and label-false ones (chosen)",
+    )
     parser.add_argument("--wait", action="store_true", help="follow the dataset until READY or REJECTED")
     parser.add_argument(
         "--timeout", type=float, default=600.0, metavar="S", help="seconds --wait waits (default: 600)"
@@ -88,6 +94,7 @@ OPTION_OF_KEY: dict[str, str] = {
     "column-mapping": "--map",
     "skip-invalid": "--skip-invalid",
     "dedupe": "--dedupe",
+    "preference-mode": "--preference-mode",
 }
 
 
@@ -105,6 +112,7 @@ def upload_metadata(args: argparse.Namespace) -> dict[str, str]:
         "column-mapping": args.map,
         "skip-invalid": "true" if args.skip_invalid else None,
         "dedupe": args.dedupe,
+        "preference-mode": args.preference_mode,
     }
     metadata = {key: str(value) for key, value in values.items() if value}
     try:

@@ -53,6 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["near", "exact"],
         help="drop near duplicates too (near, the default) or exact duplicates only (exact)",
     )
+    parser.add_argument(
+        "--preference-mode",
+        choices=["reject", "chosen"],
+        help="preference or KTO data: reject the file (reject, the default) or tune on the preferred "
+        "answers only, dropping rejected and label-false ones (chosen)",
+    )
     parser.add_argument("--split-seed", type=int, metavar="N", help="seed of the train/validation/test split")
     parser.add_argument(
         "--tokens",
@@ -87,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
             column_mapping=mapping,
             skip_invalid=True if args.skip_invalid else None,
             dedupe=args.dedupe,
+            preference_mode=args.preference_mode,
         )
         overrides: dict[str, object] = {}
         if args.split_seed is not None:

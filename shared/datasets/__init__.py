@@ -52,6 +52,11 @@ Strict by default: any error rejects the whole file (``ok`` false, ``examples`` 
 ``options.skip_invalid`` invalid records are skipped and reported, and the file is rejected only
 for file-level errors (unreadable, too large, no examples, too many examples).
 
+Preference data (DPO pairs, OpenAI preference, Vertex AI scored completions) and KTO labels are
+never trained on as uploaded: by default they are errors (``unsupported_preference_pairs``,
+``kto_labels_present``); ``options.preference_mode == "chosen"`` keeps the prompt and the
+preferred answer of each pair and drops ``label: false`` examples (so does ``skip_invalid``).
+
 Memory is bounded for any size: records stream one block (1 MiB) at a time, and duplicate
 detection keeps 60-bit hashes, never texts: per distinct example its near hash and its exact one
 (a dict, about 105 MB per million; with ``dedupe: exact`` a set of exact hashes, about 65 MB), and

@@ -6,6 +6,13 @@ prompt/completion, Alpaca (instruction/input/output, system, history), Dolly
 (instruction/context/response) and flat columns (CSV/TSV rows or flat JSON objects, mapped by
 column name or an explicit :class:`~shared.datasets.options.ColumnMapping`).
 
+Preference and label data have shapes of their own (see "preference data" below): DPO pairs in
+ShareGPT style, OpenAI preference fine-tuning, LLaMA-Factory v1 ``chosen_messages`` /
+``rejected_messages``, Vertex AI preference tuning (``contents`` + scored ``completions``) and KTO
+labels (chat + a boolean ``label``). A rejected or undesirable answer is never a training target:
+by default these records are errors that say what the file is; with ``preference_mode: chosen``
+a pair becomes its prompt and its preferred answer, and a ``label: false`` example is dropped.
+
 Each converter raises :class:`~shared.datasets.issues.RecordIssueError` naming the field of the source
 record (``messages[2].content``), so users see their own field names, not ours. What Gemini
 tuning cannot express (tool calls, preference pairs, inline media, per-message weights) is
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +65,40 @@ ALPACA = "alpaca"
 DOLLY = "dolly"
 COLUMNS = "columns"
 
-SHAPES = (GEMINI, GEMINI_MESSAGES, OPENAI_CHAT, SHAREGPT, PROMPT_COMPLETION, ALPACA, DOLLY, COLUMNS)
+OPENAI_CHAT_KTO = "openai_chat_kto"
+SHAREGPT_KTO = "sharegpt_kto"
+SHAREGPT_PREFERENCE = "sharegpt_preference"
+OPENAI_PREFERENCE = "openai_preference"
+CHOSEN_REJECTED_MESSAGES = "chosen_rejected_messages"
+VERTEX_PREFERENCE = "vertex_preference"
+
+#: Preference-pair shapes, with the words a message uses for them.
+PAIR_SHAPES: dict[str, str] = {
+    SHAREGPT_PREFERENCE: "DPO preference pairs in ShareGPT style (conversations + chosen + rejected, "
+    "LLaMA-Factory's format)",
+    OPENAI_PREFERENCE: "OpenAI preference fine-tuning data (input + preferred_output + non_preferred_output)",
+    CHOSEN_REJECTED_MESSAGES: "preference pairs as two conversations (chosen_messages + rejected_messages, "
+    "LLaMA-Factory v1)",
+    VERTEX_PREFERENCE: "Vertex AI preference tuning data (contents + scored completions)",
+}
+#: KTO shapes: a chat example and a boolean label (false: the answer is undesirable).
+KTO_SHAPES: dict[str, str] = {
+    OPENAI_CHAT_KTO: "KTO data (OpenAI chat messages + a boolean label)",
+    SHAREGPT_KTO: "KTO data (ShareGPT conversations + a boolean label)",
+}
+
+SHAPES = (
+    GEMINI,
+    GEMINI_MESSAGES,
+    OPENAI_CHAT,
+    SHAREGPT,
+    PROMPT_COMPLETION,
+    ALPACA,
+    DOLLY,
+    COLUMNS,
+    *KTO_SHAPES,
+    *PAIR_SHAPES,
+)
 
 _TOOL_ROLES = frozenset(
     {"tool", "function", "function_call", "observation", "ipython", "tool_call", "tool_response"}
@@ -125,6 +166,8 @@ class Example:
     answer: str
     #: Keys and fields the conversion dropped (each a warning in the report, with its lines).
     notes: tuple[Note, ...] = field(default=())
+    #: Rejected answers of a preference record left out (``preference_mode: chosen``).
+    rejected_answers: int = 0
 
 
 def _fail(code: str, path: str, message: str) -> RecordIssueError:
@@ -440,6 +483,14 @@ def _convert_gemini_general(record: dict[str, Any]) -> Example:
                 "unsupported_tool_calls",
                 "tools",
                 "tool declarations cannot be used in supervised tuning data",
+            )
+        if "completions" in record:
+            # One file, one shape: a preference record after supervised ones is not read as one.
+            raise _fail(
+                "unsupported_preference_pairs",
+                "completions",
+                "scored completions (Vertex AI preference data) in a file of supervised examples: "
+                "one file must use one shape",
             )
         notes = _dropped(record, _GEMINI_KEYS)
     system = record.get("systemInstruction", record.get("system_instruction"))
@@ -861,26 +912,244 @@ def convert_columns(record: dict[str, Any], mapping: ColumnMapping) -> Example:
     return _finish(system_parts, turns, mapping.input, notes)
 
 
+# --- preference data --------------------------------------------------------------------------
+#
+# Each converter below builds the example from the prompt and the *preferred* answer only; the
+# rejected answer is checked (a malformed pair is an error naming its field) and then left out,
+# counted in ``Example.rejected_answers``. FileConverter calls them only with preference_mode:
+# chosen; otherwise a pair is an ``unsupported_preference_pairs`` error.
+
+_MESSAGE_INDEX = re.compile(r"^messages\[(\d+)\]")
+
+
+def _pair_error(field: str, message: str) -> RecordIssueError:
+    return _fail("invalid_preference_pair", field, message)
+
+
+def _relocated(bad: RecordIssueError, where: Callable[[str], str]) -> RecordIssueError:
+    """The same error with its field named as the source record has it."""
+    return RecordIssueError(bad.code, where(bad.field), bad.message)
+
+
+def _sharegpt_answer(answer: Any, key: str) -> dict[str, Any]:
+    """A ShareGPT preference answer: one turn ``{"from": "gpt", "value": ...}`` of the model."""
+    if answer is None:
+        raise _pair_error(key, f"'{key}' is missing: a preference pair needs both chosen and rejected")
+    if type(answer) is not dict:
+        raise _pair_error(
+            key, f'\'{key}\' must be one turn {{"from": "gpt", "value": ...}}, not {type(answer).__name__}'
+        )
+    speaker = answer.get("from", answer.get("role", "gpt"))
+    value = answer.get("value", answer.get("content"))
+    if type(speaker) is not str or _SHAREGPT_ROLES.get(speaker) != "model":
+        raise _pair_error(f"{key}.from", f"'{key}' must be the model's turn (gpt), not {speaker!r}")
+    if type(value) is not str or _is_blank(value):
+        raise _pair_error(f"{key}.value", f"'{key}'.value is missing, empty or not a string")
+    return {"from": "gpt", "value": value}
+
+
+def convert_sharegpt_preference(record: dict[str, Any]) -> Example:
+    """``conversations`` (the prompt, ending with the user's turn) + ``chosen`` + ``rejected``."""
+    list_key = "conversations" if "conversations" in record else "conversation"
+    chosen = _sharegpt_answer(record.get("chosen"), "chosen")
+    _sharegpt_answer(record.get("rejected"), "rejected")
+    prompt = record.get(list_key)
+    if type(prompt) is not list or not prompt:
+        raise _fail(
+            "missing_messages_list", list_key, f"{list_key} must be a non-empty list of {{from, value}}"
+        )
+    supervised = {key: value for key, value in record.items() if key not in ("chosen", "rejected")}
+    supervised[list_key] = [*prompt, chosen]
+    answer_at = f"{list_key}[{len(prompt)}]"
+    try:
+        example = convert_sharegpt(supervised)
+    except RecordIssueError as bad:
+        raise _relocated(bad, lambda path: path.replace(answer_at, "chosen", 1)) from bad
+    example.rejected_answers = 1
+    return example
+
+
+def _message_list(value: Any, key: str) -> list[Any]:
+    if value is None:
+        raise _pair_error(key, f"'{key}' is missing: a preference pair needs both")
+    if type(value) is not list or not value:
+        raise _pair_error(key, f"'{key}' must be a non-empty list of messages, not {type(value).__name__}")
+    for i, message in enumerate(value):
+        if type(message) is not dict:
+            raise _pair_error(f"{key}[{i}]", "each message must be an object with role and content")
+    return value
+
+
+def convert_openai_preference(record: dict[str, Any]) -> Example:
+    """``input.messages`` (the prompt) + ``preferred_output`` (the answer) + ``non_preferred_output``."""
+    given = record.get("input")
+    if type(given) is not dict:
+        raise _pair_error("input", "'input' must be an object {\"messages\": [...]}")
+    prompt = _message_list(given.get("messages"), "input.messages")
+    preferred = _message_list(record.get("preferred_output"), "preferred_output")
+    _message_list(record.get("non_preferred_output"), "non_preferred_output")
+    for key in ("preferred_output", "non_preferred_output"):
+        for i, message in enumerate(record[key]):
+            if message.get("role") != "assistant":
+                raise _pair_error(
+                    f"{key}[{i}].role", f"{key} holds the assistant's answer, not {message.get('role')!r}"
+                )
+    # input's own keys (tools, parallel_tool_calls) are read as a chat record's.
+    supervised = {key: value for key, value in given.items() if key != "messages"}
+    supervised["messages"] = [*prompt, *preferred]
+
+    def where(path: str) -> str:
+        found = _MESSAGE_INDEX.match(path)
+        if found is None:
+            return f"input.{path}" if path else "input"
+        i = int(found.group(1))
+        inside = path[found.end() :]
+        return (
+            f"input.messages[{i}]{inside}"
+            if i < len(prompt)
+            else f"preferred_output[{i - len(prompt)}]{inside}"
+        )
+
+    try:
+        example = convert_messages(supervised)
+    except RecordIssueError as bad:
+        raise _relocated(bad, where) from bad
+    notes = tuple(
+        (code, name if name.startswith("messages[]") else f"input.{name}") for code, name in example.notes
+    )
+    example.notes = notes + _dropped(record, _OPENAI_PREFERENCE_KEYS)
+    example.rejected_answers = 1
+    return example
+
+
+_OPENAI_PREFERENCE_KEYS = frozenset({"input", "preferred_output", "non_preferred_output"})
+_CHOSEN_REJECTED_KEYS = frozenset({"chosen_messages", "rejected_messages"})
+
+
+def convert_chosen_rejected_messages(record: dict[str, Any]) -> Example:
+    """``chosen_messages`` / ``rejected_messages``: two whole conversations (OpenAI-style role and
+    content) sharing a prompt; the chosen one is the example."""
+    chosen = _message_list(record.get("chosen_messages"), "chosen_messages")
+    _message_list(record.get("rejected_messages"), "rejected_messages")
+    try:
+        example = convert_messages({"messages": chosen})
+    except RecordIssueError as bad:
+        raise _relocated(bad, lambda path: path.replace("messages", "chosen_messages", 1)) from bad
+    example.notes = tuple((code, f"chosen_{name}") for code, name in example.notes) + _dropped(
+        record, _CHOSEN_REJECTED_KEYS
+    )
+    example.rejected_answers = 1
+    return example
+
+
+_VERTEX_PREFERENCE_KEYS = frozenset({"contents", "completions", "systemInstruction", "system_instruction"})
+
+
+def convert_vertex_preference(record: dict[str, Any]) -> Example:
+    """Vertex AI preference data: ``contents`` ending with the user's turn, and ``completions``
+    ``[{"score": 1, "completion": {"role": "model", "parts": [...]}}, {"score": 0, ...}]``. The
+    completion of the highest score is the answer; a tie for it names no preferred answer."""
+    completions = record.get("completions")
+    if type(completions) is not list or len(completions) < 2:
+        raise _pair_error("completions", "completions must be a list of at least two {score, completion}")
+    best = -1
+    best_score: float | None = None
+    tied = False
+    for i, item in enumerate(completions):
+        if type(item) is not dict:
+            raise _pair_error(f"completions[{i}]", "each completion must be an object {score, completion}")
+        score = item.get("score")
+        if type(score) not in (int, float):
+            raise _pair_error(f"completions[{i}].score", "score must be a number")
+        if type(item.get("completion")) is not dict:
+            raise _pair_error(f"completions[{i}].completion", "completion must be a content {role, parts}")
+        if best_score is None or score > best_score:
+            best, best_score, tied = i, score, False
+        elif score == best_score:
+            tied = True
+    if tied:
+        raise _pair_error(
+            "completions", f"two completions share the highest score ({best_score}): none is preferred"
+        )
+    contents = record.get("contents")
+    if type(contents) is not list or not contents:
+        raise _fail("missing_contents_list", "contents", "contents must be a non-empty list of {role, parts}")
+    supervised: dict[str, Any] = {"contents": [*contents, completions[best]["completion"]]}
+    system = record.get("systemInstruction", record.get("system_instruction"))
+    if system is not None:
+        supervised["systemInstruction"] = system
+    answer_at = f"contents[{len(contents)}]"
+    try:
+        example = _convert_gemini_general(supervised)
+    except RecordIssueError as bad:
+        raise _relocated(
+            bad, lambda path: path.replace(answer_at, f"completions[{best}].completion", 1)
+        ) from bad
+    example.notes += _dropped(record, _VERTEX_PREFERENCE_KEYS)
+    example.rejected_answers = len(completions) - 1
+    return example
+
+
+PAIR_CONVERTERS: dict[str, Callable[[dict[str, Any]], Example]] = {
+    SHAREGPT_PREFERENCE: convert_sharegpt_preference,
+    OPENAI_PREFERENCE: convert_openai_preference,
+    CHOSEN_REJECTED_MESSAGES: convert_chosen_rejected_messages,
+    VERTEX_PREFERENCE: convert_vertex_preference,
+}
+
+
+#: The field a pair's default rejection names: where its rejected answer is.
+_REJECTED_FIELD = {
+    SHAREGPT_PREFERENCE: "rejected",
+    OPENAI_PREFERENCE: "non_preferred_output",
+    CHOSEN_REJECTED_MESSAGES: "rejected_messages",
+    VERTEX_PREFERENCE: "completions",
+}
+
+
+def _pair_not_supported(shape: str) -> RecordIssueError:
+    return _fail(
+        "unsupported_preference_pairs",
+        _REJECTED_FIELD[shape],
+        f"the file is {PAIR_SHAPES[shape]}: preference data, not supervised tuning data, and a rejected "
+        "answer must never be a training target. Upload it with preference_mode: chosen to tune on the "
+        "preferred answers only (the rejected ones are dropped and counted), or convert it to plain chat",
+    )
+
+
+class UndesirableExampleError(Exception):
+    """A KTO example labelled false, dropped (preference_mode: chosen or skip_invalid): not an error,
+    a warning that counts it."""
+
+
 # --- dispatch -----------------------------------------------------------------------------------
 
 
 def detect_shape(record: dict[str, Any]) -> str:
     """The shape of one JSON object; raises RecordIssueError when it has none we can convert."""
     if "contents" in record:
-        return GEMINI
+        return VERTEX_PREFERENCE if "completions" in record else GEMINI
     if "messages" in record:
+        if type(record.get("label")) is bool:
+            return OPENAI_CHAT_KTO
+        if _holds_answers(record):
+            raise _other_pairs(record)
         messages = record["messages"]
         if type(messages) is list and any(type(m) is dict and m.get("role") == "model" for m in messages):
             return GEMINI_MESSAGES
         return OPENAI_CHAT
     if "conversations" in record or "conversation" in record:
+        if _holds_answers(record):
+            return SHAREGPT_PREFERENCE
+        if type(record.get("label")) is bool:
+            return SHAREGPT_KTO
         return SHAREGPT
+    if "chosen_messages" in record or "rejected_messages" in record:
+        return CHOSEN_REJECTED_MESSAGES
+    if "preferred_output" in record or "non_preferred_output" in record:
+        return OPENAI_PREFERENCE
     if "chosen" in record or "rejected" in record:
-        raise _fail(
-            "unsupported_preference_pairs",
-            "chosen" if "chosen" in record else "rejected",
-            "preference pairs (chosen/rejected) are for preference tuning, not supervised tuning",
-        )
+        raise _other_pairs(record)
     if "prompt" in record and "completion" in record:
         return PROMPT_COMPLETION
     if "instruction" in record and "output" in record:
@@ -898,6 +1167,23 @@ def detect_shape(record: dict[str, Any]) -> str:
     )
 
 
+def _holds_answers(record: dict[str, Any]) -> bool:
+    """Whether ``chosen`` / ``rejected`` beside a conversation hold answers (a turn, a text, a list),
+    not a flag (``"rejected": false`` of a moderation pass) that says nothing about a pair."""
+    return any(type(record.get(key)) in (dict, str, list) for key in ("chosen", "rejected"))
+
+
+def _other_pairs(record: dict[str, Any]) -> RecordIssueError:
+    """chosen / rejected in a form none of the preference shapes reads (TRL's prompt/chosen/rejected)."""
+    return _fail(
+        "unsupported_preference_pairs",
+        "chosen" if "chosen" in record else "rejected",
+        "preference pairs (chosen/rejected) are for preference tuning, not supervised tuning, and this "
+        "form of them is not read even with preference_mode: chosen; convert the file to plain chat "
+        "(the prompt and the chosen answer), or to ShareGPT conversations + chosen + rejected",
+    )
+
+
 CONVERTERS = {
     GEMINI: convert_gemini,
     GEMINI_MESSAGES: convert_messages,
@@ -907,6 +1193,10 @@ CONVERTERS = {
     ALPACA: convert_alpaca,
     DOLLY: convert_dolly,
 }
+
+
+#: The supervised shape a KTO shape's records are, once their label is read.
+_KTO_OF = {OPENAI_CHAT: OPENAI_CHAT_KTO, GEMINI_MESSAGES: OPENAI_CHAT_KTO, SHAREGPT: SHAREGPT_KTO}
 
 
 class ColumnsError(Exception):
@@ -970,8 +1260,19 @@ class FileConverter:
     """Converts the records of one file. The first record decides the file's shape (and, for
     columns, the mapping); a later record of another shape is a ``mixed_shapes`` error."""
 
-    def __init__(self, mapping: ColumnMapping | None = None, *, delimited: bool = False) -> None:
+    def __init__(
+        self,
+        mapping: ColumnMapping | None = None,
+        *,
+        delimited: bool = False,
+        preference_mode: str = "reject",
+        skip_invalid: bool = False,
+    ) -> None:
         self.mapping = mapping
+        #: Preference pairs become prompt + preferred answer (else each is an error).
+        self.preferred_only = preference_mode == "chosen"
+        #: KTO ``label: false`` examples are dropped (UndesirableExampleError), not errors.
+        self.drop_undesirable = self.preferred_only or skip_invalid
         #: CSV/TSV: every row has the header's columns, so the first row decides for all of them.
         self.delimited = delimited
         self._gemini = GeminiConverter()
@@ -995,6 +1296,10 @@ class FileConverter:
             if shape == COLUMNS:
                 self._start_columns(value)
             self.shape, self.shape_line = shape, line
+        elif shape in KTO_SHAPES and _KTO_OF.get(self.shape) == shape:
+            return self._kto(value, shape)  # a chat file's record with a label: false is dropped too
+        elif self.shape in KTO_SHAPES and _KTO_OF.get(shape) == self.shape:
+            shape = self.shape  # a KTO file's record without a boolean label: an error on its label
         elif shape != self.shape:
             raise _fail(
                 "mixed_shapes",
@@ -1007,7 +1312,34 @@ class FileConverter:
             return convert_columns(value, self.mapping)
         if shape == GEMINI:
             return self._gemini(value)
+        if shape in KTO_SHAPES:
+            return self._kto(value, shape)
+        if shape in PAIR_SHAPES:
+            if not self.preferred_only:
+                raise _pair_not_supported(shape)
+            return PAIR_CONVERTERS[shape](value)
         return CONVERTERS[shape](value)
+
+    def _kto(self, value: dict[str, Any], shape: str) -> Example:
+        label = value.get("label")
+        if type(label) is not bool:
+            raise _fail(
+                "invalid_preference_pair",
+                "label",
+                f"label must be true or false in {KTO_SHAPES[shape]}, not {label!r}",
+            )
+        if not label:
+            if self.drop_undesirable:
+                raise UndesirableExampleError()
+            raise _fail(
+                "kto_labels_present",
+                "label",
+                f"label is false: the file is {KTO_SHAPES[shape]}, and this answer is marked undesirable; "
+                "it must never be a training target. Upload with preference_mode: chosen (or skip_invalid) "
+                "to drop the label: false examples and tune on the label: true ones, or remove them",
+            )
+        chat = {key: item for key, item in value.items() if key != "label"}
+        return convert_messages(chat) if shape == OPENAI_CHAT_KTO else convert_sharegpt(chat)
 
     def _start_columns(self, first: dict[str, Any]) -> None:
         if self.mapping is None:

@@ -39,6 +39,10 @@ TokenCounting = Literal["auto", "exact", "estimate"]
 #: Which duplicates are dropped: "near" (equal after NFKC, case folding, whitespace and trailing
 #: punctuation; the default) or "exact" (equal but for whitespace: near duplicates are kept).
 Dedupe = Literal["near", "exact"]
+#: What a preference file (DPO pairs, KTO labels) becomes: "reject" (the default: preference data
+#: is not supervised data) or "chosen" (tune on the preferred answers only; rejected and
+#: ``label: false`` answers are dropped and counted, never trained on).
+PreferenceMode = Literal["reject", "chosen"]
 Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$")]
 #: Most training examples a few-shot baseline puts in each prompt (they multiply its prompt tokens).
 MAX_FEW_SHOT = 16
@@ -99,6 +103,7 @@ class UploadSettings(BaseModel):
     column_mapping: ColumnMapping | None = None
     skip_invalid: bool | None = None
     dedupe: Dedupe | None = None
+    preference_mode: PreferenceMode | None = None
     notify_emails: list[Email] = Field(default_factory=list)
     #: Which earlier tuned models this one is compared with (champion and challenger); None: the
     #: uploaded file's name.
@@ -119,9 +124,9 @@ class UploadSettings(BaseModel):
 
         return None if value is None or not value.strip() else str(BaselineGate.parse(value))
 
-    @field_validator("dedupe", mode="before")
+    @field_validator("dedupe", "preference_mode", mode="before")
     @classmethod
-    def _dedupe_from_text(cls, value: object) -> object:
+    def _choice_from_text(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("column_mapping", mode="before")
@@ -295,6 +300,7 @@ class PrepareOptions(BaseModel):
     column_mapping: ColumnMapping | None = None
     skip_invalid: bool = False
     dedupe: Dedupe = "near"
+    preference_mode: PreferenceMode = "reject"
     #: "auto" splits one file three ways; a split name puts every example of this file there.
     split: Literal["auto", "train", "validation", "test"] = "auto"
     split_seed: int = 42
@@ -346,6 +352,7 @@ class PrepareOptions(BaseModel):
             "column_mapping": upload.column_mapping,
             "skip_invalid": upload.skip_invalid if upload.skip_invalid is not None else settings.skip_invalid,
             "dedupe": upload.dedupe or "near",
+            "preference_mode": upload.preference_mode or "reject",
             "split_seed": settings.split_seed,
             "validation_fraction": settings.validation_fraction,
             "test_fraction": settings.test_fraction,

@@ -244,7 +244,10 @@ def prepare(
     near_duplicates = 0
     prompt_duplicates = 0
     records_in = 0
-    converter = cv.FileConverter(options.column_mapping)
+    converter = cv.FileConverter(
+        options.column_mapping, preference_mode=options.preference_mode, skip_invalid=options.skip_invalid
+    )
+    rejected_answers = 0  # of preference pairs, left out (preference_mode: chosen)
     source_format: str | None = None
     bytes_read = 0
     seed = options.split_seed & 0xFFFFFFFFFFFFFFFF
@@ -282,6 +285,9 @@ def prepare(
                 except RecordIssueError as bad:
                     run.error(Issue(line=line, field=bad.field, code=bad.code, message=bad.message))
                     continue
+                except cv.UndesirableExampleError:
+                    run.warn("undesirable_examples_dropped", line)
+                    continue
                 except ColumnsError as columns:
                     header_line = 1 if converter.delimited else line
                     run.file_error(columns.code, str(columns), line=header_line)
@@ -309,6 +315,9 @@ def prepare(
                     continue
                 if example.notes:
                     run.dropped(example.notes, line)
+                if example.rejected_answers:
+                    rejected_answers += example.rejected_answers
+                    run.warn("rejected_answers_dropped", line)
                 digest = hash64(example.key, seed) & tracked_mask
                 prompt = hash64(example.prompt_key, seed)
                 if near:
@@ -385,6 +394,7 @@ def prepare(
         bytes_read=bytes_read,
         column_task_hint=converter.task_hint,
         choice=choice,
+        rejected_answers=rejected_answers,
     )
     del first_of, hashes, prompts, several  # the largest objects of the pass: freed before _finish sorts
     return _finish(run, totals, filename=filename)
@@ -406,6 +416,7 @@ class _Totals:
     bytes_read: int
     column_task_hint: str | None
     choice: CounterChoice
+    rejected_answers: int = 0
 
 
 def _finish(run: _Run, totals: _Totals, *, filename: str) -> PrepareResult:
@@ -455,6 +466,7 @@ def _finish(run: _Run, totals: _Totals, *, filename: str) -> PrepareResult:
             "of an earlier one (the same once Unicode NFKC, case, whitespace and trailing punctuation are "
             "ignored) and were removed; the first of each is kept. Upload with dedupe: exact to keep them"
         )
+    _preference_warnings(run, t)
     if options.skip_invalid and run.rejected:
         run.warn("records_skipped", 0, f"{run.rejected:,} invalid records were skipped (skip_invalid)")
     if limits.assumed_from is not None:
@@ -579,6 +591,30 @@ def _split_counts(options: PrepareOptions, t: _Totals) -> SplitCounts:
         test_points_per_example=round(100 / test_prompts, 2) if test_prompts else None,
         test_ci95_half_width=round(accuracy_half_width(test_prompts), 3) if test_prompts else None,
     )
+
+
+def _preference_warnings(run: _Run, t: _Totals) -> None:
+    """Say how many rejected and undesirable answers were left out: the user must know the file was
+    not tuned on as uploaded."""
+    unit = "record" if t.source_format in ("json", "json_array") else "line"
+    pairs = run.warnings.get("rejected_answers_dropped")
+    if pairs is not None:
+        pairs[2] = (
+            f"preference_mode: chosen: {pairs[0]:,} preference {'pair is' if pairs[0] == 1 else 'pairs are'} "
+            f"tuned on the preferred answer only; {t.rejected_answers:,} rejected "
+            f"{'answer was' if t.rejected_answers == 1 else 'answers were'} dropped, never trained on"
+        )
+    undesirable = run.warnings.get("undesirable_examples_dropped")
+    if undesirable is not None:
+        n, lines = undesirable[0], undesirable[1]
+        where = ", ".join(map(str, lines))
+        example_lines = f"{unit}s {where}" if n == len(lines) else f"e.g. {unit}s {where}"
+        why = "preference_mode: chosen" if run.options.preference_mode == "chosen" else "skip_invalid"
+        undesirable[2] = (
+            f"{n:,} KTO {'example' if n == 1 else 'examples'} labelled false (undesirable answers; "
+            f"{example_lines}) {'was' if n == 1 else 'were'} dropped ({why}), never trained on; "
+            "the examples labelled true are tuned on as chat"
+        )
 
 
 def _split_warnings(run: _Run, t: _Totals, valid: int) -> None:

@@ -193,19 +193,23 @@ def _split_rule(split: SplitCounts) -> str:
     )
 
 
+#: Errors that preference_mode: chosen resolves (a preference or KTO file as uploaded).
+_PREFERENCE_ERRORS = frozenset({"unsupported_preference_pairs", "kto_labels_present"})
+
+
 def render_report(result: PrepareResult) -> str:
     """A Markdown report a person can read top to bottom."""
     verdict = "ACCEPTED" if result.ok else "REJECTED"
     lines = [f"# Dataset report: {result.filename}", "", f"**{verdict}** for tuning `{result.base_model}`."]
     if not result.ok:
-        lines.append(
-            "Nothing was written. Fix the errors below and upload the file again"
-            + (
-                "."
-                if result.skip_invalid
-                else ", or upload it with skip_invalid to drop the invalid records."
-            )
-        )
+        if _PREFERENCE_ERRORS.intersection(result.error_counts):
+            # skip_invalid would skip every pair: the way out is the preferred answers.
+            way_out = ", or upload it with preference_mode: chosen to tune on the preferred answers only."
+        elif result.skip_invalid:
+            way_out = "."
+        else:
+            way_out = ", or upload it with skip_invalid to drop the invalid records."
+        lines.append("Nothing was written. Fix the errors below and upload the file again" + way_out)
     lines += [
         "",
         "| | |",

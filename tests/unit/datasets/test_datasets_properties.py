@@ -61,6 +61,14 @@ KEYS = st.sampled_from(
         "system",
         "tools",
         "chosen",
+        "rejected",
+        "chosen_messages",
+        "rejected_messages",
+        "preferred_output",
+        "non_preferred_output",
+        "completions",
+        "completion",
+        "score",
         "label",
         "weight",
         "type",
@@ -99,6 +107,40 @@ VALID_RECORDS: list[dict[str, Any]] = [
     {"instruction": "i", "input": "x", "output": "o", "history": [["q", "a"]]},
     {"instruction": "i", "context": "c", "response": "r"},
     {"question": "q", "context": "c", "answer": "a"},
+]
+
+
+#: Every rejected or undesirable answer of PREFERENCE_RECORDS holds this; it must never be written.
+REJECTED = "REJECTEDANSWER"
+
+PREFERENCE_RECORDS: list[dict[str, Any]] = [
+    {
+        "conversations": [{"from": "human", "value": "h"}],
+        "chosen": {"from": "gpt", "value": "g"},
+        "rejected": {"from": "gpt", "value": REJECTED},
+    },
+    {
+        "input": {"messages": [{"role": "user", "content": "u"}]},
+        "preferred_output": [{"role": "assistant", "content": "a"}],
+        "non_preferred_output": [{"role": "assistant", "content": REJECTED}],
+    },
+    {
+        "chosen_messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}],
+        "rejected_messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": REJECTED}],
+    },
+    {
+        "contents": [{"role": "user", "parts": [{"text": "u"}]}],
+        "completions": [
+            {"score": 0, "completion": {"role": "model", "parts": [{"text": REJECTED}]}},
+            {"score": 1, "completion": {"role": "model", "parts": [{"text": "m"}]}},
+        ],
+    },
+    {"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}], "label": True},
+    {
+        "messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": REJECTED}],
+        "label": False,
+    },
+    {"conversations": [{"from": "human", "value": "h"}, {"from": "gpt", "value": REJECTED}], "label": False},
 ]
 
 
@@ -185,6 +227,48 @@ def mutated_jsonl(draw: st.DrawFn) -> bytes:
             )
             data = bytearray(text.replace(old, new, 1))
     return bytes(data)
+
+
+#: Keys and values of PREFERENCE_RECORDS that mark which answer is rejected; a mutation breaks one.
+#: Label values and scores are left as they are: flipping them changes which answer the user
+#: prefers, and then writing the other one is right.
+_PREFERENCE_TOKENS = [
+    b'"chosen"',
+    b'"rejected"',
+    b'"chosen_messages"',
+    b'"rejected_messages"',
+    b'"preferred_output"',
+    b'"non_preferred_output"',
+    b'"completions"',
+    b'"completion"',
+    b'"score"',
+    b'"gpt"',
+    b'"assistant"',
+    b'"input"',
+    b'"conversations"',
+]
+
+
+@st.composite
+def mutated_preference_jsonl(draw: st.DrawFn) -> bytes:
+    """Preference and KTO records, mixed with supervised ones, some of their keys and values broken:
+    whatever is accepted, no rejected answer is in it."""
+    records = draw(st.lists(st.sampled_from(PREFERENCE_RECORDS + VALID_RECORDS[:3]), min_size=1, max_size=6))
+    data = jsonl(*records)
+    for _ in range(draw(st.integers(0, 3))):
+        old = draw(st.sampled_from(_PREFERENCE_TOKENS))
+        new = draw(st.sampled_from([b'"x"', b"null", b"[]", b"{}", b'""', b'"  "', b"1"]))
+        data = data.replace(old, new, 1)
+    return data
+
+
+@SETTINGS
+@given(data=mutated_preference_jsonl(), mode=st.sampled_from(["reject", "chosen"]), skip=st.booleans())
+def test_no_rejected_answer_is_ever_written(data: bytes, mode: str, skip: bool) -> None:
+    result, written = run(data, filename="data.jsonl", skip_invalid=skip, preference_mode=mode)
+    check_invariants(result, line_count=physical_lines(data))
+    assert REJECTED not in orjson.dumps(written).decode()
+    assert_output_is_valid_gemini(written)
 
 
 @SETTINGS
