@@ -128,11 +128,13 @@ def stage_rows(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     counts = summary.get("counts") or {}
     reused = bool((baseline or {}).get("reused"))
     tests = int(counts.get("test_examples") or 0)
+    # evaluation_duration_s runs from the evaluation's start to its report: the checkpoints, the
+    # judge and the champion (rows of their own) are inside it.
     rows.append(
         (
             "test split",
             f"{tests if reused else 2 * tests}",
-            f"{summary.get('evaluation_duration_s') or 0:.1f}",
+            f"{summary.get('evaluation_duration_s') or 0:.1f} in all",
             f"verdict {summary.get('verdict')}" + (" (base answers reused)" if reused else ""),
         )
     )

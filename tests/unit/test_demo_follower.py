@@ -75,6 +75,6 @@ def test_the_stage_table_gives_each_stage_its_calls_seconds_and_result() -> None
     rows = {row[0]: row[1:] for row in stage_rows(summary)}
     assert rows["baseline"] == ("20", "12.5", "macro_f1 0.100 (zero-shot), before the job")
     assert rows["checkpoints"] == ("20", "6.5", "validation macro_f1 1: 0.400, 2*: 0.600")
-    assert rows["test split"] == ("20", "30.0", "verdict improved (base answers reused)")
+    assert rows["test split"] == ("20", "30.0 in all", "verdict improved (base answers reused)")
     assert rows["judge"] == ("24", "40.2", "tuned wins 50%, ties 25%, base wins 25%")
     assert "champion" not in rows
