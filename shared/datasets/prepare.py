@@ -53,6 +53,7 @@ from shared.datasets.split import (
 from shared.datasets.task import TaskInferrer
 from shared.datasets.tokens import CounterChoice, TokenizerFactory, choose_token_counter
 from shared.messages import Task
+from shared.pricing import inference_usd
 
 Sink = Callable[[str, bytes], None]
 Progress = Callable[[int], None]
@@ -174,6 +175,10 @@ class _Run:
 
 #: Warnings whose message names what was dropped, item by item.
 _DROPPING_WARNINGS = frozenset({"unknown_keys_dropped", "tools_dropped", "records_skipped"})
+
+#: Output tokens an evaluation answer may take beyond twice its reference (as
+#: ``shared.evaluation.runner.OUTPUT_MARGIN_TOKENS``, which ingest does not import).
+BASELINE_OUTPUT_MARGIN_TOKENS = 16
 
 
 def _describe(item: WarningItem, unit: str) -> str:
@@ -521,12 +526,21 @@ def _finish(run: _Run, totals: _Totals, *, filename: str) -> PrepareResult:
         )
     billable = t.split.tokens["train"] * epochs
     price = options.price_per_m_tokens
+    test_examples, test_tokens = t.split.examples["test"], t.split.tokens["test"]
+    # Test tokens count prompt and answer; an answer may take twice its tokens + 16 (the output
+    # budget), so the output side is bounded by twice the test tokens plus the margins.
+    baseline_output = 2 * test_tokens + BASELINE_OUTPUT_MARGIN_TOKENS * test_examples
     cost = CostEstimate(
         billable_tokens=billable,
         epochs=epochs,
         epochs_source=epochs_source,
         usd_per_m_tokens=price,
         usd=None if price is None else round(billable / 1_000_000 * price, 2),
+        baseline_calls=test_examples,
+        baseline_input_tokens=test_tokens,
+        baseline_usd=inference_usd(options.base_model, test_tokens, baseline_output)
+        if test_examples
+        else None,
     )
     if options.task is not None:
         labels = t.inferrer.labels() if options.task is Task.CLASSIFICATION else ()

@@ -109,6 +109,12 @@ class CostEstimate(BaseModel):
     epochs_source: str = ""
     usd_per_m_tokens: float | None = None
     usd: float | None = None
+    #: The baseline before tuning (the base model answers the test split, ``shared.evaluation.
+    #: baseline``): one call per test example, the test split's tokens in, at most twice the
+    #: answers' tokens + 16 each out (the evaluation's output budget, ``OUTPUT_MARGIN_TOKENS``).
+    baseline_calls: int = 0
+    baseline_input_tokens: int = 0
+    baseline_usd: float | None = None
 
 
 class TaskInfo(BaseModel):
@@ -269,6 +275,18 @@ def render_report(result: PrepareResult) -> str:
             f"{c.epochs_source}) at ${c.usd_per_m_tokens}/M tokens: about **${c.usd:,.2f}** "
             f"(token counts by {t.method}). {not_billed}"
         )
+    if c.baseline_calls:
+        price = (
+            "no inference price is known for this model"
+            if c.baseline_usd is None
+            else f"about **${c.baseline_usd:,.2f}**"
+        )
+        lines += [
+            "",
+            f"Baseline before tuning (with `SFTPIPE_BASELINE_BEFORE_TUNING`, on by default): {_fmt_int(c.baseline_calls)} "
+            f"calls of the base model, about {_fmt_int(c.baseline_input_tokens)} input tokens: {price} "
+            "(its answers are reused by the final evaluation, which then asks only the tuned model).",
+        ]
     if result.warnings:
         lines += ["", "## Warnings"]
         for w in result.warnings:

@@ -44,7 +44,6 @@ from shared.evaluation.chunks import ChunkStage, merged_predictions, publish_con
 from shared.evaluation.finalize import decide_task, task_prompt
 from shared.evaluation.gate import BaselineGate
 from shared.evaluation.inputs import load_test_examples, reports_bucket, split_uri
-from shared.evaluation.judge import JUDGE_PRICES_PER_M_TOKENS
 from shared.evaluation.metrics import compute_metrics
 from shared.evaluation.record import (
     DONE,
@@ -60,6 +59,7 @@ from shared.evaluation.runner import GenerationOptions, Prediction, TestExample
 from shared.leases import Heartbeat
 from shared.logging import get_logger
 from shared.messages import BaselineContinuationV1, TuningRequestV1
+from shared.pricing import inference_usd
 from shared.runtime import Runtime
 from shared.state.jobs import BASELINE, BASELINE_MET, QUEUED, TERMINAL, JobRecord
 from shared.state.store import JobStore
@@ -289,14 +289,7 @@ def baseline_cost(
         shot_tokens + -(-len(orjson.dumps([e.system_instruction, e.contents])) // 4) for e in examples
     )
     output_tokens = len(examples) * options.max_output_tokens
-    price = JUDGE_PRICES_PER_M_TOKENS.get(job.base_model.rsplit("/", 1)[-1])
-    dollars = (
-        0.0
-        if local
-        else round((input_tokens * price[0] + output_tokens * price[1]) / 1_000_000, 2)
-        if price
-        else None
-    )
+    dollars = 0.0 if local else inference_usd(job.base_model, input_tokens, output_tokens)
     return {
         "calls": len(examples),
         "input_tokens": input_tokens,

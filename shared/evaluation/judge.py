@@ -37,6 +37,7 @@ from shared.evaluation.runner import (
     thinking_budget_for,
 )
 from shared.messages import Task
+from shared.pricing import INFERENCE_PRICES_PER_M_TOKENS
 from shared.tuning.client import generation_config, make_client
 
 if TYPE_CHECKING:
@@ -53,14 +54,8 @@ JUDGE_MAX_OUTPUT_TOKENS = 128
 JUDGE_TEXT_LIMIT = 4_000
 #: The pointwise scale (integers, both ends included).
 SCORE_MIN, SCORE_MAX = 1, 5
-#: Dollars per million input and output tokens of judge models (published Vertex AI prices); a
-#: model without a row has its calls and tokens estimated, not priced.
-JUDGE_PRICES_PER_M_TOKENS: dict[str, tuple[float, float]] = {
-    "gemini-2.5-pro": (1.25, 10.0),
-    "gemini-2.5-flash": (0.30, 2.50),
-    "gemini-2.5-flash-lite": (0.10, 0.40),
-    "gemini-2.0-flash-001": (0.15, 0.60),
-}
+#: Dollars per million input and output tokens of judge models (``shared.pricing``).
+JUDGE_PRICES_PER_M_TOKENS = INFERENCE_PRICES_PER_M_TOKENS
 
 Winner = Literal["tuned", "base", "tie"]
 

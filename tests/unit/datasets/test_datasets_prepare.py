@@ -277,6 +277,26 @@ def test_cost_uses_training_tokens_times_epochs_and_the_price_table() -> None:
     assert result.recommended.epochs is None
 
 
+def test_the_cost_estimate_prices_the_baseline_on_the_test_split() -> None:
+    from shared.datasets.prepare import BASELINE_OUTPUT_MARGIN_TOKENS
+    from shared.datasets.report import render_report
+    from shared.evaluation.runner import OUTPUT_MARGIN_TOKENS
+    from shared.pricing import inference_usd
+
+    assert BASELINE_OUTPUT_MARGIN_TOKENS == OUTPUT_MARGIN_TOKENS  # the evaluation's output budget
+    result, _ = run(many(200), base_model="gemini-2.5-flash")
+    cost = result.estimated_cost
+    test_examples = result.split.test
+    assert test_examples > 0
+    assert cost.baseline_calls == test_examples
+    assert 0 < cost.baseline_input_tokens < result.tokens.total
+    output = 2 * cost.baseline_input_tokens + 16 * test_examples
+    assert cost.baseline_usd == inference_usd("gemini-2.5-flash", cost.baseline_input_tokens, output)
+    assert f"{test_examples} calls of the base model" in render_report(result)
+    unpriced, _ = run(many(200), base_model="gemini-2.5-pro")
+    assert unpriced.estimated_cost.baseline_calls > 0
+
+
 def test_task_given_or_inferred() -> None:
     labels = jsonl(*[gemini(f"review {i}", ["pos", "neg"][i % 2]) for i in range(20)])
     inferred, _ = run(labels)
