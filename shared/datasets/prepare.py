@@ -173,7 +173,7 @@ class _Run:
 
 
 #: Warnings whose message names what was dropped, item by item.
-_DROPPING_WARNINGS = frozenset({"unknown_keys_dropped", "tools_dropped", "records_skipped"})
+_DROPPING_WARNINGS = frozenset({"unknown_keys_dropped", "schema_keywords_dropped", "records_skipped"})
 
 
 def _describe(item: WarningItem, unit: str) -> str:
