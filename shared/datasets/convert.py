@@ -55,6 +55,7 @@ from shared.datasets.limits import ALLOWED_FILE_MIME_TYPES
 from shared.datasets.options import ColumnMapping
 from shared.datasets.tools import (
     Tools,
+    call_text,
     check_pairing,
     gemini_tools,
     openai_tools,
@@ -402,6 +403,8 @@ def _example(
     key, prompt_key, answer_key, joined_bytes = _keys(pieces, answer_at)
     last = contents[-1]["parts"]
     answer = next((part["text"] for part in reversed(last) if "text" in part), "")
+    if not answer and "functionCall" in last[-1]:
+        answer = call_text(last[-1]["functionCall"])  # what the evaluation scores as its text
     record: dict[str, Any] = {"contents": contents}
     if system_parts:
         record = {"systemInstruction": {"role": "system", "parts": system_parts}, "contents": contents}
@@ -711,7 +714,8 @@ def convert_messages(record: dict[str, Any]) -> Example:
             missing = "role" if role is None else "content"
             raise _fail("message_missing_key", f"{path}.{missing}", f"message has no {missing}")
         if not _MESSAGE_KEYS.issuperset(message):
-            unknown = sorted(k for k in message if k not in _MESSAGE_KEYS)
+            # An empty tool_calls ([]), as some exports write on every message, calls nothing.
+            unknown = sorted(k for k in message if k not in _MESSAGE_KEYS and message[k] != [])
             if all(message.get(k) is None for k in unknown):
                 pass  # null keys carry nothing to drop
             else:

@@ -364,6 +364,13 @@ def check_pairing(turns: list[tuple[str, list[dict[str, Any]], str]]) -> None:
         pending = [p[_CALL]["name"] for p in parts if _CALL in p] if role == "model" else []
 
 
+def call_text(call: dict[str, Any]) -> str:
+    """A call as the evaluation writes it into an answer's text: ``name({"arg":value})``, the
+    arguments as compact JSON with sorted keys (``shared.evaluation.runner.call_text``)."""
+    args = json.dumps(call.get("args") or {}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return f"{call.get('name', '')}({args})"
+
+
 def piece(part: dict[str, Any]) -> str | None:
     """A call or response part as text for the duplicate keys and the token estimate (None for
     other parts): canonical JSON, so equal calls give equal keys."""

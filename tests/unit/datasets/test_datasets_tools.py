@@ -444,3 +444,15 @@ def test_tool_call_data_is_no_longer_rejected_as_unsupported() -> None:
     )
     assert outcome.ok
     assert outcome.error_counts == {}
+
+
+def test_an_empty_tool_calls_list_calls_nothing() -> None:
+    record = {
+        "messages": [
+            {"role": "user", "content": "Hi", "tool_calls": []},
+            {"role": "assistant", "content": "Hello", "tool_calls": []},
+        ]
+    }
+    out = convert_one(record)
+    assert "tools" not in out
+    assert out["contents"][-1] == {"role": "model", "parts": [{"text": "Hello"}]}
