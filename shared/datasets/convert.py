@@ -780,14 +780,18 @@ def _tool_calls(
             raise _fail("invalid_function_call", f"{path}.tool_calls", "tool_calls must be a list")
         for k, call in enumerate(tool_calls):
             call_path = f"{path}.tool_calls[{k}]"
-            kind = call.get("type", "function") if type(call) is dict else None
-            if kind != "function" or type(call.get("function")) is not dict:
+            kind = call.get("type", "function") if type(call) is dict else "function"
+            if kind != "function":
                 raise _fail(
-                    "unsupported_tool_calls" if kind not in (None, "function") else "invalid_function_call",
+                    "unsupported_tool_calls",
+                    f"{call_path}.type",
+                    f"a {kind!r} tool call cannot be tuned: Vertex AI tunes function calls only",
+                )
+            if type(call) is not dict or type(call.get("function")) is not dict:
+                raise _fail(
+                    "invalid_function_call",
                     call_path,
-                    f"a {kind!r} tool call cannot be tuned: Vertex AI tunes function calls only"
-                    if kind not in (None, "function")
-                    else 'a tool call must be {"type": "function", "function": {name, arguments}}',
+                    'a tool call must be {"type": "function", "function": {name, arguments}}',
                 )
             function = call["function"]
             part = tools.call(

@@ -456,3 +456,12 @@ def test_an_empty_tool_calls_list_calls_nothing() -> None:
     out = convert_one(record)
     assert "tools" not in out
     assert out["contents"][-1] == {"role": "model", "parts": [{"text": "Hello"}]}
+
+
+def test_a_tool_call_that_is_not_a_function_call_says_so() -> None:
+    record = _openai(
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "a", "type": "web_search"}]}
+    )
+    assert error_of(record) == ("unsupported_tool_calls", "messages[1].tool_calls[0].type")
+    record = _openai({"role": "assistant", "content": None, "tool_calls": [{"id": "a"}]})
+    assert error_of(record) == ("invalid_function_call", "messages[1].tool_calls[0]")
