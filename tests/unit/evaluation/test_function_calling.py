@@ -14,7 +14,7 @@ from local_http import JsonHandler, serving
 
 from shared.config import Settings
 from shared.evaluation.metrics import TaskChoice, compute_metrics, function_call_scores
-from shared.evaluation.report import build_summary
+from shared.evaluation.report import build_summary, render_report_html
 from shared.evaluation.runner import (
     GenerationOptions,
     Prediction,
@@ -184,6 +184,9 @@ def test_summary_json_gets_the_function_metrics_with_intervals() -> None:
     assert names.significant
     body = orjson.loads(summary.model_dump_json())
     assert {"function_name_accuracy", "function_args_exact_match"} <= {m["name"] for m in body["metrics"]}
+    html = render_report_html(summary)
+    assert "function_name_accuracy" in html
+    assert "function_args_exact_match" in html
 
 
 # --- Through the real SDK ---------------------------------------------------------------------------
