@@ -1156,7 +1156,8 @@ def _sharegpt_answer(answer: Any, key: str) -> dict[str, Any]:
         )
     speaker = answer.get("from", answer.get("role", "gpt"))
     value = answer.get("value", answer.get("content"))
-    if type(speaker) is not str or _SHAREGPT_ROLES.get(speaker) != "model":
+    # A function_call turn is the model's too, but a preference answer is read as text only.
+    if type(speaker) is not str or _SHAREGPT_ROLES.get(speaker) != "model" or speaker == "function_call":
         raise _pair_error(f"{key}.from", f"'{key}' must be the model's turn (gpt), not {speaker!r}")
     if type(value) is not str or _is_blank(value):
         raise _pair_error(f"{key}.value", f"'{key}'.value is missing, empty or not a string")
