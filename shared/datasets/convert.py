@@ -14,9 +14,10 @@ by default these records are errors that say what the file is; with ``preference
 a pair becomes its prompt and its preferred answer, and a ``label: false`` example is dropped.
 
 Each converter raises :class:`~shared.datasets.issues.RecordIssueError` naming the field of the source
-record (``messages[2].content``), so users see their own field names, not ours. What Gemini
-tuning cannot express (tool calls, preference pairs, inline media, per-message weights) is
-rejected with a code that says so.
+record (``messages[2].content``), so users see their own field names, not ours. Tool calls become
+Vertex's function-calling format (see :mod:`shared.datasets.tools`). What Gemini tuning cannot
+express (built-in tools, preference pairs, inline media, per-message weights) is rejected with a
+code that says so.
 
 Three keys per example, all with every ASCII whitespace byte deleted:
 
@@ -42,6 +43,7 @@ keeps case, so with ``dedupe: exact`` an answer that differs only in case is a d
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Callable
@@ -51,6 +53,16 @@ from typing import Any
 from shared.datasets.issues import RecordIssueError
 from shared.datasets.limits import ALLOWED_FILE_MIME_TYPES
 from shared.datasets.options import ColumnMapping
+from shared.datasets.tools import (
+    Tools,
+    call_text,
+    check_pairing,
+    gemini_tools,
+    openai_tools,
+    piece,
+    response_part,
+    sharegpt_tools,
+)
 
 ASCII_WHITESPACE = b" \t\n\v\f\r"
 _SEPARATOR = "\x1e"  # ASCII record separator: not whitespace, never in the deleted set
@@ -100,9 +112,9 @@ SHAPES = (
     *PAIR_SHAPES,
 )
 
-_TOOL_ROLES = frozenset(
-    {"tool", "function", "function_call", "observation", "ipython", "tool_call", "tool_response"}
-)
+#: Tool speakers of ShareGPT files that are not LLaMA-Factory's function_call / observation: their
+#: turns carry no call or result we can read as one.
+_OTHER_TOOL_SPEAKERS = frozenset({"tool", "function", "ipython", "tool_call", "tool_response"})
 _SHAREGPT_ROLES = {
     "human": "user",
     "user": "user",
@@ -113,6 +125,9 @@ _SHAREGPT_ROLES = {
     "bard": "model",
     "bing": "model",
     "system": "system",
+    # LLaMA-Factory's tool-use turns: a call is the model's, its result comes back in a user turn.
+    "function_call": "model",
+    "observation": "user",
 }
 _MESSAGE_ROLES = {
     "user": "user",
@@ -201,7 +216,7 @@ def _file_part(file_data: Any, path: str) -> dict[str, Any]:
     return {"fileData": {"mimeType": mime.lower(), "fileUri": uri}}
 
 
-def _gemini_part(part: Any, path: str) -> dict[str, Any]:
+def _gemini_part(part: Any, path: str, role: str = "user", tools: Tools | None = None) -> dict[str, Any]:
     if type(part) is not dict:
         raise _fail("invalid_part", path, 'a part must be an object: {"text": ...} or {"fileData": ...}')
     text = part.get("text")
@@ -217,19 +232,38 @@ def _gemini_part(part: Any, path: str) -> dict[str, Any]:
     file_data = part.get("fileData", part.get("file_data"))
     if file_data is not None:
         return _file_part(file_data, f"{path}.fileData")
-    if any(k in part for k in ("functionCall", "functionResponse", "function_call", "function_response")):
-        raise _fail(
-            "unsupported_tool_calls",
-            path,
-            "function calls and responses cannot be expressed in Gemini supervised tuning data",
-        )
+    call = part.get("functionCall", part.get("function_call"))
+    if call is not None:
+        key = "functionCall" if "functionCall" in part else "function_call"
+        if role != "model":
+            raise _fail("invalid_part", f"{path}.{key}", "a functionCall part belongs in a model turn")
+        if type(call) is not dict:
+            raise _fail("invalid_part", f"{path}.{key}", "a functionCall must be {name, args}")
+        args = call.get("args")
+        if args is not None and type(args) is not dict:
+            raise _fail("invalid_function_arguments", f"{path}.{key}.args", "args must be a JSON object")
+        return (tools or Tools()).call(call.get("name"), args, f"{path}.{key}")
+    response = part.get("functionResponse", part.get("function_response"))
+    if response is not None:
+        key = "functionResponse" if "functionResponse" in part else "function_response"
+        if role != "user":
+            raise _fail("invalid_part", f"{path}.{key}", "a functionResponse part belongs in a user turn")
+        name = response.get("name") if type(response) is dict else None
+        result = response.get("response") if type(response) is dict else None
+        if type(name) is not str or type(result) is not dict:
+            raise _fail("invalid_part", f"{path}.{key}", "a functionResponse must be {name, response: {...}}")
+        return {"functionResponse": {"name": name, "response": result}}
     if "inlineData" in part or "inline_data" in part:
         raise _fail(
             "unsupported_inline_data",
             path,
             "inline (base64) data is not accepted; upload the file and use fileData",
         )
-    raise _fail("invalid_part", path, f"a part needs 'text' or 'fileData'; found keys {sorted(part)[:5]}")
+    raise _fail(
+        "invalid_part",
+        path,
+        f"a part needs 'text', 'fileData', 'functionCall' or 'functionResponse'; found keys {sorted(part)[:5]}",
+    )
 
 
 # --- the common end: order checks and the duplicate key ----------------------------------------
@@ -240,8 +274,10 @@ def _finish(
     turns: list[tuple[str, list[dict[str, Any]], str]],
     list_path: str,
     notes: tuple[Note, ...] = (),
+    tools: Tools | None = None,
 ) -> Example:
-    """Check the user/model order and build the example. Each turn is (role, parts, source path)."""
+    """Check the user/model order (and that calls and results pair) and build the example. Each
+    turn is (role, parts, source path)."""
     if not turns:
         raise _fail("missing_messages_list", list_path, "the conversation has no user or model turn")
     roles = [t[0] for t in turns]
@@ -264,7 +300,11 @@ def _finish(
         previous = role
     if roles[-1] != "model":
         raise _fail("last_turn_not_model", turns[-1][2], "the last turn must be the model's (the target)")
-    return _example(system_parts, [{"role": role, "parts": parts} for role, parts, _ in turns], notes)
+    if tools is not None:
+        check_pairing(turns)
+        notes += tuple(note for note in dict.fromkeys(tools.notes) if note not in notes)
+    contents = [{"role": role, "parts": parts} for role, parts, _ in turns]
+    return _example(system_parts, contents, notes, tools.record_value() if tools else None)
 
 
 def _keys(pieces: list[str], answer_at: int) -> tuple[bytes, bytes, bytes, int]:
@@ -329,11 +369,18 @@ def near_normalise(bare: bytes) -> bytes:
 
 
 def _example(
-    system_parts: list[dict[str, Any]] | None, contents: list[dict[str, Any]], notes: tuple[Note, ...]
+    system_parts: list[dict[str, Any]] | None,
+    contents: list[dict[str, Any]],
+    notes: tuple[Note, ...],
+    tools: list[dict[str, Any]] | None = None,
 ) -> Example:
     pieces: list[str] = []
     files = 0
     uri_chars = 0
+    if tools:
+        # The declarations are part of the prompt: the same question with other tools is another example.
+        pieces.append("tools")
+        pieces.append(json.dumps(tools, sort_keys=True, ensure_ascii=False))
     if system_parts:
         pieces.append("system")
         for part in system_parts:
@@ -344,7 +391,9 @@ def _example(
         pieces.append(content["role"])
         for part in content["parts"]:
             text = part.get("text")
-            if text is None:
+            if text is None and "fileData" not in part:
+                pieces.append(piece(part) or "")
+            elif text is None:
                 uri = part["fileData"]["fileUri"]
                 pieces.append(uri)
                 uri_chars += len(uri)
@@ -354,9 +403,13 @@ def _example(
     key, prompt_key, answer_key, joined_bytes = _keys(pieces, answer_at)
     last = contents[-1]["parts"]
     answer = next((part["text"] for part in reversed(last) if "text" in part), "")
+    if not answer and "functionCall" in last[-1]:
+        answer = call_text(last[-1]["functionCall"])  # what the evaluation scores as its text
     record: dict[str, Any] = {"contents": contents}
     if system_parts:
         record = {"systemInstruction": {"role": "system", "parts": system_parts}, "contents": contents}
+    if tools:
+        record["tools"] = tools
     return Example(
         record=record,
         key=key,
@@ -478,12 +531,13 @@ def _convert_gemini_general(record: dict[str, Any]) -> Example:
         raise _fail("missing_contents_list", "contents", "contents must be a non-empty list of {role, parts}")
     notes: tuple[Note, ...] = ()
     if len(record) > 1 and not _GEMINI_KEYS.issuperset(record):
-        if "tools" in record or "toolConfig" in record:
-            raise _fail(
-                "unsupported_tool_calls",
-                "tools",
-                "tool declarations cannot be used in supervised tuning data",
-            )
+        for key in ("toolConfig", "tool_config"):
+            if record.get(key) is not None:
+                raise _fail(
+                    "unsupported_tool_calls",
+                    key,
+                    f"{key} (the function-calling mode) is not part of Vertex AI tuning data; remove it",
+                )
         if "completions" in record:
             # One file, one shape: a preference record after supervised ones is not read as one.
             raise _fail(
@@ -492,7 +546,8 @@ def _convert_gemini_general(record: dict[str, Any]) -> Example:
                 "scored completions (Vertex AI preference data) in a file of supervised examples: "
                 "one file must use one shape",
             )
-        notes = _dropped(record, _GEMINI_KEYS)
+        notes = _dropped(record, _GEMINI_KEYS | {"tools"})
+    tools = gemini_tools(record["tools"]) if record.get("tools") is not None else None
     system = record.get("systemInstruction", record.get("system_instruction"))
     system_parts = None if system is None else _system_instruction(system)
     out: list[dict[str, Any]] = []
@@ -516,7 +571,9 @@ def _convert_gemini_general(record: dict[str, Any]) -> Example:
         previous = role
         if type(parts) is not list or not parts:
             raise _fail("missing_or_invalid_parts", f"contents[{i}].parts", "parts must be a non-empty list")
-        checked = [_gemini_part(part, f"contents[{i}].parts[{j}]") for j, part in enumerate(parts)]
+        checked = [
+            _gemini_part(part, f"contents[{i}].parts[{j}]", role, tools) for j, part in enumerate(parts)
+        ]
         if len(item) > 2:
             notes += tuple(note for note in _dropped(item, _CONTENT_KEYS, "contents[].") if note not in notes)
         out.append(item if len(item) == 2 and checked == parts else {"role": role, "parts": checked})
@@ -527,7 +584,13 @@ def _convert_gemini_general(record: dict[str, Any]) -> Example:
         raise _fail(
             "last_turn_not_model", f"contents[{last}].role", "the last turn must be the model's (the target)"
         )
-    return _example(system_parts, out, notes)
+    if tools is None and any("text" not in p and "fileData" not in p for c in out for p in c["parts"]):
+        tools = Tools()  # calls or results without declarations: check_pairing names what is wrong
+    if tools is None:
+        return _example(system_parts, out, notes)
+    check_pairing([(c["role"], c["parts"], f"contents[{i}]") for i, c in enumerate(out)])
+    notes += tuple(note for note in dict.fromkeys(tools.notes) if note not in notes)
+    return _example(system_parts, out, notes, tools.record_value())
 
 
 def _system_instruction(system: Any) -> list[dict[str, Any]]:
@@ -560,7 +623,7 @@ def _system_instruction(system: Any) -> list[dict[str, Any]]:
 # --- chat messages (OpenAI, Gemini 1.0) ------------------------------------------------------
 
 _MESSAGE_KEYS = frozenset({"role", "content", "name", "weight"})
-_MESSAGES_RECORD_KEYS = frozenset({"messages"})
+_MESSAGES_RECORD_KEYS = frozenset({"messages", "tools", "functions"})
 
 
 def _content_parts(content: Any, path: str) -> list[dict[str, Any]]:
@@ -619,16 +682,14 @@ def convert_messages(record: dict[str, Any]) -> Example:
     if type(messages) is not list or not messages:
         raise _fail("missing_messages_list", "messages", "messages must be a non-empty list")
     dropped: dict[Note, None] = {}  # ordered, each note once per record
+    tools = Tools()
     if len(record) > 1:
-        for key in ("tools", "functions"):
-            if record.get(key):
-                raise _fail(
-                    "unsupported_tool_calls",
-                    key,
-                    f"{key} cannot be expressed in Gemini supervised tuning data",
-                )
+        tools = openai_tools(record)
         if not _MESSAGES_RECORD_KEYS.issuperset(record):
             dropped.update(dict.fromkeys(_dropped(record, _MESSAGES_RECORD_KEYS)))
+    uses_tools = bool(tools.declarations)
+    # The calls of the last assistant turn that no tool message has answered yet: (id, name).
+    pending: list[tuple[Any, str]] = []
     system_parts: list[dict[str, Any]] = []
     turns: list[tuple[str, list[dict[str, Any]], str]] = []
     for i, message in enumerate(messages):
@@ -636,21 +697,25 @@ def convert_messages(record: dict[str, Any]) -> Example:
         if type(message) is not dict:
             raise _fail("message_missing_key", path, "each message must be an object with role and content")
         role = message.get("role")
-        if (
-            (type(role) is str and role in _TOOL_ROLES)
-            or message.get("tool_calls")
-            or message.get("function_call")
-        ):
-            raise _fail(
-                "unsupported_tool_calls",
-                path,
-                "tool or function call turns cannot be expressed in Gemini tuning data",
-            )
+        if role in ("tool", "function"):
+            uses_tools = True
+            part = _tool_result(message, path, pending)
+            if turns and turns[-1][0] == "user" and "functionResponse" in turns[-1][1][-1]:
+                turns[-1][1].append(part)  # parallel calls: their results are one user turn
+            else:
+                turns.append(("user", [part], f"{path}.role"))
+            continue
+        if message.get("tool_calls") or message.get("function_call"):
+            uses_tools = True
+            parts, pending = _tool_calls(message, path, tools)
+            turns.append(("model", parts, f"{path}.role"))
+            continue
         if role is None or "content" not in message:
             missing = "role" if role is None else "content"
             raise _fail("message_missing_key", f"{path}.{missing}", f"message has no {missing}")
         if not _MESSAGE_KEYS.issuperset(message):
-            unknown = sorted(k for k in message if k not in _MESSAGE_KEYS)
+            # An empty tool_calls ([]), as some exports write on every message, calls nothing.
+            unknown = sorted(k for k in message if k not in _MESSAGE_KEYS and message[k] != [])
             if all(message.get(k) is None for k in unknown):
                 pass  # null keys carry nothing to drop
             else:
@@ -687,8 +752,93 @@ def convert_messages(record: dict[str, Any]) -> Example:
                 )
             system_parts.extend(parts)
             continue
+        if (
+            gemini_role == "user"
+            and turns
+            and turns[-1][0] == "user"
+            and "functionResponse" in turns[-1][1][-1]
+        ):
+            turns[-1][1].extend(parts)  # a user message after tool results: one user turn in Gemini
+            continue
         turns.append((gemini_role, parts, f"{path}.role"))
-    return _finish(system_parts or None, turns, "messages", tuple(dropped))
+    return _finish(system_parts or None, turns, "messages", tuple(dropped), tools if uses_tools else None)
+
+
+def _tool_calls(
+    message: dict[str, Any], path: str, tools: Tools
+) -> tuple[list[dict[str, Any]], list[tuple[Any, str]]]:
+    """An assistant message's ``tool_calls`` (or legacy ``function_call``) as functionCall parts
+    after its text, if any; and the calls as (id, name) for the tool messages to answer."""
+    if message.get("role") not in ("assistant", "model"):
+        raise _fail("invalid_part", f"{path}.role", "only an assistant message may call tools")
+    content = message.get("content")
+    parts = [] if content in (None, "") else _content_parts(content, f"{path}.content")
+    calls: list[tuple[Any, str]] = []
+    tool_calls = message.get("tool_calls")
+    if tool_calls:
+        if type(tool_calls) is not list:
+            raise _fail("invalid_function_call", f"{path}.tool_calls", "tool_calls must be a list")
+        for k, call in enumerate(tool_calls):
+            call_path = f"{path}.tool_calls[{k}]"
+            kind = call.get("type", "function") if type(call) is dict else "function"
+            if kind != "function":
+                raise _fail(
+                    "unsupported_tool_calls",
+                    f"{call_path}.type",
+                    f"a {kind!r} tool call cannot be tuned: Vertex AI tunes function calls only",
+                )
+            if type(call) is not dict or type(call.get("function")) is not dict:
+                raise _fail(
+                    "invalid_function_call",
+                    call_path,
+                    'a tool call must be {"type": "function", "function": {name, arguments}}',
+                )
+            function = call["function"]
+            part = tools.call(
+                function.get("name"), function.get("arguments"), f"{call_path}.function", "arguments"
+            )
+            parts.append(part)
+            calls.append((call.get("id"), part["functionCall"]["name"]))
+    else:
+        function = message["function_call"]
+        if type(function) is not dict:
+            raise _fail(
+                "invalid_function_call", f"{path}.function_call", "function_call must be {name, arguments}"
+            )
+        part = tools.call(
+            function.get("name"), function.get("arguments"), f"{path}.function_call", "arguments"
+        )
+        parts.append(part)
+        calls.append((None, part["functionCall"]["name"]))
+    return parts, calls
+
+
+def _tool_result(message: dict[str, Any], path: str, pending: list[tuple[Any, str]]) -> dict[str, Any]:
+    """A ``tool`` (or legacy ``function``) message as the functionResponse of the call it answers:
+    by ``tool_call_id``, else by name (``function``), else the first call not yet answered."""
+    call_id = message.get("tool_call_id")
+    name = message.get("name")
+    if call_id is not None:
+        match = next((call for call in pending if call[0] == call_id), None)
+        where = f"{path}.tool_call_id"
+    elif message.get("role") == "function" and name is not None:
+        match = next((call for call in pending if call[1] == name), None)
+        where = f"{path}.name"
+    else:
+        match = pending[0] if pending else None
+        where = f"{path}.role"
+    if match is None:
+        said = f"tool_call_id {call_id!r}" if call_id is not None else f"{message.get('role')} message"
+        raise _fail(
+            "unpaired_tool_response",
+            where,
+            f"the {said} answers no call of the assistant turn before it",
+        )
+    pending.remove(match)
+    content = message.get("content")
+    if type(content) is list:  # OpenAI's text parts
+        content = "".join(p["text"] for p in content if type(p) is dict and type(p.get("text")) is str)
+    return response_part(match[1], "" if content is None else content)
 
 
 # --- ShareGPT ---------------------------------------------------------------------------------
@@ -718,6 +868,9 @@ def convert_sharegpt(record: dict[str, Any]) -> Example:
         system_parts.append({"text": system})
     turns: list[tuple[str, list[dict[str, Any]], str]] = []
     dropped: dict[Note, None] = dict.fromkeys(_dropped(record, _SHAREGPT_RECORD_KEYS))
+    tools = sharegpt_tools(record.get("tools")) if _declares_tools(record.get("tools")) else Tools()
+    uses_tools = bool(tools.declarations)
+    pending: list[str] = []  # names of the last function_call turn's calls not yet answered
     for i, message in enumerate(conversation):
         path = f"{list_key}[{i}]"
         if type(message) is not dict:
@@ -726,11 +879,12 @@ def convert_sharegpt(record: dict[str, Any]) -> Example:
             dropped.update(dict.fromkeys(_dropped(message, _SHAREGPT_TURN_KEYS, f"{list_key}[].")))
         speaker = message.get("from", message.get("role"))
         value = message.get("value", message.get("content"))
-        if type(speaker) is str and speaker in _TOOL_ROLES:
+        if type(speaker) is str and speaker in _OTHER_TOOL_SPEAKERS:
             raise _fail(
                 "unsupported_tool_calls",
                 f"{path}.from",
-                f"'{speaker}' turns (tool calls and their results) cannot be expressed in Gemini supervised tuning data",
+                f"'{speaker}' turns are not LLaMA-Factory's function_call / observation turns: "
+                "write calls as function_call turns and their results as observation turns",
             )
         if speaker is None or value is None:
             missing = "from" if speaker is None else "value"
@@ -740,6 +894,20 @@ def convert_sharegpt(record: dict[str, Any]) -> Example:
             raise _fail(
                 "unrecognized_role", f"{path}.from", f"speaker {speaker!r} is not human, gpt or system"
             )
+        if speaker == "function_call":
+            uses_tools = True
+            parts = _sharegpt_calls(value, f"{path}.value", tools)
+            pending = [p["functionCall"]["name"] for p in parts]
+            turns.append(("model", parts, f"{path}.from"))
+            continue
+        if speaker == "observation":
+            uses_tools = True
+            parts = _sharegpt_results(value, path, pending)
+            if turns and turns[-1][0] == "user" and "functionResponse" in turns[-1][1][-1]:
+                turns[-1][1].extend(parts)
+            else:
+                turns.append(("user", parts, f"{path}.from"))
+            continue
         if type(value) is not str or _is_blank(value):
             raise _fail("missing_content", f"{path}.value", "value is empty or not a string")
         if role == "system":
@@ -750,9 +918,56 @@ def convert_sharegpt(record: dict[str, Any]) -> Example:
             system_parts.append({"text": value})
             continue
         turns.append((role, [{"text": value}], f"{path}.from"))
-    if _declares_tools(record.get("tools")):
-        dropped[("tools_dropped", "tools")] = None
-    return _finish(system_parts or None, turns, list_key, tuple(dropped))
+    return _finish(system_parts or None, turns, list_key, tuple(dropped), tools if uses_tools else None)
+
+
+def _sharegpt_calls(value: Any, path: str, tools: Tools) -> list[dict[str, Any]]:
+    """A function_call turn's value: JSON of ``{name, arguments}``, or a list of them (parallel calls)."""
+    calls = value
+    if type(value) is str:
+        try:
+            calls = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise _fail(
+                "invalid_function_call",
+                path,
+                f'the call is not valid JSON ({error.msg}); expected {{"name", "arguments"}}',
+            ) from None
+    if type(calls) is dict:
+        calls = [calls]
+    if type(calls) is not list or not calls or not all(type(c) is dict for c in calls):
+        raise _fail(
+            "invalid_function_call",
+            path,
+            'a function_call value must be {"name", "arguments"} or a list of them',
+        )
+    return [
+        tools.call(
+            call.get("name"),
+            call.get("arguments", call.get("args")),
+            path if len(calls) == 1 else f"{path}[{k}]",
+            "arguments",
+        )
+        for k, call in enumerate(calls)
+    ]
+
+
+def _sharegpt_results(value: Any, path: str, pending: list[str]) -> list[dict[str, Any]]:
+    """An observation turn's value as functionResponse parts: one result for the next unanswered
+    call, or, after parallel calls, a JSON list with one result for each call still unanswered."""
+    if not pending:
+        raise _fail("unpaired_tool_response", f"{path}.from", "the observation answers no function_call turn")
+    results = [value]
+    if len(pending) > 1 and type(value) is str:
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = None
+        if type(parsed) is list and len(parsed) == len(pending):
+            results = parsed
+    parts = [response_part(name, result) for name, result in zip(pending, results, strict=False)]
+    del pending[: len(parts)]
+    return parts
 
 
 # --- flat shapes --------------------------------------------------------------------------------
@@ -941,7 +1156,8 @@ def _sharegpt_answer(answer: Any, key: str) -> dict[str, Any]:
         )
     speaker = answer.get("from", answer.get("role", "gpt"))
     value = answer.get("value", answer.get("content"))
-    if type(speaker) is not str or _SHAREGPT_ROLES.get(speaker) != "model":
+    # A function_call turn is the model's too, but a preference answer is read as text only.
+    if type(speaker) is not str or _SHAREGPT_ROLES.get(speaker) != "model" or speaker == "function_call":
         raise _pair_error(f"{key}.from", f"'{key}' must be the model's turn (gpt), not {speaker!r}")
     if type(value) is not str or _is_blank(value):
         raise _pair_error(f"{key}.value", f"'{key}'.value is missing, empty or not a string")

@@ -174,7 +174,7 @@ class _Run:
 
 
 #: Warnings whose message names what was dropped, item by item.
-_DROPPING_WARNINGS = frozenset({"unknown_keys_dropped", "tools_dropped", "records_skipped"})
+_DROPPING_WARNINGS = frozenset({"unknown_keys_dropped", "schema_keywords_dropped", "records_skipped"})
 
 #: Output tokens an evaluation answer may take beyond twice its reference (as
 #: ``shared.evaluation.runner.OUTPUT_MARGIN_TOKENS``, which ingest does not import).

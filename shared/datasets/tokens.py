@@ -56,21 +56,25 @@ class ExactCounter:
     def __init__(self, tokenizer: Any, model: str) -> None:
         self._tokenizer = tokenizer
         self.description = (
-            f"exact: google-genai LocalTokenizer for {model} on every text part"
+            f"exact: google-genai LocalTokenizer for {model} on every text, function call and result part"
+            " and the function declarations"
             f" (+{TOKENS_PER_FILE_PART} per file part, which it cannot count)"
         )
 
     def count(self, example: Example) -> int:
         record = example.record
         contents = [
-            {"role": c["role"], "parts": [p for p in c["parts"] if "text" in p]} for c in record["contents"]
+            {"role": c["role"], "parts": [p for p in c["parts"] if "fileData" not in p]}
+            for c in record["contents"]
         ]
         contents = [c for c in contents if c["parts"]]
-        config = None
+        config: dict[str, Any] = {}
         system = record.get("systemInstruction")
         if system is not None:
-            config = {"system_instruction": {"parts": system["parts"]}}
-        result = self._tokenizer.count_tokens(contents, config=config)
+            config["system_instruction"] = {"parts": system["parts"]}
+        if record.get("tools"):
+            config["tools"] = record["tools"]  # declarations are prompt tokens too
+        result = self._tokenizer.count_tokens(contents, config=config or None)
         return int(result.total_tokens or 0) + TOKENS_PER_FILE_PART * example.files
 
 

@@ -76,9 +76,21 @@ def finalize(
     task_choice = decide_task(job, references, [task_prompt(e) for e in examples])
     # Identical prompts (system instruction and turns) share their reference answers (QA).
     prompts = [orjson.dumps([e.system_instruction, e.contents]) for e in examples]
+    reference_calls = [p.reference_calls for p in predictions]
     base, tuned = (
-        compute_metrics(task_choice.task, references, answers, labels=task_choice.labels, prompts=prompts)
-        for answers in ([p.base_output for p in predictions], [p.tuned_output for p in predictions])
+        compute_metrics(
+            task_choice.task,
+            references,
+            answers,
+            labels=task_choice.labels,
+            prompts=prompts,
+            reference_calls=reference_calls,
+            answer_calls=calls,
+        )
+        for answers, calls in (
+            ([p.base_output for p in predictions], [p.base_calls for p in predictions]),
+            ([p.tuned_output for p in predictions], [p.tuned_calls for p in predictions]),
+        )
     )
     base_truncated, tuned_truncated = truncation_counts(predictions)
     curves, curves_note = fetch_loss_curves(settings, job.tuning_job_name)

@@ -18,6 +18,10 @@ A prediction that is ``None`` is an example whose model call failed. It is score
 answer, so that base and tuned model are always scored on the same examples, and it is counted in
 :attr:`MetricResult.failed`.
 
+Function calling: when some reference answers are function calls, every task also reports
+``function_name_accuracy`` and ``function_args_exact_match`` (:func:`function_call_scores`), means
+over every test example like the others, so their intervals come the same way.
+
 rouge-score and sacrebleu are imported inside the functions that use them: importing this module
 costs nothing at a function's cold start. The task decision lives in
 :mod:`shared.evaluation.task_rule` (re-exported here).
@@ -28,9 +32,10 @@ from __future__ import annotations
 import re
 import statistics
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import PermanentError
@@ -69,6 +74,7 @@ __all__ = [
     "corpus_bleu",
     "exact_match",
     "extract_label",
+    "function_call_scores",
     "is_span",
     "normalize_answer",
     "normalize_label",
@@ -554,6 +560,40 @@ def primary_metric_for(task: Task | str, references: Sequence[str]) -> tuple[str
     )
 
 
+# --- Function calls ------------------------------------------------------------------------------
+
+FUNCTION_NAME_ACCURACY = "function_name_accuracy"
+FUNCTION_ARGS_EXACT_MATCH = "function_args_exact_match"
+
+#: One answer's function calls, each ``{"name": ..., "args": {...}}``.
+Calls = Sequence[Mapping[str, Any]]
+
+
+def _call_key(call: Mapping[str, Any]) -> tuple[str, str]:
+    # Arguments compared as parsed JSON: key order and spacing do not matter, values and types do.
+    return str(call.get("name", "")), orjson.dumps(
+        call.get("args") or {}, option=orjson.OPT_SORT_KEYS
+    ).decode()
+
+
+def function_call_scores(
+    reference_calls: Sequence[Calls], answer_calls: Sequence[Calls]
+) -> dict[str, list[float]]:
+    """Per example: ``function_name_accuracy`` 1 when the answer calls exactly the reference's
+    functions (the same names as many times, in any order: parallel calls have no order), and
+    ``function_args_exact_match`` 1 when each of those calls also has the reference's arguments.
+    An example whose reference calls nothing scores 1 only when the answer calls nothing either:
+    knowing when not to call is part of calling well."""
+    names: list[float] = []
+    args: list[float] = []
+    for reference, answer in zip(reference_calls, answer_calls, strict=True):
+        expected = sorted(_call_key(call) for call in reference)
+        given = sorted(_call_key(call) for call in answer)
+        names.append(float([name for name, _ in expected] == [name for name, _ in given]))
+        args.append(float(expected == given))
+    return {FUNCTION_NAME_ACCURACY: names, FUNCTION_ARGS_EXACT_MATCH: args}
+
+
 # --- The entry point ---------------------------------------------------------------------------
 
 
@@ -564,6 +604,8 @@ def compute_metrics(
     *,
     labels: Sequence[str] | None = None,
     prompts: Sequence[Hashable] | None = None,
+    reference_calls: Sequence[Calls] | None = None,
+    answer_calls: Sequence[Calls] | None = None,
 ) -> MetricResult:
     """Score one model's predictions against the references with the task's metrics.
 
@@ -574,7 +616,8 @@ def compute_metrics(
     ``exact_match``, ``f1``, each the best over every reference answer of the example's prompt
     (``prompts``: one hashable per example, equal for identical prompts); generation ``bleu``
     (only on references long enough, see :data:`BLEU_MIN_MEDIAN_TOKENS`), ``chrf``, ``rougeL``,
-    ``exact_match``.
+    ``exact_match``. ``reference_calls`` / ``answer_calls``: the function calls of each reference
+    and answer; when a reference calls, :func:`function_call_scores` are added to every task's.
     """
     task = Task(task)
     if len(references) != len(predictions):
@@ -622,6 +665,10 @@ def compute_metrics(
         }
         scores.update(_means(means))
         examples = ExampleScores(count=len(answers), means=means, bleu=bleu)
+    if reference_calls is not None and any(reference_calls):
+        calls = function_call_scores(reference_calls, answer_calls or [()] * len(reference_calls))
+        scores.update(_means(calls))
+        examples = examples.model_copy(update={"means": {**examples.means, **calls}})
     return MetricResult(
         task=task,
         scores=scores,

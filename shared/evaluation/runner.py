@@ -11,6 +11,12 @@ endpoint is served under its base model's quota). 408/429/5xx are retried by the
 (``shared.tuning.client.make_client`` asks for it); what still fails is recorded on the example
 (``base_error`` / ``tuned_error``) and the run goes on.
 
+Function calling: an example that declares ``tools`` is asked with the same ``tools`` on both
+models; the calls an answer makes are recorded as ``{name, args}`` (``base_calls`` /
+``tuned_calls``, beside the reference's ``reference_calls``) and scored by
+:func:`shared.evaluation.metrics.function_call_scores`. A call is also written into the answer's
+text (:func:`call_text`), as the reference's is, so that the text metrics see it too.
+
 Chunking (``plan_chunk``, ``chunk_object_name``, ``chunk_ranges_cover``) is pure, so the cursor
 rules that keep an example from being counted twice are tested without any service.
 """
@@ -55,6 +61,10 @@ class TestExample(BaseModel):
     #: All turns but the final model turn, in the JSONL's own (camelCase) shape.
     contents: list[dict[str, Any]]
     reference: str
+    #: The example's function declarations (Gemini JSONL ``tools``), sent with every request.
+    tools: list[dict[str, Any]] | None = None
+    #: The calls the reference answer makes, as ``{name, args}``.
+    reference_calls: list[dict[str, Any]] = []
 
     @property
     def prompt_text(self) -> str:
@@ -85,6 +95,10 @@ class Prediction(BaseModel):
     tuned_finish_reason: str | None = None
     base_truncated: bool = False
     tuned_truncated: bool = False
+    #: Function calls, each ``{name, args}``, of the reference and of each answer (empty: none).
+    reference_calls: list[dict[str, Any]] = []
+    base_calls: list[dict[str, Any]] = []
+    tuned_calls: list[dict[str, Any]] = []
 
     def to_jsonl(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json")) + b"\n"
@@ -154,8 +168,15 @@ def max_output_tokens_for(base_model: str, answer_budget: int, thinking_budget: 
 # --- Test examples -----------------------------------------------------------------------------
 
 
+def call_text(name: str, args: Mapping[str, Any] | None) -> str:
+    """A function call as text, the same for a reference and an answer: ``name({...})`` with the
+    arguments as compact JSON, keys sorted (so equal arguments read the same)."""
+    return f"{name}({orjson.dumps(args or {}, option=orjson.OPT_SORT_KEYS).decode()})"
+
+
 def content_text(content: dict[str, Any]) -> str:
-    """The text parts of a Gemini content, joined; file parts are named, not inlined."""
+    """The text parts of a Gemini content, joined; file parts are named, not inlined; function
+    calls are written as :func:`call_text` and function results as ``[name returned {...}]``."""
     texts: list[str] = []
     for part in content.get("parts") or []:
         if not isinstance(part, dict):
@@ -164,7 +185,22 @@ def content_text(content: dict[str, Any]) -> str:
             texts.append(part["text"])
         elif isinstance(part.get("fileData"), dict):
             texts.append(f"[file {part['fileData'].get('fileUri', '')}]")
+        elif isinstance(part.get("functionCall"), dict):
+            texts.append(call_text(part["functionCall"].get("name", ""), part["functionCall"].get("args")))
+        elif isinstance(part.get("functionResponse"), dict):
+            response = part["functionResponse"]
+            result = orjson.dumps(response.get("response"), option=orjson.OPT_SORT_KEYS).decode()
+            texts.append(f"[{response.get('name', '')} returned {result}]")
     return "".join(texts)
+
+
+def content_calls(content: dict[str, Any]) -> list[dict[str, Any]]:
+    """The function calls of a Gemini content, as ``{name, args}``."""
+    return [
+        {"name": part["functionCall"].get("name", ""), "args": part["functionCall"].get("args") or {}}
+        for part in content.get("parts") or []
+        if isinstance(part, dict) and isinstance(part.get("functionCall"), dict)
+    ]
 
 
 def parse_test_example(line: bytes | str, index: int) -> TestExample:
@@ -194,11 +230,14 @@ def parse_test_example(line: bytes | str, index: int) -> TestExample:
             field="contents",
         )
     system = record.get("systemInstruction")
+    tools = record.get("tools")
     return TestExample(
         index=index,
         system_instruction=system if isinstance(system, dict) else None,
         contents=prompt,
         reference=content_text(answer),
+        tools=tools if isinstance(tools, list) and tools else None,
+        reference_calls=content_calls(answer),
     )
 
 
@@ -236,12 +275,17 @@ def request_config(example: TestExample, options: GenerationOptions) -> types.Ge
     from google.genai import types
 
     system = types.Content.model_validate(example.system_instruction) if example.system_instruction else None
-    return generation_config(
+    config = generation_config(
         system_instruction=system,
         temperature=options.temperature,
         max_output_tokens=options.max_output_tokens,
         thinking_budget=options.thinking_budget,
     )
+    if example.tools:
+        # The declarations the example was tuned with, for both models: without them the base
+        # model could not call, and the comparison would not be fair.
+        config.tools = [types.Tool.model_validate(tool) for tool in example.tools]
+    return config
 
 
 def request_contents(example: TestExample, shots: Sequence[dict[str, Any]] = ()) -> list[types.Content]:
@@ -343,6 +387,8 @@ class ModelAnswer:
     finish_reason: str | None = None
     truncated: bool = False
     seconds: float = 0.0
+    #: The function calls of the answer, as ``{name, args}``.
+    calls: tuple[dict[str, Any], ...] = ()
 
 
 def _finish_reason(response: types.GenerateContentResponse) -> str | None:
@@ -359,6 +405,12 @@ def response_text(response: types.GenerateContentResponse) -> ModelAnswer:
     limit (on thinking, for a thinking model). It is an empty answer marked ``truncated``.
     """
     reason = _finish_reason(response)
+    calls = tuple(
+        {"name": call.name or "", "args": call.args or {}} for call in response.function_calls or ()
+    )
+    if calls:
+        rendered = "".join(call_text(call["name"], call["args"]) for call in calls)
+        return ModelAnswer(_text_parts(response) + rendered, finish_reason=reason, calls=calls)
     text = response.text
     if not text and reason == MAX_TOKENS:
         return ModelAnswer("", None, reason, truncated=True)
@@ -368,6 +420,14 @@ def response_text(response: types.GenerateContentResponse) -> ModelAnswer:
     if feedback is not None and feedback.block_reason is not None:
         return ModelAnswer(None, f"prompt blocked: {feedback.block_reason}", reason)
     return ModelAnswer(None, f"no text in the response (finish reason {reason})", reason)
+
+
+def _text_parts(response: types.GenerateContentResponse) -> str:
+    """The answer's text parts beside its function calls (``response.text`` would warn about
+    the call parts), thoughts left out as ``response.text`` leaves them out."""
+    content = response.candidates[0].content if response.candidates else None
+    parts = content.parts if content is not None and content.parts else []
+    return "".join(part.text for part in parts if part.text and not part.thought)
 
 
 def make_prediction(example: TestExample, base: ModelAnswer, tuned: ModelAnswer) -> Prediction:
@@ -386,6 +446,9 @@ def make_prediction(example: TestExample, base: ModelAnswer, tuned: ModelAnswer)
         tuned_finish_reason=tuned.finish_reason,
         base_truncated=base.truncated,
         tuned_truncated=tuned.truncated,
+        reference_calls=example.reference_calls,
+        base_calls=list(base.calls),
+        tuned_calls=list(tuned.calls),
     )
 
 
@@ -474,6 +537,7 @@ def base_answer(prediction: Prediction) -> ModelAnswer:
         prediction.base_finish_reason,
         prediction.base_truncated,
         prediction.base_latency_s or 0.0,
+        tuple(prediction.base_calls),
     )
 
 

@@ -123,17 +123,34 @@ def test_a_new_key_on_every_line_keeps_the_warning_bounded() -> None:
     assert _warning(result, "unknown_keys_dropped").count == 50
 
 
-def test_declared_tools_are_named_where_they_were_dropped() -> None:
+def test_schema_keywords_vertex_does_not_take_are_named_where_they_were_dropped() -> None:
+    strict = {"type": "object", "properties": {"x": {"type": "string"}}, "additionalProperties": False}
     turns = [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]
     data = jsonl(
         {"conversations": turns, "tools": "[]"},
-        {"conversations": [*turns[:1], {"from": "gpt", "value": "c"}], "tools": '[{"name": "f"}]'},
+        {
+            "conversations": [*turns[:1], {"from": "gpt", "value": "c"}],
+            "tools": orjson.dumps([{"name": "f", "parameters": strict}]).decode(),
+        },
     )
 
-    result, _ = run(data)
+    result, written = run(data)
 
-    assert _items(result, "tools_dropped") == {"tools": (1, [2])}
-    assert _warning(result, "tools_dropped").message.endswith(": `tools` (line 2)")
+    assert result.ok
+    assert _items(result, "schema_keywords_dropped") == {"tools[0].parameters.additionalProperties": (1, [2])}
+    assert _warning(result, "schema_keywords_dropped").message.endswith(
+        ": `tools[0].parameters.additionalProperties` (line 2)"
+    )
+    declared = [r["tools"] for split in written.values() for r in split if "tools" in r]
+    assert declared == [
+        [
+            {
+                "functionDeclarations": [
+                    {"name": "f", "parameters": {"type": "OBJECT", "properties": {"x": {"type": "STRING"}}}}
+                ]
+            }
+        ]
+    ]
 
 
 def test_skipped_records_are_named_by_error_with_their_lines() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import pytest
@@ -209,6 +209,33 @@ class _FakeTokenizer:
         if config:
             texts += [p["text"] for p in config["system_instruction"]["parts"]]
         return type("Result", (), {"total_tokens": sum(len(t.split()) for t in texts)})()
+
+
+class _RecordingTokenizer(_FakeTokenizer):
+    calls: ClassVar[list[tuple[Any, Any]]] = []
+
+    def count_tokens(self, contents: Any, config: Any = None) -> Any:
+        self.calls.append((contents, config))
+        return type("Result", (), {"total_tokens": 7})()
+
+
+def test_exact_counting_counts_function_calls_results_and_declarations() -> None:
+    tools = [{"functionDeclarations": [{"name": "f"}]}]
+    record = {
+        "tools": tools,
+        "contents": [
+            {"role": "user", "parts": [{"text": "call f"}]},
+            {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {}}}]},
+        ],
+    }
+    _RecordingTokenizer.calls = []
+    options = PrepareOptions(token_counting="auto")
+    prepare(
+        io.BytesIO(jsonl(record)), filename="x.jsonl", options=options, tokenizer_factory=_RecordingTokenizer
+    )
+    contents, config = _RecordingTokenizer.calls[-1]
+    assert contents[1]["parts"] == [{"functionCall": {"name": "f", "args": {}}}]
+    assert config == {"tools": tools}
 
 
 def _broken_tokenizer(model: str) -> Any:

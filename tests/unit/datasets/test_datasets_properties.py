@@ -73,14 +73,99 @@ KEYS = st.sampled_from(
         "weight",
         "type",
         "image_url",
+        "tool_calls",
+        "tool_call_id",
+        "function",
+        "function_call",
+        "name",
+        "arguments",
+        "parameters",
+        "properties",
+        "functionCall",
+        "functionResponse",
+        "functionDeclarations",
+        "args",
     ]
 )
-ROLES = st.sampled_from(["user", "model", "assistant", "system", "human", "gpt", "tool", "function_call", ""])
+ROLES = st.sampled_from(
+    [
+        "user",
+        "model",
+        "assistant",
+        "system",
+        "human",
+        "gpt",
+        "tool",
+        "function_call",
+        "observation",
+        "object",
+        "",
+    ]
+)
 shaped_values = st.recursive(
     json_scalars | ROLES,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(KEYS, children, max_size=5),
     max_leaves=25,
 )
+
+_WEATHER = {
+    "name": "get_weather",
+    "description": "Weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+#: Tool-call records of each shape; VALID_RECORDS ends with them, so mutations break calls too.
+TOOL_RECORDS: list[dict[str, Any]] = [
+    {
+        "tools": [{"type": "function", "function": _WEATHER}],
+        "messages": [
+            {"role": "user", "content": "Weather in Porto and Lisbon?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "a",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Porto"}'},
+                    },
+                    {
+                        "id": "b",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Lisbon"}'},
+                    },
+                ],
+            },
+            {"role": "tool", "tool_call_id": "a", "content": "rain"},
+            {"role": "tool", "tool_call_id": "b", "content": '{"forecast": "sun"}'},
+            {"role": "assistant", "content": "Rain in Porto, sun in Lisbon."},
+        ],
+    },
+    {
+        "conversations": [
+            {"from": "human", "value": "Weather in Porto?"},
+            {"from": "function_call", "value": '{"name": "get_weather", "arguments": {"city": "Porto"}}'},
+            {"from": "observation", "value": '{"forecast": "rain"}'},
+            {"from": "gpt", "value": "Rain."},
+        ],
+        "tools": orjson.dumps([_WEATHER]).decode(),
+    },
+    {
+        "tools": [
+            {
+                "functionDeclarations": [
+                    {**_WEATHER, "parameters": {"type": "OBJECT", "properties": {"city": {"type": "STRING"}}}}
+                ]
+            }
+        ],
+        "contents": [
+            {"role": "user", "parts": [{"text": "Weather in Porto?"}]},
+            {
+                "role": "model",
+                "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Porto"}}}],
+            },
+        ],
+    },
+]
 
 VALID_RECORDS: list[dict[str, Any]] = [
     {"contents": [{"role": "user", "parts": [{"text": "hi"}]}, {"role": "model", "parts": [{"text": "yo"}]}]},
@@ -107,6 +192,7 @@ VALID_RECORDS: list[dict[str, Any]] = [
     {"instruction": "i", "input": "x", "output": "o", "history": [["q", "a"]]},
     {"instruction": "i", "context": "c", "response": "r"},
     {"question": "q", "context": "c", "answer": "a"},
+    *TOOL_RECORDS,
 ]
 
 
@@ -219,7 +305,21 @@ def mutated_jsonl(draw: st.DrawFn) -> bytes:
             text = bytes(data)
             old = draw(
                 st.sampled_from(
-                    [b'"user"', b'"model"', b'"text"', b'"parts"', b'"content"', b'"role"', b'"gpt"']
+                    [
+                        b'"user"',
+                        b'"model"',
+                        b'"text"',
+                        b'"parts"',
+                        b'"content"',
+                        b'"role"',
+                        b'"gpt"',
+                        b'"name"',
+                        b'"arguments"',
+                        b'"args"',
+                        b'"tool_call_id"',
+                        b'"function_call"',
+                        b'"observation"',
+                    ]
                 )
             )
             new = draw(

@@ -141,24 +141,17 @@ def test_prompt_completion(realworld: Path) -> None:
     assert sum(len(v) for v in written.values()) == 100
 
 
-def test_glaive_tool_calls_are_rejected_naming_each_record(realworld: Path) -> None:
-    result, _ = prepare_file(realworld / "llamafactory_glaive_toolcall_en_demo.json")
-    assert not result.ok
+def test_glaive_tool_calls_become_vertex_function_calls(realworld: Path) -> None:
+    result, written = prepare_file(realworld / "llamafactory_glaive_toolcall_en_demo.json")
+    assert result.ok
     assert result.format == "json_array"
     assert result.shape == "sharegpt"
-    assert result.error_counts == {"unsupported_tool_calls": 153}
-    first = result.errors[0]
-    assert (first.line, first.field, first.code) == (1, "conversations[3].from", "unsupported_tool_calls")
-    assert "function_call" in first.message
-    assert "cannot be expressed" in first.message
-
-
-def test_glaive_with_skip_invalid_keeps_plain_conversations_and_drops_unused_tools(realworld: Path) -> None:
-    result, written = prepare_file(realworld / "llamafactory_glaive_toolcall_en_demo.json", skip_invalid=True)
-    assert result.ok
-    assert result.rejected == 153
-    assert result.valid_examples + result.duplicates == 147
-    warnings = {w.code: w for w in result.warnings}
-    assert {"records_skipped", "tools_dropped", "duplicates_removed"} <= set(warnings)
-    assert warnings["duplicates_removed"].count == result.duplicates
-    assert sum(len(v) for v in written.values()) == result.examples
+    assert result.errors == []
+    records = [r for split in written.values() for r in split]
+    assert len(records) == result.examples
+    calls = [
+        p["functionCall"] for r in records for c in r["contents"] for p in c["parts"] if "functionCall" in p
+    ]
+    assert len(calls) >= 150  # 153 records call a tool; a few may be duplicates
+    declared = {r["contents"][0]["parts"][0]["text"]: r.get("tools") for r in records}
+    assert all(tools is None or tools[0]["functionDeclarations"] for tools in declared.values())

@@ -129,38 +129,40 @@ def test_flat_json_columns_and_numeric_labels() -> None:
 @pytest.mark.parametrize(
     ("record", "code", "field"),
     [
-        (
-            {
-                "messages": [
-                    {"role": "user", "content": "x"},
-                    {"role": "assistant", "tool_calls": [{"id": "1"}], "content": None},
-                ]
-            },
-            "unsupported_tool_calls",
-            "messages[1]",
-        ),
-        (
-            {"messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "{}"}]},
-            "unsupported_tool_calls",
-            "messages[1]",
-        ),
-        (
+        (  # tools Vertex AI does not tune: each named where it is
             {
                 "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
-                "tools": [{"type": "function"}],
+                "tools": [{"type": "code_interpreter"}],
             },
             "unsupported_tool_calls",
-            "tools",
+            "tools[0].type",
         ),
         (
             {
                 "contents": [
                     {"role": "user", "parts": [{"text": "x"}]},
-                    {"role": "model", "parts": [{"functionCall": {"name": "f"}}]},
-                ]
+                    {"role": "model", "parts": [{"text": "y"}]},
+                ],
+                "tools": [{"googleSearch": {}}],
             },
             "unsupported_tool_calls",
-            "contents[1].parts[0]",
+            "tools[0].googleSearch",
+        ),
+        (
+            {
+                "contents": [
+                    {"role": "user", "parts": [{"text": "x"}]},
+                    {"role": "model", "parts": [{"text": "y"}]},
+                ],
+                "toolConfig": {"functionCallingConfig": {"mode": "ANY"}},
+            },
+            "unsupported_tool_calls",
+            "toolConfig",
+        ),
+        (
+            {"conversations": [{"from": "human", "value": "x"}, {"from": "ipython", "value": "print(1)"}]},
+            "unsupported_tool_calls",
+            "conversations[1].from",
         ),
         ({"prompt": "x", "chosen": "a", "rejected": "b"}, "unsupported_preference_pairs", "chosen"),
         (

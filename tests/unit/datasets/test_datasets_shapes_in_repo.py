@@ -222,7 +222,17 @@ def prompt_completion() -> bytes:
 
 
 WEATHER_TOOLS = json.dumps(
-    [{"name": "get_weather", "description": "Weather for a city", "parameters": {"city": {"type": "string"}}}]
+    [
+        {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        }
+    ]
 )
 _PLAIN = {
     "conversations": [
@@ -457,33 +467,50 @@ def _glaive(**options: Any) -> tuple[PrepareResult, Written]:
     return run(GLAIVE_ARRAY, filename="glaive_toolcall_demo.json", **options)
 
 
-def test_sharegpt_tool_call_turns_are_rejected_naming_each_record() -> None:
-    result, _ = _glaive()
-    assert not result.ok
+def test_sharegpt_tool_call_turns_become_vertex_function_calls() -> None:
+    result, written = _glaive()
+    assert result.ok
     assert result.format == "json_array"
     assert result.shape == "sharegpt"
-    assert result.error_counts == {"unsupported_tool_calls": GLAIVE_TOOL_RECORDS}
-    assert [(e.line, e.field, e.code) for e in result.errors] == [
-        (1, "conversations[3].from", "unsupported_tool_calls"),
-        (4, "conversations[1].from", "unsupported_tool_calls"),
+    assert result.errors == []
+    assert result.valid_examples + result.duplicates == GLAIVE_TOOL_RECORDS + GLAIVE_PLAIN_RECORDS
+    records = all_written(written)
+    with_calls = [r for r in records if any("functionCall" in p for c in r["contents"] for p in c["parts"])]
+    assert len(with_calls) == GLAIVE_TOOL_RECORDS
+    porto = next(r for r in with_calls if r["contents"][0]["parts"][0]["text"] == "Weather in Porto?")
+    assert porto["contents"][1:] == [
+        {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Porto"}}}]},
+        {
+            "role": "user",
+            "parts": [{"functionResponse": {"name": "get_weather", "response": {"forecast": "rain"}}}],
+        },
+        {"role": "model", "parts": [{"text": "Rain in Porto today."}]},
     ]
-    first = result.errors[0]
-    assert "function_call" in first.message
-    assert "cannot be expressed" in first.message
+    assert porto["tools"] == [
+        {
+            "functionDeclarations": [
+                {
+                    "name": "get_weather",
+                    "description": "Weather for a city",
+                    "parameters": {
+                        "type": "OBJECT",
+                        "properties": {"city": {"type": "STRING"}},
+                        "required": ["city"],
+                    },
+                }
+            ]
+        }
+    ]
 
 
-def test_skip_invalid_keeps_plain_sharegpt_conversations_drops_unused_tools_and_duplicates() -> None:
-    result, written = _glaive(skip_invalid=True)
-    assert result.ok
-    assert result.rejected == GLAIVE_TOOL_RECORDS
-    assert result.valid_examples + result.duplicates == GLAIVE_PLAIN_RECORDS
-    assert result.duplicates == 1
-    warnings = {w.code: w for w in result.warnings}
-    assert {"records_skipped", "tools_dropped", "duplicates_removed"} <= set(warnings)
-    assert warnings["duplicates_removed"].count == result.duplicates
-    assert warnings["tools_dropped"].count == 1  # record 3; "[]" declares nothing
-    assert sum(len(v) for v in written.values()) == result.examples
-    assert all("tools" not in r for r in all_written(written))
+def test_declared_tools_are_kept_even_when_no_turn_calls_them_and_empty_ones_are_not() -> None:
+    # Declared but not called: the model learns when not to call, so the declarations stay.
+    _, written = _glaive()
+    records = all_written(written)
+    joke = next(r for r in records if r["contents"][0]["parts"][0]["text"] == "Tell me a joke.")
+    assert joke["tools"][0]["functionDeclarations"][0]["name"] == "get_weather"
+    haiku = next(r for r in records if r["contents"][0]["parts"][0]["text"] == "What is a haiku?")
+    assert "tools" not in haiku  # "tools": "[]" declares nothing
 
 
 # --- the CLI on the same fixtures ---------------------------------------------------------------
