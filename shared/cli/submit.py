@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 from shared.cli.output import EXIT_FAILED as EXIT_REJECTED
 from shared.cli.output import EXIT_OK, EXIT_USAGE, emit, error, say
+from shared.cli.validate import add_cleaning_options
 
 EXIT_TIMEOUT = 3
 #: Seconds between two reads of the dataset document with --wait.
@@ -66,17 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--skip-invalid", action="store_true", help="skip invalid records instead of rejecting"
     )
-    parser.add_argument(
-        "--dedupe",
-        choices=["near", "exact"],
-        help="drop near duplicates too (near, the default) or exact duplicates only (exact)",
-    )
-    parser.add_argument(
-        "--preference-mode",
-        choices=["reject", "chosen"],
-        help="preference or KTO data: reject the file (reject, the default) or tune on the preferred "
-        "answers only, dropping rejected and label-false ones (chosen)",
-    )
+    add_cleaning_options(parser)
     parser.add_argument("--wait", action="store_true", help="follow the dataset until READY or REJECTED")
     parser.add_argument(
         "--timeout", type=float, default=600.0, metavar="S", help="seconds --wait waits (default: 600)"

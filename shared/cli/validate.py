@@ -21,6 +21,21 @@ PROGRESS_MIN_BYTES = 16 * 1024 * 1024
 SPLITS = ("train", "validation", "test")
 
 
+def add_cleaning_options(parser: argparse.ArgumentParser) -> None:
+    """The options of what is kept from a file, the same for ``validate`` and ``submit``."""
+    parser.add_argument(
+        "--dedupe",
+        choices=["near", "exact"],
+        help="drop near duplicates too (near, the default) or exact duplicates only (exact)",
+    )
+    parser.add_argument(
+        "--preference-mode",
+        choices=["reject", "chosen"],
+        help="preference or KTO data: reject the file (reject, the default) or tune on the preferred "
+        "answers only, dropping rejected and label-false ones (chosen)",
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", metavar="PATH", help="JSONL, JSON, CSV or TSV file to validate")
     parser.add_argument("--base-model", metavar="M", help="base model whose limits apply (default: settings)")
@@ -48,17 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ROLE=COLUMN,...",
         help="explicit column mapping for CSV/TSV or flat JSON, e.g. input=question,output=answer,context=passage",
     )
-    parser.add_argument(
-        "--dedupe",
-        choices=["near", "exact"],
-        help="drop near duplicates too (near, the default) or exact duplicates only (exact)",
-    )
-    parser.add_argument(
-        "--preference-mode",
-        choices=["reject", "chosen"],
-        help="preference or KTO data: reject the file (reject, the default) or tune on the preferred "
-        "answers only, dropping rejected and label-false ones (chosen)",
-    )
+    add_cleaning_options(parser)
     parser.add_argument("--split-seed", type=int, metavar="N", help="seed of the train/validation/test split")
     parser.add_argument(
         "--tokens",

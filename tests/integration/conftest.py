@@ -10,15 +10,18 @@ from __future__ import annotations
 import os
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from google.cloud import pubsub_v1
 
 from local.stack import Stack, StackOptions
 from shared import runtime as runtime_module
 from shared.config import Settings, get_settings
+from shared.events import PubSubMessage
 from shared.runtime import Runtime
 
 T = TypeVar("T")
@@ -133,3 +136,33 @@ def function_log(stack: dict[str, str]) -> Callable[[str], list[dict[str, Any]]]
         return lines
 
     return read
+
+
+@pytest.fixture
+def continuations(runtime: Runtime) -> Iterator[tuple[str, Callable[[], list[PubSubMessage]]]]:
+    """A topic of the test's own for what an in-process handler publishes (continuations, events,
+    re-published requests), and a way to read it back."""
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    topic = f"test-continuations-{uuid.uuid4().hex[:8]}"
+    topic_path = runtime.settings.topic_path(topic)
+    subscription = subscriber.subscription_path(runtime.settings.project, topic)
+    publisher.create_topic(name=topic_path)
+    subscriber.create_subscription(name=subscription, topic=topic_path)
+
+    def pull() -> list[PubSubMessage]:
+        response = subscriber.pull(subscription=subscription, max_messages=10, timeout=5)
+        if response.received_messages:
+            subscriber.acknowledge(
+                subscription=subscription, ack_ids=[m.ack_id for m in response.received_messages]
+            )
+        return [
+            PubSubMessage(
+                message_id=m.message.message_id, data=m.message.data, attributes=dict(m.message.attributes)
+            )
+            for m in response.received_messages
+        ]
+
+    yield topic, pull
+    subscriber.delete_subscription(subscription=subscription)
+    publisher.delete_topic(topic=topic_path)
+    subscriber.close()

@@ -11,13 +11,12 @@ on collections and topics of its own so that the stack's poller never sees its j
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from google.cloud import pubsub_v1
 
 from local.tuning import sample
 from shared.evaluation.completion import handle_job_message
@@ -215,40 +214,11 @@ def test_a_baseline_that_meets_the_gate_stops_the_run_before_any_tuning_job(
     assert len(_files_naming(stack["SFTPIPE_SLACK_DIR"], "*.json", job_id)) == 1
 
 
-@pytest.fixture
-def own_topic(runtime: Runtime) -> Iterator[tuple[str, Callable[[], list[PubSubMessage]]]]:
-    """A topic of the test's own (continuations, the QUEUED event, the re-published request)."""
-    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-    topic = f"test-baseline-{uuid.uuid4().hex[:8]}"
-    topic_path = runtime.settings.topic_path(topic)
-    subscription = subscriber.subscription_path(runtime.settings.project, topic)
-    publisher.create_topic(name=topic_path)
-    subscriber.create_subscription(name=subscription, topic=topic_path)
-
-    def pull() -> list[PubSubMessage]:
-        response = subscriber.pull(subscription=subscription, max_messages=10, timeout=5)
-        if response.received_messages:
-            subscriber.acknowledge(
-                subscription=subscription, ack_ids=[m.ack_id for m in response.received_messages]
-            )
-        return [
-            PubSubMessage(
-                message_id=m.message.message_id, data=m.message.data, attributes=dict(m.message.attributes)
-            )
-            for m in response.received_messages
-        ]
-
-    yield topic, pull
-    subscriber.delete_subscription(subscription=subscription)
-    publisher.delete_topic(topic=topic_path)
-    subscriber.close()
-
-
 @pytest.mark.slow(30)
 def test_a_baseline_across_invocations_and_redeliveries_scores_each_example_once(
-    runtime: Runtime, stack: dict[str, str], own_topic: tuple[str, Callable[[], list[PubSubMessage]]]
+    runtime: Runtime, stack: dict[str, str], continuations: tuple[str, Callable[[], list[PubSubMessage]]]
 ) -> None:
-    topic, pull = own_topic
+    topic, pull = continuations
     suffix = uuid.uuid4().hex[:8]
     # A budget no invocation meets (one chunk each), and collections the stack's poller never reads.
     settings = runtime.settings.model_copy(

@@ -13,7 +13,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +21,6 @@ from typing import Any
 
 import orjson
 import pytest
-from google.cloud import pubsub_v1
 from google.genai import errors as genai_errors
 from google.genai import types
 
@@ -319,35 +318,6 @@ def test_failed_job_is_notified_with_its_reason_once_and_not_evaluated(
         ["job_ended:failed", "slack"],
     ]
     assert _report_objects(runtime, job.job_id) == {}
-
-
-@pytest.fixture
-def continuations(runtime: Runtime) -> Iterator[tuple[str, Callable[[], list[PubSubMessage]]]]:
-    """A topic of the test's own for the in-process handler's continuations, and a way to read them."""
-    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-    topic = f"test-continuations-{uuid.uuid4().hex[:8]}"
-    topic_path = runtime.settings.topic_path(topic)
-    subscription = subscriber.subscription_path(runtime.settings.project, topic)
-    publisher.create_topic(name=topic_path)
-    subscriber.create_subscription(name=subscription, topic=topic_path)
-
-    def pull() -> list[PubSubMessage]:
-        response = subscriber.pull(subscription=subscription, max_messages=10, timeout=5)
-        if response.received_messages:
-            subscriber.acknowledge(
-                subscription=subscription, ack_ids=[m.ack_id for m in response.received_messages]
-            )
-        return [
-            PubSubMessage(
-                message_id=m.message.message_id, data=m.message.data, attributes=dict(m.message.attributes)
-            )
-            for m in response.received_messages
-        ]
-
-    yield topic, pull
-    subscriber.delete_subscription(subscription=subscription)
-    publisher.delete_topic(topic=topic_path)
-    subscriber.close()
 
 
 @pytest.mark.slow(8)
