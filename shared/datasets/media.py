@@ -224,7 +224,7 @@ class MediaChecker:
                 )
             declared = data["mimeType"]
             actual = (facts.content_type or "").split(";")[0].strip().lower()
-            if actual and actual != "application/octet-stream" and actual != declared:
+            if actual and actual not in ("application/octet-stream", declared):
                 issues.append(
                     Issue(
                         line=line,
