@@ -205,6 +205,7 @@ def prepare(
     tokenizer_factory: TokenizerFactory | None = None,
     split_plan: SplitPlan | None = None,
     object_facts: ObjectLookup | None = None,
+    media_base: str | None = None,
 ) -> PrepareResult:
     """Read ``stream`` once and return the result; see the package docstring for the contract.
 
@@ -216,6 +217,8 @@ def prepare(
 
     ``object_facts`` looks up the objects that ``fileData`` parts name (:mod:`shared.datasets.media`);
     without it only their shape, counts and MIME types are checked, and a warning says so.
+    ``media_base`` (``gs://bucket/<folder of the upload>/``) is where the ``images`` paths of a
+    placeholder (LLaVA-style) dataset resolve.
     """
     if sink is not None and options.split == "auto" and split_plan is None:
         raise ValueError(
@@ -268,6 +271,8 @@ def prepare(
     max_tokens = limits.max_tokens_per_example
     max_files = limits.max_files_per_example
     media = MediaChecker(object_facts)
+    if media_base is not None:
+        converter.media_base = media_base
 
     if size is not None and size > limits.max_file_bytes:
         run.file_error(
@@ -731,6 +736,7 @@ def prepare_and_write(
     seen: SeenExamples | None = None,
     tokenizer_factory: TokenizerFactory | None = None,
     object_facts: ObjectLookup | None = None,
+    media_base: str | None = None,
 ) -> PrepareResult:
     """Validate in a first pass and write in a second only when the file is accepted.
 
@@ -747,6 +753,7 @@ def prepare_and_write(
         "seen": seen,
         "tokenizer_factory": tokenizer_factory,
         "object_facts": object_facts,
+        "media_base": media_base,
     }
     with contextlib.closing(open_stream()) as stream:
         checked = prepare(stream, progress=progress, **kwargs)

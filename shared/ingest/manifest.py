@@ -304,7 +304,10 @@ def prepare_manifest(obj: StorageObject, runtime: Runtime, sink: Sink) -> Manife
     if problems:
         return ManifestOutcome(_rejected(obj, options.base_model, problems, files), manifest, options)
 
-    from shared.ingest.media_lookup import object_facts_lookup  # it imports ReadPolicy from here
+    from shared.ingest.media_lookup import (
+        object_facts_lookup,
+        upload_folder,
+    )  # it imports ReadPolicy from here
 
     facts = object_facts_lookup(runtime.storage, policy, obj.name)
     seen = SeenExamples()
@@ -319,6 +322,7 @@ def prepare_manifest(obj: StorageObject, runtime: Runtime, sink: Sink) -> Manife
             "options": options.model_copy(update={"split": "auto" if split_three_ways else file.role}),
             "seen": seen,
             "object_facts": facts,
+            "media_base": f"gs://{bucket_name}/{upload_folder(object_name)}",
         }
         if not rejected:
             file.result = prepare_and_write(lambda blob=pinned: blob.open("rb"), sink=sink, **arguments)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import orjson
 import pytest
 from conftest import jsonl
 
@@ -187,3 +188,92 @@ def test_token_estimate_counts_media_by_modality() -> None:
     assert with_image.tokens.max - text_only.tokens.max == TOKENS_PER_IMAGE
     assert with_video.tokens.max - text_only.tokens.max == TOKENS_PER_FILE["video"]
     assert "assumed 60 s" in with_image.tokens.description
+
+
+# --- Placeholder (LLaVA-style) datasets ---------------------------------------------------------
+
+BASE = "gs://uploads/incoming/alice/"
+
+
+def convert_placeholders(*records: dict[str, Any], lookup=None):
+    data = jsonl(*records)
+    options = PrepareOptions(token_counting="estimate", split="train")
+    written: list[dict[str, Any]] = []
+    result = prepare(
+        io.BytesIO(data),
+        filename="d.jsonl",
+        size=len(data),
+        options=options,
+        object_facts=lookup,
+        media_base=BASE,
+        sink=lambda split, line: written.append(orjson.loads(line)),
+    )
+    return result, written
+
+
+def sharegpt(text: str, images: list[Any], answer: str = "a cat") -> dict[str, Any]:
+    return {
+        "conversations": [{"from": "human", "value": text}, {"from": "gpt", "value": answer}],
+        "images": images,
+    }
+
+
+def test_sharegpt_placeholders_become_file_parts_where_they_stood() -> None:
+    lookup = facts_of({f"{BASE}img/a.png": ObjectFacts(size=10, content_type="image/png")})
+    result, written = convert_placeholders(
+        sharegpt("Look: <image> what is it?", ["img/a.png"]), lookup=lookup
+    )
+    assert result.ok, result.errors
+    parts = written[0]["contents"][0]["parts"]
+    assert parts == [
+        {"text": "Look: "},
+        {"fileData": {"mimeType": "image/png", "fileUri": f"{BASE}img/a.png"}},
+        {"text": " what is it?"},
+    ]
+
+
+def test_openai_messages_placeholders() -> None:
+    record = {
+        "messages": [
+            {"role": "user", "content": "<image>\n<image>\nCompare them"},
+            {"role": "assistant", "content": "same"},
+        ],
+        "images": ["a.jpg", "./b.webp"],
+    }
+    lookup = facts_of(
+        {
+            f"{BASE}a.jpg": ObjectFacts(size=10, content_type="image/jpeg"),
+            f"{BASE}b.webp": ObjectFacts(size=10, content_type="image/webp"),
+        }
+    )
+    result, written = convert_placeholders(record, lookup=lookup)
+    assert result.ok, result.errors
+    parts = written[0]["contents"][0]["parts"]
+    assert [p.get("fileData", {}).get("fileUri") for p in parts[:2]] == [f"{BASE}a.jpg", f"{BASE}b.webp"]
+    assert parts[1]["fileData"]["mimeType"] == "image/webp"
+    assert parts[2] == {"text": "\nCompare them"}
+
+
+def test_placeholder_count_must_equal_images_count() -> None:
+    result, _ = convert_placeholders(sharegpt("<image> and <image>", ["a.png"]))
+    [issue] = media_errors(result)
+    assert (issue.code, issue.line, issue.field) == ("invalid_image_placeholders", 1, "images")
+    assert "2 <image> placeholders and 1 images" in issue.message
+
+
+@pytest.mark.parametrize(
+    "path", ["../secret.png", "/etc/a.png", "gs://other/a.png", "https://x.test/a.png", "a/../../b.png"]
+)
+def test_unsafe_paths_are_rejected_naming_line_and_path(path: str) -> None:
+    result, _ = convert_placeholders(sharegpt("hi", []), sharegpt("<image>", [path], answer="b"))
+    [issue] = media_errors(result)
+    assert (issue.code, issue.line, issue.field) == ("invalid_media_path", 2, "images[0]")
+    assert path in issue.message
+
+
+def test_missing_placeholder_image_is_found_by_the_lookup() -> None:
+    result, _ = convert_placeholders(sharegpt("<image>", ["gone.png"]), lookup=facts_of({}))
+    [issue] = media_errors(result)
+    assert issue.code == "media_not_found"
+    assert issue.field == "contents[0].parts[0].fileData.fileUri"
+    assert f"{BASE}gone.png" in issue.message
