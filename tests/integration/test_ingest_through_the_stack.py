@@ -187,8 +187,9 @@ def test_a_file_part_naming_a_missing_object_rejects_the_dataset_before_any_job(
     runtime: Runtime, requests_seen: Callable[[], list[dict[str, Any]]]
 ) -> None:
     bucket = runtime.storage.bucket(runtime.settings.bucket)
-    bucket.blob("incoming/media/cat.png").upload_from_string(b"\x89PNG fake", content_type="image/png")
-    missing = f"gs://{runtime.settings.bucket}/incoming/media/nowhere.png"
+    # Outside incoming/ (where it would start a run of its own), under the readable datasets/ prefix.
+    bucket.blob("datasets/media/cat.png").upload_from_string(b"\x89PNG fake", content_type="image/png")
+    missing = f"gs://{runtime.settings.bucket}/datasets/media/nowhere.png"
 
     def line(uri: str, answer: str) -> bytes:
         part = {"fileData": {"mimeType": "image/png", "fileUri": uri}}
@@ -204,15 +205,13 @@ def test_a_file_part_naming_a_missing_object_rejects_the_dataset_before_any_job(
             + b"\n"
         )
 
-    data = line(f"gs://{runtime.settings.bucket}/incoming/media/cat.png", "a cat") + line(missing, "a dog")
+    data = line(f"gs://{runtime.settings.bucket}/datasets/media/cat.png", "a cat") + line(missing, "a dog")
     bucket.blob("incoming/media/images.jsonl").upload_from_string(data)
 
     def this_one() -> list[dict[str, Any]]:
-        return [d for d in _settled(runtime) if d.get("source_uri", "").endswith("/images.jsonl")] or [
-            d for d in _settled(runtime) if "media_not_found" in (d.get("error_counts") or {})
-        ]
+        return [d for d in _settled(runtime) if d["source_uri"].endswith("/incoming/media/images.jsonl")]
 
-    [dataset] = wait_for(this_one, what="the media dataset to be settled")[:1]
+    [dataset] = wait_for(this_one, what="the media dataset to be settled")
     assert dataset["status"] == "REJECTED"
     assert dataset["error_counts"].get("media_not_found") == 1
     prefix = f"prepared/{dataset['dataset_id']}/"
