@@ -141,8 +141,9 @@ def _text_of_parts(parts: Any, where: str) -> str:
         if "text" not in part:
             if "fileData" in part or "inlineData" in part:
                 raise DatasetError(
-                    f"{where}: invalid_part: the local tuning service trains on text only "
-                    "(fileData/inlineData parts are not supported)"
+                    f"{where}: multimodal_not_supported: this is a multimodal job (the training file has a "
+                    "fileData/inlineData part) and the local tuning service trains text models only; "
+                    "tune multimodal datasets on Vertex AI"
                 )
             raise DatasetError(f"{where}: missing_text: part has no 'text'")
         if not isinstance(part["text"], str) or not part["text"].strip():

@@ -44,6 +44,7 @@ keeps case, so with ``dedupe: exact`` an answer that differs only in case is a d
 from __future__ import annotations
 
 import json
+import mimetypes
 import re
 import unicodedata
 from collections.abc import Callable
@@ -675,6 +676,35 @@ def _image_url_part(url: Any, path: str) -> dict[str, Any]:
             "unsupported_mime_type", path, f"cannot tell the image type of {url[:80]!r} from its extension"
         )
     return {"fileData": {"mimeType": mime, "fileUri": url}}
+
+
+#: The placeholder of LLaVA-style datasets: where the next file of ``images`` goes in the text.
+IMAGE_PLACEHOLDER = "<image>"
+#: The folder ``images`` paths resolve against when there is no bucket (``sftpipe validate`` on a
+#: local file): the URIs are shapes only, and the report says their objects were not checked.
+UNRESOLVED_MEDIA_BASE = "gs://UPLOAD_BUCKET/UPLOAD_FOLDER/"
+
+
+def _placeholder_file(path: Any, field: str, base: str) -> dict[str, Any]:
+    """The fileData part of one relative ``images`` path, its MIME type from the extension."""
+    if type(path) is not str or not path.strip():
+        raise _fail("invalid_media_path", field, f"an images entry must be a relative path, not {path!r}")
+    segments = path.replace("\\", "/").split("/")
+    if "://" in path or path.startswith(("/", "\\")) or ":" in segments[0] or ".." in segments:
+        raise _fail(
+            "invalid_media_path",
+            field,
+            f"image path {path[:200]!r} must be relative to the upload's folder: no absolute path, URL or '..'",
+        )
+    mime = mimetypes.guess_type(path, strict=False)[0]
+    if mime is None or mime.lower() not in ALLOWED_FILE_MIME_TYPES:
+        raise _fail(
+            "unsupported_mime_type",
+            field,
+            f"the type of {path[:200]!r} from its extension ({mime or 'unknown'}) is not accepted for tuning",
+        )
+    name = "/".join(s for s in segments if s not in ("", "."))
+    return {"fileData": {"mimeType": mime.lower(), "fileUri": f"{base}{name}"}}
 
 
 def convert_messages(record: dict[str, Any]) -> Example:
@@ -1496,10 +1526,14 @@ class FileConverter:
         self.shape_line = 0
         #: The task that the column names suggest (label -> classification ...), if any.
         self.task_hint: str | None = None
+        #: Where a placeholder dataset's ``images`` paths resolve: gs://bucket/<folder of the upload>/.
+        self.media_base = UNRESOLVED_MEDIA_BASE
 
     def convert(self, value: Any, line: int) -> Example:
         if type(value) is not dict:
             raise _fail("data_type", "", f"the record is a {type(value).__name__}, not a JSON object")
+        if "images" in value and ("conversations" in value or "messages" in value):
+            return self._with_images(value, line)
         if self.shape == GEMINI and "contents" in value:
             return self._gemini(value)  # the hot path skips shape detection
         try:
@@ -1535,6 +1569,50 @@ class FileConverter:
                 raise _pair_not_supported(shape)
             return PAIR_CONVERTERS[shape](value)
         return CONVERTERS[shape](value)
+
+    def _with_images(self, value: dict[str, Any], line: int) -> Example:
+        """A LLaVA-style record: ``<image>`` placeholders in the text and an ``images`` list of paths
+        relative to the upload's folder. Each placeholder becomes a fileData part where it stood."""
+        images = value["images"]
+        if type(images) is not list:
+            raise _fail("invalid_image_placeholders", "images", "images must be a list of relative paths")
+        parts = [_placeholder_file(path, f"images[{i}]", self.media_base) for i, path in enumerate(images)]
+        example = self.convert({k: v for k, v in value.items() if k != "images"}, line)
+        record = example.record
+        pending = iter(parts)
+        placed = 0
+        contents = []
+        for content in record["contents"]:
+            new_parts: list[dict[str, Any]] = []
+            for part in content["parts"]:
+                text = part.get("text")
+                if text is None or IMAGE_PLACEHOLDER not in text:
+                    new_parts.append(part)
+                    continue
+                pieces = text.split(IMAGE_PLACEHOLDER)
+                for n, piece_text in enumerate(pieces):
+                    if n:
+                        placed += 1
+                        file_part = next(pending, None)
+                        if file_part is not None:
+                            new_parts.append(file_part)
+                    if piece_text.strip():
+                        new_parts.append({"text": piece_text})
+            contents.append({"role": content["role"], "parts": new_parts})
+        if placed != len(parts):
+            raise _fail(
+                "invalid_image_placeholders",
+                "images",
+                f"the record has {placed} {IMAGE_PLACEHOLDER} placeholders and {len(parts)} images; "
+                "each placeholder names the next image of the list, so the counts must be equal",
+            )
+        for i, content in enumerate(contents):
+            if not content["parts"]:
+                raise _fail(
+                    "missing_text", f"contents[{i}]", "the turn is empty once its placeholders are resolved"
+                )
+        system = record.get("systemInstruction")
+        return _example(system["parts"] if system else None, contents, example.notes, record.get("tools"))
 
     def _kto(self, value: dict[str, Any], shape: str) -> Example:
         label = value.get("label")

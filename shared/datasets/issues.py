@@ -64,6 +64,17 @@ ERROR_CODES: dict[str, str] = {
     "invalid_file_uri": "a file URI is not gs:// or https://",
     "unsupported_mime_type": "a file's MIME type is not accepted for tuning",
     "too_many_files": "more file parts in one example than the model accepts",
+    # media: what a fileData part names (shared/datasets/media.py), checked before any spend
+    "too_many_media_files": "more files of one modality in one example than Vertex AI accepts (30 images, 4 documents, 1 audio, 1 video)",
+    "media_not_found": "a fileData URI names no object",
+    "media_not_allowed": "a fileData URI names an object outside the upload's folder, the upload prefixes and the allowed buckets: it is never read",
+    "media_unreadable": "a fileData object exists but ingest may not read it",
+    "media_too_large": "a media object (or an example's documents together) is larger than Vertex AI accepts",
+    "media_type_mismatch": "a fileData mimeType differs from the object's stored contentType",
+    "mixed_media_resolution": "mediaResolution differs between parts or examples; Vertex AI needs one value for the dataset",
+    "too_many_multimodal_examples": "more examples with media than Vertex AI accepts (300K)",
+    "invalid_image_placeholders": "the <image> placeholders of a record do not match its images list",
+    "invalid_media_path": "an images path is absolute, a URL or climbs out of the upload's folder (..)",
     # chat messages (names of OpenAI's cookbook validator)
     "missing_messages_list": "messages / conversations is missing, not a list, or empty",
     "message_missing_key": "a message lacks role/content (from/value)",
@@ -95,6 +106,7 @@ WARNING_CODES: dict[str, str] = {
     "small_test_split": "the test split is below the minimum test size: its scores are too coarse to trust",
     "tokens_estimated": "token counts are estimates, not the Gemini tokenizer's",
     "model_limits_assumed": "the base model's limits are assumed from a sibling model, not documented",
+    "media_not_checked": "fileData objects were not looked up (no bucket, or https://): existence, size and type unchecked",
     "errors_truncated": "the error list is capped; error_counts has every error",
 }
 

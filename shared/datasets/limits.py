@@ -37,7 +37,8 @@ MAX_FILE_BYTES = MAX_TRAINING_FILE_BYTES
 MAX_LINE_BYTES = 16 * MIB
 #: Below this many training examples the report warns (the older docs required 16).
 RECOMMENDED_MIN_EXAMPLES = 100
-#: Estimated tokens for one fileData part (an image is 258 tokens on Gemini; other media vary).
+#: Estimated tokens for one image fileData part; the estimate counts media by modality: see
+#: shared/datasets/media.py (TOKENS_PER_FILE).
 TOKENS_PER_FILE_PART = 258
 
 ALLOWED_FILE_MIME_TYPES: frozenset[str] = frozenset(

@@ -30,6 +30,7 @@ from shared.datasets.limits import (
     model_limits,
     recommend_hyperparameters,
 )
+from shared.datasets.media import MediaChecker, ObjectLookup
 from shared.datasets.options import PrepareOptions
 from shared.datasets.report import (
     CostEstimate,
@@ -203,6 +204,8 @@ def prepare(
     seen: SeenExamples | None = None,
     tokenizer_factory: TokenizerFactory | None = None,
     split_plan: SplitPlan | None = None,
+    object_facts: ObjectLookup | None = None,
+    media_base: str | None = None,
 ) -> PrepareResult:
     """Read ``stream`` once and return the result; see the package docstring for the contract.
 
@@ -211,6 +214,11 @@ def prepare(
     reports the split the plan it makes will give (``result.split.plan()``); writing (a ``sink``)
     needs that plan, from a validate-only pass over the same bytes, as :func:`prepare_and_write`
     does.
+
+    ``object_facts`` looks up the objects that ``fileData`` parts name (:mod:`shared.datasets.media`);
+    without it only their shape, counts and MIME types are checked, and a warning says so.
+    ``media_base`` (``gs://bucket/<folder of the upload>/``) is where the ``images`` paths of a
+    placeholder (LLaVA-style) dataset resolve.
     """
     if sink is not None and options.split == "auto" and split_plan is None:
         raise ValueError(
@@ -262,6 +270,9 @@ def prepare(
     newline = orjson.OPT_APPEND_NEWLINE
     max_tokens = limits.max_tokens_per_example
     max_files = limits.max_files_per_example
+    media = MediaChecker(object_facts)
+    if media_base is not None:
+        converter.media_base = media_base
 
     if size is not None and size > limits.max_file_bytes:
         run.file_error(
@@ -318,6 +329,13 @@ def prepare(
                         )
                     )
                     continue
+                if example.files or (type(value) is dict and "generationConfig" in value):
+                    media_issues = media.check(example.record, value, line)
+                    if media_issues:
+                        for media_issue in media_issues[:-1]:
+                            run.error(media_issue, record=False)
+                        run.error(media_issues[-1])
+                        continue
                 if example.notes:
                     run.dropped(example.notes, line)
                 if example.rejected_answers:
@@ -384,6 +402,18 @@ def prepare(
         except SourceUnreadableError as unreadable:
             run.fatal = True
             run.error(unreadable.issue, record=False)
+        capped = media.dataset_issue()
+        if capped is not None:
+            run.file_error(capped.code, capped.message)
+        if media.unchecked:
+            lines = ", ".join(map(str, media.unchecked_lines))
+            run.warnings["media_not_checked"] = [
+                media.unchecked,
+                list(media.unchecked_lines),
+                f"{media.unchecked:,} examples have fileData parts whose objects were not checked (no bucket to "
+                f"look them up in, or an https:// URI; e.g. lines {lines}): their existence, size and type are "
+                "checked when the dataset is uploaded to the bucket",
+            ]
     totals = _Totals(
         records_in=records_in,
         duplicates=duplicates,
@@ -705,6 +735,8 @@ def prepare_and_write(
     progress: Progress | None = None,
     seen: SeenExamples | None = None,
     tokenizer_factory: TokenizerFactory | None = None,
+    object_facts: ObjectLookup | None = None,
+    media_base: str | None = None,
 ) -> PrepareResult:
     """Validate in a first pass and write in a second only when the file is accepted.
 
@@ -720,6 +752,8 @@ def prepare_and_write(
         "options": options,
         "seen": seen,
         "tokenizer_factory": tokenizer_factory,
+        "object_facts": object_facts,
+        "media_base": media_base,
     }
     with contextlib.closing(open_stream()) as stream:
         checked = prepare(stream, progress=progress, **kwargs)

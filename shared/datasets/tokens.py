@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from shared.datasets.convert import Example
-from shared.datasets.limits import TOKENS_PER_FILE_PART, ModelLimits
+from shared.datasets.limits import ModelLimits
+from shared.datasets.media import MEDIA_TOKENS_DESCRIPTION, media_tokens
 from shared.errors import ConfigurationError
 
 TokenMethod = Literal["exact", "estimate"]
@@ -22,7 +23,7 @@ TOKENS_PER_TURN = 3
 
 ESTIMATE_DESCRIPTION = (
     "estimate: ceil(UTF-8 bytes of the example's texts and role names / 4) "
-    f"+ {TOKENS_PER_TURN} per turn + {TOKENS_PER_FILE_PART} per file part. Google documents a Gemini "
+    f"+ {TOKENS_PER_TURN} per turn + the file parts by modality ({MEDIA_TOKENS_DESCRIPTION}). Google documents a Gemini "
     "token as about 4 characters of English text; counting UTF-8 bytes instead of characters keeps "
     "scripts that need 2-4 bytes a character (and about a token each) from being badly under-counted. "
     "It was not calibrated against the Gemini tokenizer (unavailable offline): treat it as a rough guide."
@@ -44,7 +45,7 @@ class EstimateCounter:
         return (
             (example.text_bytes + 3) // 4
             + TOKENS_PER_TURN * example.turns
-            + TOKENS_PER_FILE_PART * example.files
+            + (media_tokens(example.record) if example.files else 0)
         )
 
 
@@ -58,7 +59,7 @@ class ExactCounter:
         self.description = (
             f"exact: google-genai LocalTokenizer for {model} on every text, function call and result part"
             " and the function declarations"
-            f" (+{TOKENS_PER_FILE_PART} per file part, which it cannot count)"
+            f" (+ file parts, which it cannot count, at the estimate: {MEDIA_TOKENS_DESCRIPTION})"
         )
 
     def count(self, example: Example) -> int:
@@ -75,7 +76,7 @@ class ExactCounter:
         if record.get("tools"):
             config["tools"] = record["tools"]  # declarations are prompt tokens too
         result = self._tokenizer.count_tokens(contents, config=config or None)
-        return int(result.total_tokens or 0) + TOKENS_PER_FILE_PART * example.files
+        return int(result.total_tokens or 0) + (media_tokens(example.record) if example.files else 0)
 
 
 TokenizerFactory = Callable[[str], Any]

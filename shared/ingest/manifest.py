@@ -304,6 +304,12 @@ def prepare_manifest(obj: StorageObject, runtime: Runtime, sink: Sink) -> Manife
     if problems:
         return ManifestOutcome(_rejected(obj, options.base_model, problems, files), manifest, options)
 
+    from shared.ingest.media_lookup import (
+        object_facts_lookup,
+        upload_folder,
+    )  # it imports ReadPolicy from here
+
+    facts = object_facts_lookup(runtime.storage, policy, obj.name)
     seen = SeenExamples()
     split_three_ways = set(manifest.files()) == {"train"}
     rejected = False
@@ -315,6 +321,8 @@ def prepare_manifest(obj: StorageObject, runtime: Runtime, sink: Sink) -> Manife
             "size": file.size,
             "options": options.model_copy(update={"split": "auto" if split_three_ways else file.role}),
             "seen": seen,
+            "object_facts": facts,
+            "media_base": f"gs://{bucket_name}/{upload_folder(object_name)}",
         }
         if not rejected:
             file.result = prepare_and_write(lambda blob=pinned: blob.open("rb"), sink=sink, **arguments)

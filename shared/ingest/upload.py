@@ -48,7 +48,8 @@ from shared.errors import ConfigurationError
 from shared.evaluation.gate import gate_problem
 from shared.events import GCS_NOTIFICATION_FINALIZE, StorageObject
 from shared.idempotency import IdempotencyStore
-from shared.ingest.manifest import ManifestReport, prepare_manifest, render_manifest_report
+from shared.ingest.manifest import ManifestReport, ReadPolicy, prepare_manifest, render_manifest_report
+from shared.ingest.media_lookup import object_facts_lookup, upload_folder
 from shared.logging import bind, get_logger
 from shared.messages import LINEAGE_LABEL, Hyperparameters, NotifyTargets, Task, TuningRequestV1
 from shared.runtime import Runtime
@@ -319,8 +320,15 @@ def _prepare_file(obj: StorageObject, runtime: Runtime, sink: Sink) -> _Outcome:
             )
         else:
             source = runtime.storage.bucket(obj.bucket).blob(obj.name, generation=obj.generation)
+            policy = ReadPolicy.from_settings(settings, obj.bucket)
             result = prepare_and_write(
-                lambda: source.open("rb"), filename=obj.name, size=obj.size, options=options, sink=sink
+                lambda: source.open("rb"),
+                filename=obj.name,
+                size=obj.size,
+                options=options,
+                sink=sink,
+                object_facts=object_facts_lookup(runtime.storage, policy, obj.name),
+                media_base=f"gs://{obj.bucket}/{upload_folder(obj.name)}",
             )
     return _file_outcome(result, upload, options)
 

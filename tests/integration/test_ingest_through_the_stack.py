@@ -181,3 +181,45 @@ def test_an_event_whose_generation_is_gone_rejects_the_dataset_with_the_reason(r
     assert "gs://" in error["message"]
     assert "does not exist any more" in error["message"]
     assert ingest_upload(gone, GCS_NOTIFICATION_FINALIZE, runtime) == result  # a redelivery: same answer
+
+
+def test_a_file_part_naming_a_missing_object_rejects_the_dataset_before_any_job(
+    runtime: Runtime, requests_seen: Callable[[], list[dict[str, Any]]]
+) -> None:
+    bucket = runtime.storage.bucket(runtime.settings.bucket)
+    # Outside incoming/ (where it would start a run of its own), under the readable datasets/ prefix.
+    bucket.blob("datasets/media/cat.png").upload_from_string(b"\x89PNG fake", content_type="image/png")
+    missing = f"gs://{runtime.settings.bucket}/datasets/media/nowhere.png"
+
+    def line(uri: str, answer: str) -> bytes:
+        part = {"fileData": {"mimeType": "image/png", "fileUri": uri}}
+        return (
+            orjson.dumps(
+                {
+                    "contents": [
+                        {"role": "user", "parts": [{"text": "what is this?"}, part]},
+                        {"role": "model", "parts": [{"text": answer}]},
+                    ]
+                }
+            )
+            + b"\n"
+        )
+
+    data = line(f"gs://{runtime.settings.bucket}/datasets/media/cat.png", "a cat") + line(missing, "a dog")
+    bucket.blob("incoming/media/images.jsonl").upload_from_string(data)
+
+    def this_one() -> list[dict[str, Any]]:
+        return [d for d in _settled(runtime) if d["source_uri"].endswith("/incoming/media/images.jsonl")]
+
+    [dataset] = wait_for(this_one, what="the media dataset to be settled")
+    assert dataset["status"] == "REJECTED"
+    assert dataset["error_counts"].get("media_not_found") == 1
+    prefix = f"prepared/{dataset['dataset_id']}/"
+    report = orjson.loads(bucket.blob(f"{prefix}report.json").download_as_bytes())
+    [error] = [e for e in report["errors"] if e["code"] == "media_not_found"]
+    assert error["line"] == 2
+    assert error["field"] == "contents[0].parts[1].fileData.fileUri"
+    assert missing in error["message"]
+    assert not bucket.blob(f"{prefix}train.jsonl").exists()
+    time.sleep(3)
+    assert [r for r in requests_seen() if r.get("dataset_id") == dataset["dataset_id"]] == []

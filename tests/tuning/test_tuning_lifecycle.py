@@ -309,6 +309,16 @@ def test_invalid_requests_are_rejected_with_400(
     assert "line 1" in str(invalid.message)
     assert "unrecognized_role" in str(invalid.message)
 
+    # A multimodal job (any fileData in the training file): the local service trains text models.
+    image = {"fileData": {"mimeType": "image/png", "fileUri": "gs://tuning-test-data/a.png"}}
+    multimodal = upload(
+        [{"contents": [{"role": "user", "parts": [image]}, {"role": "model", "parts": [{"text": "a"}]}]}]
+    )
+    refused = client_error(lambda: tune(tiny_service, multimodal))
+    assert (refused.code, refused.status) == (400, "INVALID_ARGUMENT")
+    assert "multimodal_not_supported" in str(refused.message)
+    assert "text models" in str(refused.message)
+
     not_json = upload("this is not json\n")
     assert "not valid JSON" in str(client_error(lambda: tune(tiny_service, not_json)).message)
 

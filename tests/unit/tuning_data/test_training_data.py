@@ -239,3 +239,17 @@ def test_the_service_records_no_nan_and_the_counts_of_both_splits(tmp_path: Path
     assert stats["droppedExampleReasons"] == ["example 1: answer_too_long: ..."]
     assert job["localTuning"]["validationDataStats"]["truncatedExampleIndices"] == [0]
     assert job["localTuning"]["trainingDataStats"]["droppedExampleCount"] == 1
+
+
+def test_a_multimodal_training_file_is_refused_with_a_clear_reason() -> None:
+    image = {"fileData": {"mimeType": "image/png", "fileUri": "gs://b/a.png"}}
+    record = {
+        "contents": [
+            {"role": "user", "parts": [{"text": "what?"}, image]},
+            {"role": "model", "parts": [{"text": "a cat"}]},
+        ]
+    }
+    with pytest.raises(data.DatasetError) as refused:
+        data.parse_jsonl(json.dumps(record) + "\n", "gs://b/train.jsonl")
+    assert "multimodal_not_supported" in str(refused.value)
+    assert "trains text models only" in str(refused.value)
