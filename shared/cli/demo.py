@@ -105,7 +105,9 @@ def stage_rows(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     baseline = summary.get("baseline")
     if baseline:
         calls = (baseline.get("cost") or {}).get("calls", baseline.get("examples"))
-        shots = f"{baseline.get('few_shot')}-shot" if baseline.get("few_shot") else "zero-shot"
+        from shared.evaluation.report import prompting_label
+
+        shots = prompting_label(baseline.get("few_shot"))
         primary = baseline.get("primary_metric", "")
         result = f"{primary} {baseline['metrics'].get(primary, 0.0):.3f} ({shots}), before the job"
         rows.append(("baseline", f"{calls}", f"{baseline.get('seconds', '')}", result))

@@ -55,6 +55,7 @@ from shared.evaluation.record import (
     release,
     renew_lease,
 )
+from shared.evaluation.report import prompting_label
 from shared.evaluation.runner import GenerationOptions, Prediction, TestExample
 from shared.leases import Heartbeat
 from shared.logging import get_logger
@@ -341,8 +342,7 @@ def baseline_line(baseline: dict[str, Any]) -> str:
     """``macro_f1 0.420 on 120 test examples (zero-shot)``."""
     primary = baseline["primary_metric"]
     score = baseline["metrics"].get(primary)
-    shots = int(baseline.get("few_shot") or 0)
-    prompting = f"{shots}-shot" if shots else "zero-shot"
+    prompting = prompting_label(int(baseline.get("few_shot") or 0))
     value = f"{score:.3f}" if isinstance(score, float | int) else "n/a"
     return f"{primary} {value} on {baseline['examples']:,} test examples ({prompting})"
 

@@ -37,7 +37,7 @@ from shared.evaluation.runner import (
     thinking_budget_for,
 )
 from shared.messages import Task
-from shared.pricing import INFERENCE_PRICES_PER_M_TOKENS
+from shared.pricing import inference_usd
 from shared.tuning.client import generation_config, make_client
 
 if TYPE_CHECKING:
@@ -54,8 +54,6 @@ JUDGE_MAX_OUTPUT_TOKENS = 128
 JUDGE_TEXT_LIMIT = 4_000
 #: The pointwise scale (integers, both ends included).
 SCORE_MIN, SCORE_MAX = 1, 5
-#: Dollars per million input and output tokens of judge models (``shared.pricing``).
-JUDGE_PRICES_PER_M_TOKENS = INFERENCE_PRICES_PER_M_TOKENS
 
 Winner = Literal["tuned", "base", "tie"]
 
@@ -318,14 +316,7 @@ def estimate_cost(prompts: Sequence[str], model: str, *, local: bool) -> JudgeCo
     """What the judge's calls cost at most (0 on the local tuning service, which bills nothing)."""
     input_tokens = sum(-(-len(p.encode()) // 4) for p in prompts)
     output_tokens = len(prompts) * JUDGE_MAX_OUTPUT_TOKENS
-    price = JUDGE_PRICES_PER_M_TOKENS.get(model.rsplit("/", 1)[-1])
-    dollars = (
-        0.0
-        if local
-        else round((input_tokens * price[0] + output_tokens * price[1]) / 1_000_000, 2)
-        if price
-        else None
-    )
+    dollars = 0.0 if local else inference_usd(model, input_tokens, output_tokens)
     return JudgeCost(
         calls=len(prompts), input_tokens=input_tokens, max_output_tokens=output_tokens, dollars=dollars
     )

@@ -147,6 +147,11 @@ class CostEstimate(BaseModel):
     note: str = ""
 
 
+def prompting_label(few_shot: int | None) -> str:
+    """How the baseline asked the base model: ``zero-shot`` or ``K-shot``."""
+    return f"{few_shot}-shot" if few_shot else "zero-shot"
+
+
 class BaselineFacts(BaseModel):
     """The base model's scores on the test split, taken before the tuning job was created
     (``shared.evaluation.baseline``)."""
@@ -1018,7 +1023,7 @@ def _baseline_section(summary: EvaluationSummary) -> str:
     baseline = summary.baseline
     if baseline is None:
         return ""
-    prompting = f"{baseline.few_shot}-shot" if baseline.few_shot else "zero-shot"
+    prompting = prompting_label(baseline.few_shot)
     submitted = summary.tuning.submitted_at if summary.tuning else None
     when = f"at {baseline.evaluated_at.isoformat(timespec='seconds')}" + (
         f", before the tuning job was submitted at {submitted.isoformat(timespec='seconds')}"
