@@ -207,7 +207,11 @@ def _evaluate_held(
                 code="test_split_changed",
             )
         options = GenerationOptions.from_settings(settings, job.base_model, examples)
-        reused, _ = reusable_answers(runtime, job, doc, options)
+        reused, why_not = reusable_answers(runtime, job, doc, options)
+        reuse = {"base_reused": reused is not None, "base_reuse_note": why_not}
+        if {key: doc.get(key) for key in reuse} != reuse:  # read by finalize's summary
+            ref.update(reuse)
+            doc = {**doc, **reuse}
         cursor, chunks_done = run_chunks(
             ref,
             runtime,

@@ -32,7 +32,6 @@ from shared.evaluation.report import (
     render_report_html,
 )
 from shared.evaluation.runner import (
-    GenerationOptions,
     Prediction,
     TestExample,
     content_text,
@@ -117,7 +116,7 @@ def finalize(
         tuned_truncated=tuned_truncated,
         judge=judge,
     )
-    baseline, baseline_notes = _baseline_facts(runtime, job, doc, examples)
+    baseline, baseline_notes = _baseline_facts(job, doc)
     checkpoints = [CheckpointScore.model_validate(c) for c in summary_checkpoints(doc)]
     selection = doc.get("checkpoint_selection") or ""
     checkpoint_note = _checkpoint_note(doc, len(checkpoints)) if checkpoints else selection
@@ -205,17 +204,13 @@ def _checkpoint_note(doc: dict[str, Any], count: int) -> str:
     )
 
 
-def _baseline_facts(
-    runtime: Runtime, job: JobRecord, doc: dict[str, Any], examples: list[TestExample]
-) -> tuple[BaselineFacts | None, list[str]]:
-    """The job's baseline for the summary, whether its answers were reused, and notes on both."""
-    from shared.evaluation.baseline import reusable_answers
-
+def _baseline_facts(job: JobRecord, doc: dict[str, Any]) -> tuple[BaselineFacts | None, list[str]]:
+    """The job's baseline for the summary, whether its answers were reused (as the evaluation's
+    invocations recorded it: ``base_reused``, ``base_reuse_note``), and notes on both."""
     if not job.baseline:
         return None, []
-    options = GenerationOptions.from_settings(runtime.settings, job.base_model, examples)
-    reused, why_not = reusable_answers(runtime, job, doc, options)
-    facts = BaselineFacts.model_validate({**job.baseline, "reused": reused is not None})
+    reused, why_not = bool(doc.get("base_reused")), str(doc.get("base_reuse_note") or "")
+    facts = BaselineFacts.model_validate({**job.baseline, "reused": reused})
     notes = [why_not] if why_not else []
     cost = facts.cost or {}
     if cost:
