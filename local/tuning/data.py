@@ -18,6 +18,8 @@ from urllib.parse import urlparse
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from local.tuning import calls
+
 #: Label value that the loss ignores (transformers' convention).
 IGNORE_INDEX = -100
 GEMINI_TO_CHAT_ROLE = {"user": "user", "model": "assistant"}
@@ -132,23 +134,26 @@ def write_text(uri: str, text: str) -> None:
 
 
 def _text_of_parts(parts: Any, where: str) -> str:
+    """The parts of one turn as the model reads them (function calls and results as their tagged
+    JSON, :mod:`local.tuning.calls`); a located DatasetError for what cannot be trained on."""
     if not isinstance(parts, list) or not parts:
         raise DatasetError(f"{where}: missing_or_invalid_parts: 'parts' must be a non-empty list")
     texts = []
     for part in parts:
         if not isinstance(part, dict):
             raise DatasetError(f"{where}: invalid_part: each part must be an object")
-        if "text" not in part:
-            if "fileData" in part or "inlineData" in part:
+        if "text" in part and (not isinstance(part["text"], str) or not part["text"].strip()):
+            raise DatasetError(f"{where}: missing_text: 'text' must be a non-empty string")
+        try:
+            texts.append(calls.part_text(part))
+        except calls.PartError as exc:
+            if exc.code == "multimodal_not_supported":
                 raise DatasetError(
                     f"{where}: multimodal_not_supported: this is a multimodal job (the training file has a "
                     "fileData/inlineData part) and the local tuning service trains text models only; "
                     "tune multimodal datasets on Vertex AI"
-                )
-            raise DatasetError(f"{where}: missing_text: part has no 'text'")
-        if not isinstance(part["text"], str) or not part["text"].strip():
-            raise DatasetError(f"{where}: missing_text: 'text' must be a non-empty string")
-        texts.append(part["text"])
+                ) from None
+            raise DatasetError(f"{where}: {exc.code}: {exc}") from None
     return "".join(texts)
 
 
@@ -157,10 +162,16 @@ def parse_record(record: Any, where: str) -> Example:
         raise DatasetError(f"{where}: missing_contents_list: the record needs a non-empty 'contents' list")
     messages: list[dict[str, str]] = []
     system = record.get("systemInstruction")
+    system_text = None
     if system is not None:
         if not isinstance(system, dict):
             raise DatasetError(f"{where}: invalid_content_item: 'systemInstruction' must be an object")
-        messages.append({"role": "system", "content": _text_of_parts(system.get("parts"), where)})
+        system_text = _text_of_parts(system.get("parts"), where)
+    # The declarations go where generateContent puts a request's tools, so that a tuned model
+    # sees at serving time what it was trained with.
+    system_text = calls.with_tools(system_text, record.get("tools"))
+    if system_text is not None:
+        messages.append({"role": "system", "content": system_text})
     previous_role = None
     for index, content in enumerate(record["contents"]):
         at = f"{where} contents[{index}]"

@@ -20,7 +20,7 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from local.tuning import models
+from local.tuning import calls, models
 from local.tuning.errors import ApiError
 from local.tuning.jobs import now_rfc3339
 
@@ -39,18 +39,23 @@ class LoadedBase:
 
 
 def chat_messages(body: dict[str, Any]) -> list[dict[str, str]]:
-    """Gemini ``contents`` + ``systemInstruction`` as chat messages; 400 for what we cannot serve."""
+    """Gemini ``contents``, ``systemInstruction`` and ``tools`` as chat messages, function calls
+    and results as :mod:`local.tuning.calls` renders them; 400 for what we cannot serve."""
     contents = body.get("contents")
     if not isinstance(contents, list) or not contents:
         raise ApiError.invalid_argument("contents must be a non-empty list")
     messages: list[dict[str, str]] = []
     system = body.get("systemInstruction")
-    if isinstance(system, dict) and system.get("parts"):
-        messages.append({"role": "system", "content": _text(system["parts"])})
+    system_text = _text(system["parts"]) if isinstance(system, dict) and system.get("parts") else None
+    system_text = calls.with_tools(system_text, body.get("tools"))
+    if system_text is not None:
+        messages.append({"role": "system", "content": system_text})
     for content in contents:
         if not isinstance(content, dict):
             raise ApiError.invalid_argument("each content must be an object")
-        role = {"user": "user", "model": "assistant", None: "user"}.get(content.get("role"))
+        role = {"user": "user", "model": "assistant", "function": "user", None: "user"}.get(
+            content.get("role")
+        )
         if role is None:
             raise ApiError.invalid_argument(f"unsupported role {content.get('role')!r}")
         messages.append({"role": role, "content": _text(content.get("parts"))})
@@ -58,9 +63,12 @@ def chat_messages(body: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def _text(parts: Any) -> str:
-    if not isinstance(parts, list) or not all(isinstance(part, dict) and "text" in part for part in parts):
-        raise ApiError.invalid_argument("the local tuning service serves text parts only")
-    return "".join(str(part["text"]) for part in parts)
+    if not isinstance(parts, list) or not all(isinstance(part, dict) for part in parts):
+        raise ApiError.invalid_argument("parts must be a list of objects")
+    try:
+        return calls.parts_text(parts)
+    except calls.PartError as exc:
+        raise ApiError.invalid_argument(f"the local tuning service cannot serve this part: {exc}") from None
 
 
 class Generator:
@@ -146,7 +154,10 @@ class Generator:
         return {
             "candidates": [
                 {
-                    "content": {"role": "model", "parts": [{"text": text}]},
+                    "content": {
+                        "role": "model",
+                        "parts": calls.answer_parts(text, calls.declared_names(body.get("tools"))),
+                    },
                     "finishReason": "STOP" if stopped else "MAX_TOKENS",
                     "index": 0,
                 }

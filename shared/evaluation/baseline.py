@@ -208,7 +208,13 @@ def _report_baseline(
     choice = decide_task(job, references, [task_prompt(e) for e in examples])
     prompts = [orjson.dumps([e.system_instruction, e.contents]) for e in examples]
     result = compute_metrics(
-        choice.task, references, [p.base_output for p in predictions], labels=choice.labels, prompts=prompts
+        choice.task,
+        references,
+        [p.base_output for p in predictions],
+        labels=choice.labels,
+        prompts=prompts,
+        reference_calls=[p.reference_calls for p in predictions],
+        answer_calls=[p.base_calls for p in predictions],
     )
     prefix = f"{settings.reports_prefix}{baseline_folder(job.job_id)}/"
     bucket = reports_bucket(runtime)

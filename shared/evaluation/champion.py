@@ -23,7 +23,7 @@ import orjson
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from shared.evaluation.confidence import excludes_zero, paired_bootstrap
-from shared.evaluation.metrics import TaskChoice, compute_metrics
+from shared.evaluation.metrics import Calls, TaskChoice, compute_metrics
 from shared.evaluation.report import ChampionComparison, ChampionMetric, ChampionVerdict
 from shared.evaluation.runner import GenerationOptions, Prediction, TestExample, run_predictions
 from shared.logging import get_logger
@@ -34,6 +34,10 @@ log = get_logger("sftpipe.completion")
 
 #: Jobs of one lineage read to find the champion (the newest reported one wins).
 LINEAGE_SCAN_LIMIT = 50
+
+
+#: The function calls of the references, the champion's answers and the challenger's answers.
+CallsCompared = tuple[Sequence[Calls], Sequence[Calls], Sequence[Calls]]
 
 
 def find_champion(runtime: Runtime, job: JobRecord) -> JobRecord | None:
@@ -66,13 +70,30 @@ def compare(
     references: Sequence[str],
     choice: TaskChoice,
     prompts: Sequence[bytes] | None = None,
+    *,
+    calls: CallsCompared | None = None,
 ) -> tuple[list[ChampionMetric], ChampionVerdict, str]:
-    """Both models scored on the same examples; the verdict on the primary metric's paired interval."""
+    """Both models scored on the same examples; the verdict on the primary metric's paired
+    interval. ``calls``: the function calls of the references, the champion's and the
+    challenger's answers, when the examples declare tools."""
+    reference_calls, champion_calls, challenger_calls = calls or (None, None, None)
     champion = compute_metrics(
-        choice.task, references, champion_outputs, labels=choice.labels, prompts=prompts
+        choice.task,
+        references,
+        champion_outputs,
+        labels=choice.labels,
+        prompts=prompts,
+        reference_calls=reference_calls,
+        answer_calls=champion_calls,
     )
     challenger = compute_metrics(
-        choice.task, references, challenger_outputs, labels=choice.labels, prompts=prompts
+        choice.task,
+        references,
+        challenger_outputs,
+        labels=choice.labels,
+        prompts=prompts,
+        reference_calls=reference_calls,
+        answer_calls=challenger_calls,
     )
     if champion.examples is None or challenger.examples is None:
         raise ValueError("compute_metrics keeps the per-example scores the intervals need")
@@ -152,6 +173,13 @@ def champion_comparison(
     challenger_outputs = [by_index[e.index].tuned_output for e in subset]
     references = [e.reference for e in subset]
     prompts = [orjson.dumps([e.system_instruction, e.contents]) for e in subset]
-    metrics, verdict, reason = compare(champion_outputs, challenger_outputs, references, choice, prompts)
+    calls = (
+        [e.reference_calls for e in subset],
+        [answered[e.index].tuned_calls if e.index in answered else [] for e in subset],
+        [by_index[e.index].tuned_calls for e in subset],
+    )
+    metrics, verdict, reason = compare(
+        champion_outputs, challenger_outputs, references, choice, prompts, calls=calls
+    )
     log.info("compared with the champion", extra={"champion_job_id": champion.job_id, "verdict": verdict})
     return ChampionComparison(**base, metrics=metrics, verdict=verdict, reason=reason)

@@ -122,7 +122,12 @@ def select_checkpoint(
         references = [e.reference for e in examples]
         choice = decide_task(job, references, [task_prompt(e) for e in examples])
         result = compute_metrics(
-            choice.task, references, [p.tuned_output for p in predictions], labels=choice.labels
+            choice.task,
+            references,
+            [p.tuned_output for p in predictions],
+            labels=choice.labels,
+            reference_calls=[e.reference_calls for e in examples],
+            answer_calls=[p.tuned_calls for p in predictions],
         )
         primary = result.primary_metric
         reports_bucket(runtime).blob(

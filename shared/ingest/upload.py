@@ -1,6 +1,6 @@
 """Entry point of the ingest function: one finalized upload -> one prepared dataset and one request.
 
-For an object under ``incoming/`` (not empty, not a folder placeholder):
+For an object under ``incoming/`` (not empty, not a folder placeholder, not a media file):
 1. claim ``ingest-<dataset_id>`` (``shared.idempotency``): duplicates and concurrent copies of the
    event get the stored result;
 2. record ``datasets/<dataset_id>`` as VALIDATING;
@@ -22,6 +22,7 @@ the redelivered event does the work again, overwriting what an earlier attempt w
 
 from __future__ import annotations
 
+import mimetypes
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -83,6 +84,24 @@ def skip_reason(obj: StorageObject, event_type: str, incoming_prefix: str) -> st
         return "object is a folder placeholder"
     if obj.size == 0:
         return "object is empty (zero bytes)"
+    media = media_type(obj)
+    if media:
+        # Images beside a LLaVA-style dataset are uploaded under incoming/ too: they are read by
+        # the dataset that names them, and are not datasets themselves.
+        return f"object is a media file ({media}), read by the dataset that names it"
+    return None
+
+
+#: Content types of media files (image/*, audio/*, video/*, PDF): never a dataset.
+MEDIA_KINDS = ("image/", "audio/", "video/")
+
+
+def media_type(obj: StorageObject) -> str | None:
+    """The media type of an object, from its contentType or else its name's extension; None for
+    anything that may be a dataset."""
+    for mime in (obj.content_type, mimetypes.guess_type(obj.name, strict=False)[0]):
+        if mime and (mime.startswith(MEDIA_KINDS) or mime == "application/pdf"):
+            return mime
     return None
 
 

@@ -129,12 +129,14 @@ def test_bad_upload_is_rejected_with_a_report_a_notification_and_no_retry(
     assert len(about_this("SFTPIPE_MAIL_DIR", "*.eml")) == 1
 
 
-def test_objects_outside_incoming_and_empty_objects_are_ignored(
+def test_objects_outside_incoming_empty_objects_and_media_files_are_ignored(
     runtime: Runtime, function_log: Callable[[str], list[dict[str, Any]]]
 ) -> None:
     bucket = runtime.storage.bucket(runtime.settings.bucket)
     bucket.blob("elsewhere/elsewhere.jsonl").upload_from_string(GOOD_LINE)
     bucket.blob("incoming/empty.jsonl").upload_from_string(b"")
+    # The images of a LLaVA-style dataset sit beside it under incoming/: no run of their own.
+    bucket.blob("incoming/llava/cat.png").upload_from_string(b"\x89PNG fake", content_type="image/png")
     bucket.blob("incoming/real.jsonl").upload_from_string(GOOD_LINE)
 
     wait_for(lambda: _settled(runtime), what="the dataset of incoming/real.jsonl")
@@ -146,7 +148,11 @@ def test_objects_outside_incoming_and_empty_objects_are_ignored(
             if line["message"].startswith("upload ignored")
         }
 
-    expected = {"gs://sftpipe-local/elsewhere/elsewhere.jsonl", "gs://sftpipe-local/incoming/empty.jsonl"}
+    expected = {
+        "gs://sftpipe-local/elsewhere/elsewhere.jsonl",
+        "gs://sftpipe-local/incoming/empty.jsonl",
+        "gs://sftpipe-local/incoming/llava/cat.png",
+    }
     seen = wait_for(lambda: expected <= ignored() and ignored(), what="ingest to log both ignored objects")
     assert "gs://sftpipe-local/incoming/real.jsonl" not in seen
     assert [doc["source_uri"] for doc in _datasets(runtime)] == ["gs://sftpipe-local/incoming/real.jsonl"]
