@@ -24,10 +24,9 @@ from typing import Any
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 RESPONSE_OPEN, RESPONSE_CLOSE = "<tool_response>", "</tool_response>"
 TOOLS_OPEN, TOOLS_CLOSE = "<tools>", "</tools>"
-TOOLS_INSTRUCTION = (
-    "You may call the functions declared below. To call one, answer with "
-    f'{CALL_OPEN}{{"name": NAME, "arguments": {{...}}}}{CALL_CLOSE}.'
-)
+#: Short on purpose: the tiny model's context is 256 tokens.
+TOOLS_INSTRUCTION = f'Functions you may call as {CALL_OPEN}{{"name":...,"arguments":{{...}}}}{CALL_CLOSE}:'
+
 _CALL_PATTERN = re.compile(re.escape(CALL_OPEN) + r"(.*?)" + re.escape(CALL_CLOSE), re.DOTALL)
 
 
@@ -114,13 +113,13 @@ def answer_parts(text: str, declared: set[str]) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
     position = 0
     for match in _CALL_PATTERN.finditer(text):
-        call = _parse_call(match.group(1))
-        if call is None or call["name"] not in declared:
+        found = _parse_calls(match.group(1))
+        if not found or any(call["name"] not in declared for call in found):
             continue
         before = text[position : match.start()]
         if before.strip():
             parts.append({"text": before})
-        parts.append({"functionCall": call})
+        parts.extend({"functionCall": call} for call in found)
         position = match.end()
     rest = text[position:]
     if rest.strip() or not parts:
@@ -128,11 +127,18 @@ def answer_parts(text: str, declared: set[str]) -> list[dict[str, Any]]:
     return parts
 
 
-def _parse_call(body: str) -> dict[str, Any] | None:
+def _parse_calls(body: str) -> list[dict[str, Any]]:
+    """The calls of one ``<tool_call>`` body: one object, or a list of them (SmolLM2's own
+    format); empty when any of them is malformed."""
     try:
         value = json.loads(body)
     except ValueError:
-        return None
+        return []
+    calls = [_call(item) for item in (value if isinstance(value, list) else [value])]
+    return [call for call in calls if call is not None] if calls and None not in calls else []
+
+
+def _call(value: Any) -> dict[str, Any] | None:
     if not isinstance(value, dict) or not isinstance(value.get("name"), str) or not value["name"]:
         return None
     arguments = value.get("arguments", value.get("args", {}))

@@ -124,9 +124,20 @@ def test_a_generated_call_becomes_a_function_call_part_between_its_texts() -> No
     ]
 
 
+def test_a_list_of_calls_in_one_tag_is_read_as_parallel_calls() -> None:
+    text = '<tool_call>[{"name": "get_time", "arguments": {"city": "Rome"}}, {"name": "get_weather", '
+    text += '"arguments": {"city": "Rome"}}]</tool_call>'
+    assert calls.answer_parts(text, calls.declared_names(TOOLS)) == [
+        {"functionCall": {"name": "get_time", "args": {"city": "Rome"}}},
+        {"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}},
+    ]
+
+
 @pytest.mark.parametrize(
     "text",
     [
+        '<tool_call>[{"name": "get_time", "arguments": {}}, {"name": "get_time"}, 3]</tool_call>',
+        "<tool_call>[]</tool_call>",
         '<tool_call>{"name": "get_weather", "arguments": {"city": "Li',  # cut off by the token budget
         '<tool_call>{"name": "get_weather", "arguments": [1]}</tool_call>',
         "<tool_call>not json</tool_call>",
