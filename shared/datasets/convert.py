@@ -374,6 +374,8 @@ def _example(
     contents: list[dict[str, Any]],
     notes: tuple[Note, ...],
     tools: list[dict[str, Any]] | None = None,
+    *,
+    generation_config: dict[str, Any] | None = None,
 ) -> Example:
     pieces: list[str] = []
     files = 0
@@ -411,6 +413,8 @@ def _example(
         record = {"systemInstruction": {"role": "system", "parts": system_parts}, "contents": contents}
     if tools:
         record["tools"] = tools
+    if generation_config:
+        record["generationConfig"] = generation_config
     return Example(
         record=record,
         key=key,
@@ -547,7 +551,9 @@ def _convert_gemini_general(record: dict[str, Any]) -> Example:
                 "scored completions (Vertex AI preference data) in a file of supervised examples: "
                 "one file must use one shape",
             )
-        notes = _dropped(record, _GEMINI_KEYS | {"tools"})
+        notes = _dropped(record, _GEMINI_KEYS | _GENERATION_CONFIG_KEYS | {"tools"})
+    generation_config, config_notes = _media_resolution_config(record)
+    notes += config_notes
     tools = gemini_tools(record["tools"]) if record.get("tools") is not None else None
     system = record.get("systemInstruction", record.get("system_instruction"))
     system_parts = None if system is None else _system_instruction(system)
@@ -588,10 +594,38 @@ def _convert_gemini_general(record: dict[str, Any]) -> Example:
     if tools is None and any("text" not in p and "fileData" not in p for c in out for p in c["parts"]):
         tools = Tools()  # calls or results without declarations: check_pairing names what is wrong
     if tools is None:
-        return _example(system_parts, out, notes)
+        return _example(system_parts, out, notes, generation_config=generation_config)
     check_pairing([(c["role"], c["parts"], f"contents[{i}]") for i, c in enumerate(out)])
     notes += tuple(note for note in dict.fromkeys(tools.notes) if note not in notes)
-    return _example(system_parts, out, notes, tools.record_value())
+    return _example(system_parts, out, notes, tools.record_value(), generation_config=generation_config)
+
+
+_GENERATION_CONFIG_KEYS = frozenset({"generationConfig", "generation_config"})
+_MEDIA_RESOLUTION_KEYS = frozenset({"mediaResolution", "media_resolution"})
+#: The values Vertex AI accepts (google-genai's ``MediaResolution``, less UNSPECIFIED).
+MEDIA_RESOLUTIONS = ("MEDIA_RESOLUTION_LOW", "MEDIA_RESOLUTION_MEDIUM", "MEDIA_RESOLUTION_HIGH")
+
+
+def _media_resolution_config(record: dict[str, Any]) -> tuple[dict[str, Any] | None, tuple[Note, ...]]:
+    """The ``generationConfig`` a written record keeps: its ``mediaResolution`` only (how Vertex
+    samples the example's images and video frames; shared.datasets.media checks that it is one
+    value for the dataset). Any other key is dropped, and named."""
+    for name in _GENERATION_CONFIG_KEYS:
+        config = record.get(name)
+        if type(config) is not dict:
+            continue
+        notes = _dropped(config, _MEDIA_RESOLUTION_KEYS, f"{name}.")
+        value = config.get("mediaResolution", config.get("media_resolution"))
+        if value is None:
+            return None, notes
+        if value not in MEDIA_RESOLUTIONS:
+            raise _fail(
+                "invalid_media_resolution",
+                f"{name}.mediaResolution",
+                f"mediaResolution {value!r} is not one of {', '.join(MEDIA_RESOLUTIONS)}",
+            )
+        return {"mediaResolution": value}, notes
+    return None, ()
 
 
 def _system_instruction(system: Any) -> list[dict[str, Any]]:

@@ -71,6 +71,7 @@ ERROR_CODES: dict[str, str] = {
     "media_unreadable": "a fileData object exists but ingest may not read it",
     "media_too_large": "a media object (or an example's documents together) is larger than Vertex AI accepts",
     "media_type_mismatch": "a fileData mimeType differs from the object's stored contentType",
+    "invalid_media_resolution": "generationConfig.mediaResolution is not MEDIA_RESOLUTION_LOW, _MEDIUM or _HIGH",
     "mixed_media_resolution": "mediaResolution differs between parts or examples; Vertex AI needs one value for the dataset",
     "too_many_multimodal_examples": "more examples with media than Vertex AI accepts (300K)",
     "invalid_image_placeholders": "the <image> placeholders of a record do not match its images list",

@@ -65,6 +65,9 @@ class TestExample(BaseModel):
     tools: list[dict[str, Any]] | None = None
     #: The calls the reference answer makes, as ``{name, args}``.
     reference_calls: list[dict[str, Any]] = []
+    #: The record's ``generationConfig.mediaResolution`` (how its images and frames are sampled),
+    #: sent to both models as it was tuned with.
+    media_resolution: str | None = None
 
     @property
     def prompt_text(self) -> str:
@@ -231,6 +234,8 @@ def parse_test_example(line: bytes | str, index: int) -> TestExample:
         )
     system = record.get("systemInstruction")
     tools = record.get("tools")
+    config = record.get("generationConfig")
+    resolution = config.get("mediaResolution") if isinstance(config, dict) else None
     return TestExample(
         index=index,
         system_instruction=system if isinstance(system, dict) else None,
@@ -238,6 +243,7 @@ def parse_test_example(line: bytes | str, index: int) -> TestExample:
         reference=content_text(answer),
         tools=tools if isinstance(tools, list) and tools else None,
         reference_calls=content_calls(answer),
+        media_resolution=resolution if isinstance(resolution, str) else None,
     )
 
 
@@ -285,6 +291,8 @@ def request_config(example: TestExample, options: GenerationOptions) -> types.Ge
         # The declarations the example was tuned with, for both models: without them the base
         # model could not call, and the comparison would not be fair.
         config.tools = [types.Tool.model_validate(tool) for tool in example.tools]
+    if example.media_resolution:
+        config.media_resolution = types.MediaResolution(example.media_resolution)
     return config
 
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from conftest import jsonl
 
-from shared.datasets import PrepareOptions, prepare
+from shared.datasets import PrepareOptions, prepare, prepare_and_write
 from shared.datasets.issues import ERROR_CODES, WARNING_CODES
 from shared.datasets.media import (
     MAX_IMAGE_BYTES,
@@ -277,3 +277,44 @@ def test_missing_placeholder_image_is_found_by_the_lookup() -> None:
     assert issue.code == "media_not_found"
     assert issue.field == "contents[0].parts[0].fileData.fileUri"
     assert f"{BASE}gone.png" in issue.message
+
+
+def _written(data: bytes, lookup) -> tuple[Any, list[dict[str, Any]]]:
+    lines: list[bytes] = []
+    result = prepare_and_write(
+        lambda: io.BytesIO(data),
+        filename="d.jsonl",
+        size=len(data),
+        options=PrepareOptions(token_counting="estimate", split="train"),
+        sink=lambda split, line: lines.append(line),
+        object_facts=lookup,
+    )
+    return result, [orjson.loads(line) for line in lines]
+
+
+def test_the_media_resolution_is_kept_in_the_written_records_and_other_config_is_dropped_by_name() -> None:
+    config = {"mediaResolution": "MEDIA_RESOLUTION_LOW", "temperature": 0.2}
+    data = jsonl(example(image("a.png"), generationConfig=config))
+
+    result, [record] = _written(data, facts_of(small("a.png")))
+
+    # Before: generationConfig was dropped whole, so Vertex tuned at its default resolution.
+    assert record["generationConfig"] == {"mediaResolution": "MEDIA_RESOLUTION_LOW"}
+    [dropped] = [w for w in result.warnings if w.code == "unknown_keys_dropped"]
+    assert "generationConfig.temperature" in dropped.message
+
+
+def test_an_unknown_media_resolution_is_rejected_with_its_line_and_field() -> None:
+    data = jsonl(
+        example(image("a.png")), example(image("b.png"), generationConfig={"mediaResolution": "ULTRA"})
+    )
+
+    result = check(data, facts_of(small("a.png", "b.png")))
+
+    [issue] = media_errors(result)
+    assert (issue.code, issue.line, issue.field) == (
+        "invalid_media_resolution",
+        2,
+        "generationConfig.mediaResolution",
+    )
+    assert issue.code in ERROR_CODES

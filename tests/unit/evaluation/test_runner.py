@@ -7,6 +7,7 @@ import time
 
 import orjson
 import pytest
+from google.genai import types
 
 from shared.config import Settings
 from shared.errors import PermanentError
@@ -76,6 +77,18 @@ def test_the_request_carries_the_training_system_instruction_and_the_same_settin
     assert [c.role for c in contents] == ["user", "model", "user"]
     assert contents[2].parts[1].file_data.file_uri == "gs://b/cat.png"
     assert contents[2].parts[1].file_data.mime_type == "image/png"
+
+
+def test_the_media_resolution_the_example_was_tuned_with_is_sent_with_its_files() -> None:
+    line = orjson.dumps({**MULTI_TURN, "generationConfig": {"mediaResolution": "MEDIA_RESOLUTION_LOW"}})
+
+    config = request_config(parse_test_example(line, 0), GenerationOptions())
+
+    assert config.media_resolution == types.MediaResolution.MEDIA_RESOLUTION_LOW
+    assert (
+        request_config(parse_test_example(orjson.dumps(MULTI_TURN), 0), GenerationOptions()).media_resolution
+        is None
+    )
 
 
 def test_an_example_without_system_instruction_sends_none() -> None:
