@@ -84,6 +84,7 @@ SHAREGPT_PREFERENCE = "sharegpt_preference"
 OPENAI_PREFERENCE = "openai_preference"
 CHOSEN_REJECTED_MESSAGES = "chosen_rejected_messages"
 VERTEX_PREFERENCE = "vertex_preference"
+TRL_PREFERENCE = "trl_preference"
 
 #: Preference-pair shapes, with the words a message uses for them.
 PAIR_SHAPES: dict[str, str] = {
@@ -93,6 +94,7 @@ PAIR_SHAPES: dict[str, str] = {
     CHOSEN_REJECTED_MESSAGES: "preference pairs as two conversations (chosen_messages + rejected_messages, "
     "LLaMA-Factory v1)",
     VERTEX_PREFERENCE: "Vertex AI preference tuning data (contents + scored completions)",
+    TRL_PREFERENCE: "DPO preference pairs in TRL style (prompt + chosen + rejected, as text or as messages)",
 }
 #: KTO shapes: a chat example and a boolean label (false: the answer is undesirable).
 KTO_SHAPES: dict[str, str] = {
@@ -1370,11 +1372,72 @@ def convert_vertex_preference(record: dict[str, Any]) -> Example:
     return example
 
 
+_TRL_KEYS = frozenset({"prompt", "chosen", "rejected"})
+
+
+def _trl_side(value: Any, key: str) -> str | list[Any]:
+    """One answer of a TRL pair: a text, or a list of messages (the answer's, or the whole
+    conversation with the prompt in it)."""
+    if value is None:
+        raise _pair_error(key, f"'{key}' is missing: a preference pair needs both chosen and rejected")
+    if type(value) is str:
+        if _is_blank(value):
+            raise _pair_error(key, f"'{key}' is empty")
+        return value
+    return _message_list(value, key)
+
+
+def convert_trl_preference(record: dict[str, Any]) -> Example:
+    """TRL's preference format: ``prompt`` + ``chosen`` + ``rejected``. Standard (all three text),
+    conversational (``prompt`` a list of messages, each answer a list of the assistant's messages)
+    or with the prompt inside each answer (an answer list that starts with a user or system
+    message is the whole conversation, as in UltraFeedback-binarized; ``prompt`` is then only
+    its copy). A text answer without a ``prompt`` (Anthropic HH's "Human: ... Assistant: ..."
+    transcripts) names no turns, and is an error."""
+    chosen = _trl_side(record.get("chosen"), "chosen")
+    _trl_side(record.get("rejected"), "rejected")
+    prompt = record.get("prompt")
+    whole = type(chosen) is list and type(chosen[0]) is dict and chosen[0].get("role") in ("user", "system")
+    if whole:
+        prompt_messages: list[Any] = []
+    elif type(prompt) is str and not _is_blank(prompt):
+        prompt_messages = [{"role": "user", "content": prompt}]
+    elif type(prompt) is list and prompt:
+        prompt_messages = _message_list(prompt, "prompt")
+    else:
+        raise _pair_error(
+            "prompt",
+            "'prompt' is missing or empty: a TRL pair needs the prompt as text or messages, or answers "
+            "that are whole conversations (a transcript in one text, Human: ... Assistant: ..., is not read)",
+        )
+    answer = [{"role": "assistant", "content": chosen}] if type(chosen) is str else chosen
+    supervised = {"messages": [*prompt_messages, *answer]}
+
+    def where(path: str) -> str:
+        found = _MESSAGE_INDEX.match(path)
+        if found is None:
+            return "chosen" if not path or path == "messages" else path
+        i = int(found.group(1))
+        inside = path[found.end() :]
+        if i < len(prompt_messages):
+            return "prompt" if type(prompt) is str else f"prompt[{i}]{inside}"
+        return "chosen" if type(chosen) is str else f"chosen[{i - len(prompt_messages)}]{inside}"
+
+    try:
+        example = convert_messages(supervised)
+    except RecordIssueError as bad:
+        raise _relocated(bad, where) from bad
+    example.notes += _dropped(record, _TRL_KEYS)
+    example.rejected_answers = 1
+    return example
+
+
 PAIR_CONVERTERS: dict[str, Callable[[dict[str, Any]], Example]] = {
     SHAREGPT_PREFERENCE: convert_sharegpt_preference,
     OPENAI_PREFERENCE: convert_openai_preference,
     CHOSEN_REJECTED_MESSAGES: convert_chosen_rejected_messages,
     VERTEX_PREFERENCE: convert_vertex_preference,
+    TRL_PREFERENCE: convert_trl_preference,
 }
 
 
@@ -1384,6 +1447,7 @@ _REJECTED_FIELD = {
     OPENAI_PREFERENCE: "non_preferred_output",
     CHOSEN_REJECTED_MESSAGES: "rejected_messages",
     VERTEX_PREFERENCE: "completions",
+    TRL_PREFERENCE: "rejected",
 }
 
 
@@ -1429,6 +1493,8 @@ def detect_shape(record: dict[str, Any]) -> str:
     if "preferred_output" in record or "non_preferred_output" in record:
         return OPENAI_PREFERENCE
     if "chosen" in record or "rejected" in record:
+        if _holds_answers(record):
+            return TRL_PREFERENCE
         raise _other_pairs(record)
     if "prompt" in record and "completion" in record:
         return PROMPT_COMPLETION
@@ -1454,13 +1520,15 @@ def _holds_answers(record: dict[str, Any]) -> bool:
 
 
 def _other_pairs(record: dict[str, Any]) -> RecordIssueError:
-    """chosen / rejected in a form none of the preference shapes reads (TRL's prompt/chosen/rejected)."""
+    """chosen / rejected in a form none of the preference shapes reads (beside chat messages, or
+    holding no answer)."""
     return _fail(
         "unsupported_preference_pairs",
         "chosen" if "chosen" in record else "rejected",
         "preference pairs (chosen/rejected) are for preference tuning, not supervised tuning, and this "
         "form of them is not read even with preference_mode: chosen; convert the file to plain chat "
-        "(the prompt and the chosen answer), or to ShareGPT conversations + chosen + rejected",
+        "(the prompt and the chosen answer), or to prompt + chosen + rejected (TRL) or ShareGPT "
+        "conversations + chosen + rejected",
     )
 
 

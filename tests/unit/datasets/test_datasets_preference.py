@@ -70,6 +70,10 @@ def vertex_pair(i: int) -> dict[str, Any]:
     }
 
 
+def trl_pair(i: int) -> dict[str, Any]:
+    return {"prompt": f"q {i}", "chosen": f"good answer {i}", "rejected": f"{REJECTED} {i}"}
+
+
 def kto(i: int) -> dict[str, Any]:
     good = i % 2 == 0
     return {"messages": _chat(f"q {i}", f"good answer {i}" if good else f"{REJECTED} {i}"), "label": good}
@@ -86,6 +90,7 @@ PAIRS = {
     "openai_preference": (openai_pair, "non_preferred_output", "OpenAI preference fine-tuning data"),
     "chosen_rejected_messages": (messages_pair, "rejected_messages", "chosen_messages + rejected_messages"),
     "vertex_preference": (vertex_pair, "completions", "Vertex AI preference tuning data"),
+    "trl_preference": (trl_pair, "rejected", "DPO preference pairs in TRL style"),
 }
 
 
@@ -104,6 +109,7 @@ def _written_text(written: dict[str, list[dict[str, Any]]]) -> str:
         (openai_pair(1), "openai_preference"),
         (messages_pair(1), "chosen_rejected_messages"),
         (vertex_pair(1), "vertex_preference"),
+        (trl_pair(1), "trl_preference"),
         (kto(1), "openai_chat_kto"),
         (sharegpt_kto(1), "sharegpt_kto"),
         # without a boolean label, chat is chat (a classification label is not KTO)
@@ -282,6 +288,27 @@ def test_kto_records_in_a_chat_file_are_still_read_for_their_label() -> None:
             "invalid_preference_pair",
         ),
         ({**kto(2), "label": "yes"}, "label", "invalid_preference_pair"),
+        ({**trl_pair(1), "rejected": None}, "rejected", "invalid_preference_pair"),
+        ({**trl_pair(1), "chosen": "  "}, "chosen", "invalid_preference_pair"),
+        (
+            {"chosen": "Human: hi Assistant: hello", "rejected": "Human: hi Assistant: go"},
+            "prompt",
+            "invalid_preference_pair",
+        ),
+        (
+            {
+                "prompt": [{"role": "user", "content": "q"}],
+                "chosen": [{"role": "assistant"}],
+                "rejected": "x",
+            },
+            "chosen[0].content",
+            "message_missing_key",
+        ),
+        (
+            {**trl_pair(1), "prompt": [{"role": "user", "content": "q"}, {"role": "user", "content": "q"}]},
+            "prompt[1].role",
+            "consecutive_turns",
+        ),
     ],
 )
 def test_a_malformed_pair_is_located(record: dict[str, Any], field: str, code: str) -> None:
@@ -292,12 +319,41 @@ def test_a_malformed_pair_is_located(record: dict[str, Any], field: str, code: s
         "input": openai_pair,
         "chosen_messages": messages_pair,
         "contents": vertex_pair,
+        "chosen": trl_pair,
     }
     maker = next((make for key, make in good.items() if key in record), kto)
     result, written = run(jsonl(first or maker(0), record), preference_mode="chosen")
 
     assert not result.ok
     assert [(e.line, e.field, e.code) for e in result.errors] == [(2, field, code)]
+    assert REJECTED not in _written_text(written)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        # conversational: the prompt and each answer as messages
+        {
+            "prompt": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q 1"}],
+            "chosen": [{"role": "assistant", "content": "good answer 1"}],
+            "rejected": [{"role": "assistant", "content": f"{REJECTED} 1"}],
+        },
+        # each answer the whole conversation (UltraFeedback-binarized); prompt is its copy
+        {
+            "prompt": "q 1",
+            "chosen": [{"role": "system", "content": "be brief"}, *_chat("q 1", "good answer 1")],
+            "rejected": _chat("q 1", f"{REJECTED} 1"),
+        },
+    ],
+)
+def test_trl_pairs_as_messages_keep_the_prompt_and_the_chosen_answer(record: dict[str, Any]) -> None:
+    result, written = run(jsonl(record, trl_pair(2)), preference_mode="chosen")
+
+    assert result.ok, result.errors
+    assert result.shape == "trl_preference"
+    first = next(r for split in written.values() for r in split if "q 1" in orjson.dumps(r).decode())
+    assert first["systemInstruction"]["parts"] == [{"text": "be brief"}]
+    assert [c["parts"][0]["text"] for c in first["contents"]] == ["q 1", "good answer 1"]
     assert REJECTED not in _written_text(written)
 
 

@@ -221,6 +221,17 @@ PREFERENCE_RECORDS: list[dict[str, Any]] = [
             {"score": 1, "completion": {"role": "model", "parts": [{"text": "m"}]}},
         ],
     },
+    {"prompt": "p", "chosen": "c", "rejected": REJECTED},
+    {
+        "prompt": [{"role": "user", "content": "u"}],
+        "chosen": [{"role": "assistant", "content": "a"}],
+        "rejected": [{"role": "assistant", "content": REJECTED}],
+    },
+    {
+        "prompt": "u",
+        "chosen": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}],
+        "rejected": [{"role": "user", "content": "u"}, {"role": "assistant", "content": REJECTED}],
+    },
     {"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}], "label": True},
     {
         "messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": REJECTED}],
@@ -346,6 +357,8 @@ _PREFERENCE_TOKENS = [
     b'"assistant"',
     b'"input"',
     b'"conversations"',
+    b'"prompt"',
+    b'"user"',
 ]
 
 

@@ -164,7 +164,7 @@ def test_flat_json_columns_and_numeric_labels() -> None:
             "unsupported_tool_calls",
             "conversations[1].from",
         ),
-        ({"prompt": "x", "chosen": "a", "rejected": "b"}, "unsupported_preference_pairs", "chosen"),
+        ({"prompt": "x", "chosen": "a", "rejected": "b"}, "unsupported_preference_pairs", "rejected"),
         (
             {
                 "messages": [
