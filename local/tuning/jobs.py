@@ -218,6 +218,8 @@ class JobStore:
         # Set by shutdown(): a trainer stopped because the service stops is a failure, not a
         # cancellation (nobody asked for it), whichever thread records the end first.
         self._shutting_down = False
+        #: When this service started (the create time of its one TensorBoard).
+        self.started_at = now_rfc3339()
         self._load()
 
     # --- persistence --------------------------------------------------------------------------
@@ -482,7 +484,13 @@ class JobStore:
                 value = event.get(key)
                 if not isinstance(value, int | float) or not math.isfinite(value):
                     return
-                point = {"metric": metric, "step": event["step"], "epoch": event["epoch"], "value": value}
+                point = {
+                    "metric": metric,
+                    "step": event["step"],
+                    "epoch": event["epoch"],
+                    "value": value,
+                    "time": now_rfc3339(),
+                }
                 metrics.write(json.dumps(point, allow_nan=False) + "\n")
 
             for line in process.stdout:

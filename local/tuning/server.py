@@ -7,7 +7,10 @@ Endpoints (``/v1`` and ``/v1beta1`` alike; ``P``/``L`` are project and location)
     GET  /v1/projects/P/locations/L/tuningJobs                 list: pageSize, pageToken, filter
     GET  /v1/projects/P/locations/L/tuningJobs/ID              get
     POST /v1/projects/P/locations/L/tuningJobs/ID:cancel       cancel
-    GET  /v1/projects/P/locations/L/tuningJobs/ID/metrics      metric series (local extension)
+    GET  /v1/projects/P/locations/L/metadataStores/default/contexts/CTX     a job's experiment
+    GET  /v1/projects/P/locations/L/tensorboards/local[/experiments/E[/runs[/R[/timeSeries]]]]
+    GET  /v1/.../tensorboards/local/experiments/E/runs/R/timeSeries/S:read  one metric series
+    GET  /v1/projects/P/locations/L/tensorboards/local:batchRead?timeSeries=NAME&...
     POST /v1/projects/P/locations/L/endpoints/ID:generateContent       tuned model or checkpoint
     POST /v1/projects/P/locations/L/endpoints/ID:countTokens
     POST /v1/projects/P/locations/L/publishers/google/models/NAME:generateContent   base model
@@ -24,7 +27,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from local.tuning import models
+from local.tuning import experiments, models
 from local.tuning.errors import ApiError
 from local.tuning.generation import Generator
 from local.tuning.jobs import JobStore, parse_filter
@@ -114,10 +117,99 @@ def create_app(
         log.info("cancel requested for tuning job %s", job_id)
         return jsonify({})
 
-    @app.get(f"{PREFIX}/tuningJobs/<job_id>/metrics")
-    def job_metrics(version: str, project: str, location: str, job_id: str) -> Response:
-        job_of(project, location, job_id)
-        return jsonify(store.metrics(job_id))
+    # --- The job's experiment: metadata context and TensorBoard (local/tuning/experiments.py) --
+
+    def experiment_job(project_id: str, location_id: str, experiment: str) -> tuple[str, dict[str, Any]]:
+        job_id = experiments.job_id_of(experiment)
+        try:
+            return parent_of(project_id, location_id), job_of(project_id, location_id, job_id)
+        except ApiError as exc:
+            if exc.http_code == 404:
+                raise ApiError.not_found(f"experiment {experiment} not found") from None
+            raise
+
+    def job_series(job: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        return store.metrics(job["name"].rsplit("/", 1)[-1])["series"]
+
+    def run_of(
+        project_id: str, location_id: str, tensorboard: str, experiment: str, run: str
+    ) -> tuple[str, dict[str, Any]]:
+        experiments.check_tensorboard(tensorboard)
+        parent, job = experiment_job(project_id, location_id, experiment)
+        if run != job["name"].rsplit("/", 1)[-1]:
+            raise ApiError.not_found(f"run {run} not found in experiment {experiment}")
+        return parent, job
+
+    @app.get(f"{PREFIX}/metadataStores/<store_id>/contexts/<context_id>")
+    def get_context(version: str, project: str, location: str, store_id: str, context_id: str) -> Response:
+        experiments.check_store(store_id)
+        parent, job = experiment_job(project, location, context_id)
+        return jsonify(experiments.context(parent, job))
+
+    @app.get(f"{PREFIX}/tensorboards/<tensorboard>")
+    def get_tensorboard(version: str, project: str, location: str, tensorboard: str) -> Response:
+        experiments.check_tensorboard(tensorboard)
+        return jsonify(experiments.tensorboard(parent_of(project, location), store.started_at))
+
+    @app.get(f"{PREFIX}/tensorboards/<tensorboard>/experiments/<experiment>")
+    def get_tensorboard_experiment(
+        version: str, project: str, location: str, tensorboard: str, experiment: str
+    ) -> Response:
+        experiments.check_tensorboard(tensorboard)
+        parent, job = experiment_job(project, location, experiment)
+        return jsonify(experiments.tensorboard_experiment(parent, job))
+
+    @app.get(f"{PREFIX}/tensorboards/<tensorboard>/experiments/<experiment>/runs")
+    def list_runs(version: str, project: str, location: str, tensorboard: str, experiment: str) -> Response:
+        experiments.check_tensorboard(tensorboard)
+        parent, job = experiment_job(project, location, experiment)
+        return jsonify({"tensorboardRuns": [experiments.run(parent, job)]})
+
+    @app.get(f"{PREFIX}/tensorboards/<tensorboard>/experiments/<experiment>/runs/<run>")
+    def get_run(
+        *, version: str, project: str, location: str, tensorboard: str, experiment: str, run: str
+    ) -> Response:
+        parent, job = run_of(project, location, tensorboard, experiment, run)
+        return jsonify(experiments.run(parent, job))
+
+    @app.get(f"{PREFIX}/tensorboards/<tensorboard>/experiments/<experiment>/runs/<run>/timeSeries")
+    def list_time_series(
+        *, version: str, project: str, location: str, tensorboard: str, experiment: str, run: str
+    ) -> Response:
+        parent, job = run_of(project, location, tensorboard, experiment, run)
+        return jsonify({"tensorboardTimeSeries": experiments.time_series(parent, job, job_series(job))})
+
+    def series_data(job: dict[str, Any], series: str) -> dict[str, Any]:
+        recorded = job_series(job)
+        metric = experiments.metric_of(series)
+        if metric not in recorded:
+            raise ApiError.not_found(f"time series {series} not found")
+        return experiments.time_series_data(metric, recorded[metric], job["createTime"])
+
+    @app.get(
+        f"{PREFIX}/tensorboards/<tensorboard>/experiments/<experiment>/runs/<run>/timeSeries/<series>:read"
+    )
+    def read_time_series(
+        *, version: str, project: str, location: str, tensorboard: str, experiment: str, run: str, series: str
+    ) -> Response:
+        _, job = run_of(project, location, tensorboard, experiment, run)
+        return jsonify({"timeSeriesData": series_data(job, series)})
+
+    @app.get(f"{PREFIX}/tensorboards/<tensorboard>:batchRead")
+    def batch_read_time_series(version: str, project: str, location: str, tensorboard: str) -> Response:
+        experiments.check_tensorboard(tensorboard)
+        prefix = f"{experiments.tensorboard_name(parent_of(project, location))}/experiments/"
+        answers = []
+        for name in request.args.getlist("timeSeries") or request.args.getlist("time_series"):
+            experiment, _, rest = name.removeprefix(prefix).partition("/runs/")
+            run, _, series = rest.partition("/timeSeries/")
+            if not name.startswith(prefix) or not series:
+                raise ApiError.invalid_argument(f"{name!r} is not a time series of {prefix.rstrip('/')}")
+            _, job = run_of(project, location, tensorboard, experiment, run)
+            answers.append(series_data(job, series))
+        if not answers:
+            raise ApiError.invalid_argument("timeSeries: name at least one time series to read")
+        return jsonify({"timeSeriesData": answers})
 
     def endpoint_target(project_id: str, location_id: str, endpoint_id: str) -> tuple[Path | None, Path, str]:
         parent = parent_of(project_id, location_id)

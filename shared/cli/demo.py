@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -236,23 +235,26 @@ class _Follower:
             self.training = self._training_progress()
 
     def _training_progress(self) -> str:
-        name = self.job.get("tuning_job_name")
-        if not name or not self.env.get("SFTPIPE_TUNING_API_URL"):
+        """The last training (and validation) loss, read from the job's experiment through the
+        TensorBoard API, as the report reads it."""
+        from shared.config import Settings
+        from shared.tuning.experiment import ExperimentReadError, read_series
+
+        experiment = self.job.get("experiment")
+        if not experiment or not self.env.get("SFTPIPE_TUNING_API_URL"):
             return ""
-        url = f"{self.env['SFTPIPE_TUNING_API_URL'].rstrip('/')}/v1/{name}/metrics"
+        settings = Settings(tuning_api_url=self.env["SFTPIPE_TUNING_API_URL"])
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                series = json.loads(response.read()).get("series", {})
-        except (OSError, ValueError):
+            series = read_series(settings, experiment, ("/train_total_loss", "/eval_total_loss"))
+        except ExperimentReadError:
             return ""
         train = series.get("/train_total_loss") or []
         if not train:
             return ""
-        last = train[-1]
+        text = f"step {train[-1].step}, training loss {train[-1].value:.3f}"
         evals = series.get("/eval_total_loss") or []
-        text = f"epoch {last.get('epoch')}, step {last.get('step')}, training loss {last.get('value'):.3f}"
         if evals:
-            text += f", validation loss {evals[-1].get('value'):.3f}"
+            text += f", validation loss {evals[-1].value:.3f}"
         return text
 
     def _baseline_progress(self) -> str:

@@ -18,7 +18,7 @@ from shared.evaluation.checkpoints import summary_checkpoints
 from shared.evaluation.chunks import merged_predictions
 from shared.evaluation.inputs import dataset_facts, reports_bucket
 from shared.evaluation.judge import judge_items, run_judge
-from shared.evaluation.losses import fetch_loss_curves
+from shared.evaluation.losses import fetch_loss_curves, job_experiment
 from shared.evaluation.metrics import TaskChoice, choice_from_request, compute_metrics
 from shared.evaluation.notices import tuning_duration
 from shared.evaluation.record import REPORTED, LeaseLostError
@@ -92,7 +92,7 @@ def finalize(
         )
     )
     base_truncated, tuned_truncated = truncation_counts(predictions)
-    curves, curves_note = fetch_loss_curves(settings, job.tuning_job_name)
+    curves, curves_note = fetch_loss_curves(settings, job_experiment(settings, job))
     statistics, cost, cost_note = dataset_facts(runtime, job)
     champion = champion_comparison(runtime, job, examples, predictions, task_choice, deadline=deadline)
     judge = run_judge(

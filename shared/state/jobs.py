@@ -95,6 +95,8 @@ class JobRecord(BaseModel):
     checkpoints: list[Checkpoint] = Field(default_factory=list)
     #: Vertex AI's own evaluation runs, when the request asked for them (``shared.tuning.observe``).
     vertex_evaluation_runs: list[dict[str, Any]] = Field(default_factory=list)
+    #: The Vertex AI Experiment (metadata context) holding the job's metric series.
+    experiment: str | None = None
     error: str | None = None
     #: Jobs of one lineage are compared, champion and challenger (:func:`lineage_of`).
     lineage: str | None = None

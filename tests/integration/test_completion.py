@@ -228,7 +228,7 @@ def _check_report(objects: dict[str, bytes], job: JobRecord, test_examples: int)
         assert len(confusion["matrix"]) == len(confusion["labels"])
         assert sum(map(sum, confusion["matrix"])) + confusion["omitted_examples"] == test_examples
     # The local tuning service exposes the loss series, so the report has the training curve.
-    assert summary["loss_curves"]["training"], summary["notes"]
+    assert summary["loss_curves"].get("training"), "\n".join(summary["notes"])
     html = objects["report.html"].decode()
     assert html.startswith("<!DOCTYPE html>")
     assert job.job_id in html

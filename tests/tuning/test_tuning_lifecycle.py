@@ -6,7 +6,6 @@ import json
 import math
 import random
 import signal
-import urllib.request
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +16,8 @@ from google.genai import errors, types
 from tuning_helpers import JOB_TIMEOUT_S, TuningService, wait_for_end, wait_until
 
 from local.tuning import sample
+from shared.config import Settings
+from shared.tuning.experiment import read_series
 
 TRAINING_EXAMPLES = 48
 BATCH = 8
@@ -48,9 +49,27 @@ def local_record(service: TuningService, job: types.TuningJob) -> dict[str, Any]
     return json.loads(path.read_text())
 
 
+#: Every series the service records (tuning metrics as Vertex names them, and the local extensions).
+METRICS = [
+    f"/{split}_{metric}"
+    for split in ("train", "eval")
+    for metric in (
+        "total_loss",
+        "fraction_of_correct_next_step_preds",
+        "num_predictions",
+        "fraction_of_correct_next_step_preds_all_tokens",
+        "num_predictions_all_tokens",
+    )
+]
+
+
 def metric_series(service: TuningService, job: types.TuningJob) -> dict[str, list[dict[str, Any]]]:
-    with urllib.request.urlopen(f"{service.url}v1/{job.name}/metrics", timeout=10) as response:
-        return json.loads(response.read())["series"]
+    """The job's series as the pipeline reads them on Vertex: from the TensorBoard run behind
+    ``job.experiment``, with google-cloud-aiplatform's GAPIC clients."""
+    assert job.experiment is not None
+    settings = Settings(tuning_api_url=service.url)
+    series = read_series(settings, job.experiment, METRICS)
+    return {metric: [{"step": p.step, "value": p.value} for p in points] for metric, points in series.items()}
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +154,8 @@ def test_training_loss_falls_and_metric_series_are_stored(
     assert len(train_loss) == 18
     assert sum(train_loss[-3:]) / 3 < 0.9 * train_loss[0]
     assert len(series["/train_fraction_of_correct_next_step_preds"]) == 18
-    assert [point["epoch"] for point in series["/eval_total_loss"]] == [1, 2, 3]
+    # One validation point per epoch, at its last step (6 steps an epoch).
+    assert [point["step"] for point in series["/eval_total_loss"]] == [6, 12, 18]
     assert series["/eval_total_loss"][-1]["value"] < series["/eval_total_loss"][0]["value"] + 0.5
     assert all(0 <= p["value"] <= 1 for p in series["/eval_fraction_of_correct_next_step_preds"])
     stored = Path(local_record(tiny_service, finished_job)["localTuning"]["metricsPath"])
