@@ -20,6 +20,7 @@ Endpoints (``/v1`` and ``/v1beta1`` alike; ``P``/``L`` are project and location)
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from local.tuning import experiments, models
+from local.tuning import experiments, models, wire
 from local.tuning.errors import ApiError
 from local.tuning.generation import Generator
 from local.tuning.jobs import JobStore, parse_filter
@@ -67,6 +68,13 @@ def create_app(
             raise ApiError.invalid_argument("the request body must be a JSON object")
         return body
 
+    @app.after_request
+    def enum_encoding(response: Response) -> Response:
+        # GAPIC clients ask for integer enums ($alt=json;enum-encoding=int): answer in kind.
+        if response.is_json and wire.wants_int_enums(request.args.get("$alt")):
+            response.set_data(json.dumps(wire.encode_response(response.get_json()), allow_nan=False))
+        return response
+
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> tuple[Response, int]:
         return jsonify(exc.body()), exc.http_code
@@ -88,7 +96,7 @@ def create_app(
 
     @app.post(f"{PREFIX}/tuningJobs")
     def create_job(version: str, project: str, location: str) -> Response:
-        job = store.create(parent_of(project, location), json_body())
+        job = store.create(parent_of(project, location), wire.create_body(json_body()))
         log.info("created %s (%s as %s)", job["name"], job["baseModel"], store.local_model)
         return jsonify(job)
 
