@@ -75,8 +75,15 @@ class PreparedDataset:
     example_count: int
     truncated_indices: list[int]
     dropped: list[DroppedExample]
+    #: Messages (turns, the system instruction included) of each kept example.
+    message_counts: list[int] = field(default_factory=list)
 
     def stats(self) -> dict[str, Any]:
+        """The counts, and the distributions Vertex reports (``userInputTokenDistribution``:
+        the tokens the model reads, ``userOutputTokenDistribution``: the tokens it is trained to
+        write, ``userMessagePerExampleDistribution``), over the kept examples as trained."""
+        outputs = [sum(label != IGNORE_INDEX for label in e.labels) for e in self.examples]
+        inputs = [len(e.input_ids) - out for e, out in zip(self.examples, outputs, strict=True)]
         return {
             "exampleCount": self.example_count,
             "totalTruncatedExampleCount": len(self.truncated_indices),
@@ -85,7 +92,54 @@ class PreparedDataset:
             "droppedExampleReasons": [
                 f"example {d.index}: {d.reason}" for d in self.dropped[:MAX_LISTED_EXAMPLES]
             ],
+            "userInputTokenDistribution": distribution(inputs),
+            "userOutputTokenDistribution": distribution(outputs),
+            "userMessagePerExampleDistribution": distribution(self.message_counts),
         }
+
+
+#: Buckets of a distribution (Vertex's ``DatasetBucket``: count, left, right).
+DISTRIBUTION_BUCKETS = 10
+
+
+def distribution(values: Sequence[int]) -> dict[str, Any]:
+    """Vertex's ``SupervisedTuningDatasetDistribution`` of ``values``: sum (and billableSum, the
+    same here: every kept token is billed), min, max, mean, median, p5, p95 and equal-width
+    buckets. Empty values give zeros and no bucket."""
+    if not values:
+        return {"sum": "0", "billableSum": "0", "min": 0.0, "max": 0.0, "mean": 0.0, "median": 0.0,
+                "p5": 0.0, "p95": 0.0, "buckets": []}  # fmt: skip
+    ordered = sorted(values)
+    low, high = float(ordered[0]), float(ordered[-1])
+    width = (high - low) / DISTRIBUTION_BUCKETS or 1.0
+    counts = [0] * DISTRIBUTION_BUCKETS
+    for value in ordered:
+        counts[min(int((value - low) / width), DISTRIBUTION_BUCKETS - 1)] += 1
+    total = sum(ordered)
+    return {
+        # int64 fields travel as JSON strings, as Vertex writes them.
+        "sum": str(total),
+        "billableSum": str(total),
+        "min": low,
+        "max": high,
+        "mean": total / len(ordered),
+        "median": _percentile(ordered, 50),
+        "p5": _percentile(ordered, 5),
+        "p95": _percentile(ordered, 95),
+        "buckets": [
+            {"count": float(count), "left": low + i * width, "right": low + (i + 1) * width}
+            for i, count in enumerate(counts)
+            if count
+        ],
+    }
+
+
+def _percentile(ordered: Sequence[int], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    rank = (len(ordered) - 1) * q / 100
+    below = int(rank)
+    above = min(below + 1, len(ordered) - 1)
+    return float(ordered[below] + (ordered[above] - ordered[below]) * (rank - below))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,6 +369,7 @@ def prepare_dataset(
     kept: list[TokenizedExample] = []
     truncated: list[int] = []
     dropped: list[DroppedExample] = []
+    message_counts: list[int] = []
     for index, example in enumerate(examples):
         try:
             tokenized = tokenize_example(tokenizer, example, max_tokens, template)
@@ -322,9 +377,10 @@ def prepare_dataset(
             dropped.append(DroppedExample(index, str(exc)))
             continue
         kept.append(tokenized)
+        message_counts.append(len(example.messages))
         if tokenized.truncated:
             truncated.append(index)
-    return PreparedDataset(kept, len(examples), truncated, dropped)
+    return PreparedDataset(kept, len(examples), truncated, dropped, message_counts)
 
 
 #: The keys of a collated batch that the model takes (``content_labels`` is for accuracy only).

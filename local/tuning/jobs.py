@@ -537,6 +537,15 @@ class JobStore:
                         "droppedExampleReasons": training.get("droppedExampleReasons", []),
                         "totalBillableTokenCount": event["datasetTokens"] * local["training"]["epochs"],
                         "tuningStepCount": event["totalSteps"],
+                        **{
+                            key: training[key]
+                            for key in (
+                                "userInputTokenDistribution",
+                                "userOutputTokenDistribution",
+                                "userMessagePerExampleDistribution",
+                            )
+                            if key in training
+                        },
                     }
                 }
                 # Vertex has no stats of the validation set; both sets' full counts are kept here.

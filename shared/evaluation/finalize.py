@@ -30,6 +30,7 @@ from shared.evaluation.report import (
     VertexEvaluation,
     build_summary,
     render_report_html,
+    vertex_counts,
 )
 from shared.evaluation.runner import (
     Prediction,
@@ -131,6 +132,7 @@ def finalize(
             "checkpoints": checkpoints,
             "best_checkpoint": doc.get("best_checkpoint"),
             "vertex_evaluation": _vertex_evaluation(runtime, job),
+            "vertex_counts": vertex_counts(job.tuning_data_stats, cost),
             "champion": champion,
         }
     )

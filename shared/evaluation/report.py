@@ -147,6 +147,54 @@ class CostEstimate(BaseModel):
     note: str = ""
 
 
+class VertexCounts(BaseModel):
+    """Vertex AI's own count of the training set, beside ingest's pre-flight estimate."""
+
+    model_config = ConfigDict(frozen=True)
+
+    billable_tokens: int = Field(description="Tokens Vertex AI bills (training split x epochs).")
+    #: Ingest's estimate of the same, and its error relative to Vertex's count, in percent
+    #: (positive: the estimate was high); None without an estimate.
+    estimated_tokens: int | None = None
+    estimate_error_percent: float | None = None
+    #: The training cost from Vertex's count, at the estimate's price (None: no price known).
+    dollars: float | None = None
+    examples: int | None = None
+    truncated_examples: int = 0
+    truncated_indices: list[int] = Field(default_factory=list)
+    dropped_reasons: list[str] = Field(default_factory=list)
+    input_tokens_median: float | None = None
+    input_tokens_p95: float | None = None
+    output_tokens_median: float | None = None
+    output_tokens_p95: float | None = None
+
+
+def vertex_counts(stats: Mapping[str, Any] | None, estimate: CostEstimate | None) -> VertexCounts | None:
+    """The report's view of a job's ``tuning_data_stats`` (None until Vertex has counted)."""
+    if not stats or stats.get("total_billable_token_count") is None:
+        return None
+    billable = int(stats["total_billable_token_count"])
+    error = None
+    if estimate is not None and billable > 0:
+        error = round((estimate.billable_tokens - billable) / billable * 100, 1)
+    inputs = stats.get("user_input_token_distribution") or {}
+    outputs = stats.get("user_output_token_distribution") or {}
+    return VertexCounts(
+        billable_tokens=billable,
+        estimated_tokens=estimate.billable_tokens if estimate else None,
+        estimate_error_percent=error,
+        dollars=round(billable / 1_000_000 * estimate.price_per_m_tokens, 2) if estimate else None,
+        examples=stats.get("tuning_dataset_example_count"),
+        truncated_examples=int(stats.get("total_truncated_example_count") or 0),
+        truncated_indices=[int(i) for i in stats.get("truncated_example_indices") or []],
+        dropped_reasons=list(stats.get("dropped_example_reasons") or []),
+        input_tokens_median=inputs.get("median"),
+        input_tokens_p95=inputs.get("p95"),
+        output_tokens_median=outputs.get("median"),
+        output_tokens_p95=outputs.get("p95"),
+    )
+
+
 def prompting_label(few_shot: int | None) -> str:
     """How the baseline asked the base model: ``zero-shot`` or ``K-shot``."""
     return f"{few_shot}-shot" if few_shot else "zero-shot"
@@ -290,6 +338,8 @@ class EvaluationSummary(BaseModel):
     tuning_duration_s: float | None = None
     evaluation_duration_s: float | None = None
     cost: CostEstimate | None = None
+    #: Vertex AI's own count of the training set (None: the job carried none).
+    vertex_counts: VertexCounts | None = None
     dataset_statistics: dict[str, str | int | float] = Field(default_factory=dict)
     loss_curves: dict[str, list[LossPoint]] = Field(default_factory=dict)
     loss_signals: list[str] = Field(default_factory=list)
@@ -1120,7 +1170,7 @@ def render_report_html(summary: EvaluationSummary, examples: Sequence[ExampleCom
         )
         if summary.cost
         else "<p class='muted'>No price known for this base model.</p>"
-    )
+    ) + _vertex_counts_html(summary.vertex_counts)
     statistics = (
         "<table><tbody>"
         + "".join(
@@ -1167,3 +1217,34 @@ def render_report_html(summary: EvaluationSummary, examples: Sequence[ExampleCom
         f"<p class='muted'>Generated {_e(summary.generated_at.isoformat(timespec='seconds'))} by sftpipe.</p>"
         "</main></body></html>"
     )
+
+
+def vertex_counts_text(counts: VertexCounts) -> str:
+    """One line: Vertex's billable tokens, the estimate and its error, the cost from the count."""
+    text = f"{counts.billable_tokens:,} billable tokens counted by Vertex AI"
+    if counts.estimated_tokens is not None and counts.estimate_error_percent is not None:
+        text += f" (pre-flight estimate {counts.estimated_tokens:,}, {counts.estimate_error_percent:+.1f}%)"
+    if counts.dollars is not None:
+        text += f"; training cost ${counts.dollars:,.2f}"
+    return text
+
+
+def _vertex_counts_html(counts: VertexCounts | None) -> str:
+    if counts is None:
+        return "<p class='muted'>Vertex AI's own token count is not on the job (yet).</p>"
+    rows: list[tuple[str, str]] = [("Vertex AI's count", vertex_counts_text(counts))]
+    if counts.examples is not None:
+        rows.append(("training examples counted", f"{counts.examples:,}"))
+    truncated = f"{counts.truncated_examples:,}"
+    if counts.truncated_indices:
+        shown = ", ".join(str(i) for i in counts.truncated_indices[:10])
+        truncated += f" (examples {shown}{' ...' if len(counts.truncated_indices) > 10 else ''})"
+    rows.append(("truncated examples", truncated))
+    rows.append(("dropped examples", "; ".join(counts.dropped_reasons[:10]) or "none"))
+    for label, median, p95 in (
+        ("input tokens per example", counts.input_tokens_median, counts.input_tokens_p95),
+        ("output tokens per example", counts.output_tokens_median, counts.output_tokens_p95),
+    ):
+        if median is not None and p95 is not None:
+            rows.append((label, f"median {median:,.0f}, p95 {p95:,.0f}"))
+    return _facts(rows)

@@ -25,6 +25,7 @@ from shared.evaluation.report import (
     format_score,
     undecided_text,
     verdict_words,
+    vertex_counts_text,
 )
 
 #: Errors listed in a rejection notice; the report has all of them.
@@ -301,6 +302,8 @@ def evaluated_notification(outcome: EvaluatedOutcome) -> Notification:
         )
     if summary.cost:
         facts.append(("Estimated training cost", f"${summary.cost.dollars:,.2f}"))
+    if summary.vertex_counts:
+        facts.append(("Counted by Vertex AI", vertex_counts_text(summary.vertex_counts)))
     if summary.judge and summary.judge.win_rate:
         rate, judge = summary.judge.win_rate, summary.judge
         stand_in = ", local stand-in: noisy" if judge.local_stand_in else ""

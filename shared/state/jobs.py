@@ -97,6 +97,8 @@ class JobRecord(BaseModel):
     vertex_evaluation_runs: list[dict[str, Any]] = Field(default_factory=list)
     #: The Vertex AI Experiment (metadata context) holding the job's metric series.
     experiment: str | None = None
+    #: Vertex AI's count of the training set, once it has counted (``shared.tuning.observe.data_stats``).
+    tuning_data_stats: dict[str, Any] | None = None
     error: str | None = None
     #: Jobs of one lineage are compared, champion and challenger (:func:`lineage_of`).
     lineage: str | None = None

@@ -31,11 +31,30 @@ def observed_fields(tuning_job: types.TuningJob) -> dict[str, Any]:
         fields["error"] = f"{tuning_job.error.code}: {tuning_job.error.message}"
     if tuning_job.experiment:
         fields["experiment"] = tuning_job.experiment
+    stats = (
+        tuning_job.tuning_data_stats.supervised_tuning_data_stats if tuning_job.tuning_data_stats else None
+    )
+    if stats is not None and stats.total_billable_token_count is not None:
+        fields["tuning_data_stats"] = data_stats(stats)
     if tuning_job.evaluate_dataset_runs:
         fields["vertex_evaluation_runs"] = [
             vertex_evaluation_run(run) for run in tuning_job.evaluate_dataset_runs
         ]
     return {k: v for k, v in fields.items() if v is not None}
+
+
+#: Truncated example indices kept on the job document (Vertex's own list may be long).
+MAX_RECORDED_INDICES = 100
+
+
+def data_stats(stats: types.SupervisedTuningDataStats) -> dict[str, Any]:
+    """Vertex AI's own count of the training set (``tuning_data_stats.supervised_tuning_data_stats``):
+    billable tokens, examples, truncated and dropped examples with reasons, the token and message
+    distributions; JSON-ready, without the sample examples Vertex echoes back."""
+    recorded = stats.model_dump(mode="json", exclude_none=True, exclude={"user_dataset_examples"})
+    if "truncated_example_indices" in recorded:
+        recorded["truncated_example_indices"] = recorded["truncated_example_indices"][:MAX_RECORDED_INDICES]
+    return recorded
 
 
 #: The per-metric values an AggregationResult may carry (one of them is set).

@@ -164,6 +164,16 @@ def test_a_tool_calling_upload_becomes_a_job_whose_evaluation_scores_the_calls(r
     html = bucket.blob(f"{reports}report.html").download_as_bytes().decode()
     assert "function_name_accuracy" in html
 
+    # Vertex's own count (the local service's, from its tokenizer) beside ingest's estimate.
+    counts = summary["vertex_counts"]
+    assert counts["billable_tokens"] > 0
+    assert counts["estimated_tokens"] > 0
+    assert counts["estimate_error_percent"] == pytest.approx(
+        (counts["estimated_tokens"] - counts["billable_tokens"]) / counts["billable_tokens"] * 100, abs=0.1
+    )
+    assert counts["examples"] == ready["split"]["train"]
+    assert "billable tokens counted by Vertex AI" in html
+
     # The baseline, taken before the job, scored the base model's calls the same way.
     baseline = _document(runtime, settings.jobs_collection, job_id)["baseline"]
     assert "function_name_accuracy" in baseline["metrics"]
