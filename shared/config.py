@@ -105,6 +105,11 @@ class Settings(BaseSettings):
     stall_after_s: int = Field(
         7200, ge=1, description="Seconds without progress before the poller raises a stalled alert event."
     )
+    waiting_notice_after_s: int = Field(
+        1800,
+        ge=1,
+        description="Seconds a job may wait for quota or capacity (TUNING_JOB_STATE_WAITING_FOR_QUOTA / _CAPACITY) before the poller raises one notice.",
+    )
     base_model: str = Field("gemini-2.5-flash", description="Default base model for uploads.")
     model_limits: str = Field(
         "",

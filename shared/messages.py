@@ -145,6 +145,9 @@ class JobEventV1(Message):
     tuned_endpoint: str | None = None
     error: str | None = None
     kind: Literal["transition", "stalled"] = "transition"
+    #: The job's running sub-state (google.genai.types.TuningJobState name) when it was observed;
+    #: on a ``stalled`` alert, set when the job waits for quota or capacity.
+    tuning_job_state: str | None = None
     occurred_at: datetime = Field(default_factory=utcnow)
 
 

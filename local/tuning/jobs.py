@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +56,8 @@ ENDED_STATES = frozenset({"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_
 CODE_CANCELLED, CODE_INTERNAL, CODE_ABORTED, CODE_UNAVAILABLE = 1, 13, 10, 14
 #: Seconds between SIGTERM (stop after the current step) and SIGKILL on cancel or shutdown.
 CANCEL_GRACE_S = 30.0
+#: How often a job waiting for quota looks for a free slot.
+QUOTA_WAIT_POLL_S = 0.2
 MAX_EPOCHS = 100
 SUPERVISED_SPEC_KEYS = ("trainingDatasetUri", "validationDatasetUri", "exportLastCheckpointOnly")
 MAX_LABELS = 64
@@ -206,11 +209,16 @@ def parse_filter(text: str) -> list[tuple[str, str, str]]:
 class JobStore:
     """Every job of this service, in memory and in the state directory; thread safe."""
 
-    def __init__(self, state_dir: Path, local_model: str, max_concurrent_jobs: int) -> None:
+    def __init__(
+        self, state_dir: Path, local_model: str, max_concurrent_jobs: int, queue_over_quota: bool = False
+    ) -> None:
         self.jobs_dir = state_dir / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.local_model = local_model
         self.max_concurrent_jobs = max_concurrent_jobs
+        #: Over the quota, accept a create and hold the job PENDING in TUNING_JOB_STATE_WAITING_FOR_QUOTA
+        #: until a slot frees (as Vertex AI may), instead of answering 429.
+        self.queue_over_quota = queue_over_quota
         self._lock = threading.RLock()
         self._jobs: dict[str, dict[str, Any]] = {}
         self._processes: dict[str, subprocess.Popen[str]] = {}
@@ -352,6 +360,7 @@ class JobStore:
                 "updateTime": created,
                 "labels": labels,
                 "experiment": f"{parent}/metadataStores/default/contexts/tuning-experiment-{job_id}",
+                "tuningJobState": "TUNING_JOB_STATE_PROCESSING_DATASET",
                 "localTuning": {
                     "localModel": self.local_model,
                     "localModelDescription": models.LOCAL_MODELS[self.local_model].description,
@@ -380,6 +389,8 @@ class JobStore:
             return self.get(job_id)
 
     def _check_quota(self) -> None:
+        if self.queue_over_quota:
+            return
         if self.active_count() >= self.max_concurrent_jobs:
             raise ApiError.resource_exhausted(
                 f"Quota exceeded: at most {self.max_concurrent_jobs} concurrent tuning job(s) "
@@ -431,8 +442,29 @@ class JobStore:
 
     # --- the supervisor -----------------------------------------------------------------------
 
+    def _wait_for_quota(self, job_id: str) -> None:
+        """Holds a queued job (``queue_over_quota``) until fewer than the quota's jobs train."""
+        waiting = False
+        while True:
+            with self._lock:
+                if job_id in self._cancel_requested or self._shutting_down:
+                    return
+                if len(self._processes) < self.max_concurrent_jobs:
+                    if waiting:
+                        self._jobs[job_id]["tuningJobState"] = "TUNING_JOB_STATE_PROCESSING_DATASET"
+                        self._jobs[job_id]["updateTime"] = now_rfc3339()
+                        self._save(job_id)
+                    return
+                if not waiting:
+                    waiting = True
+                    self._jobs[job_id]["tuningJobState"] = "TUNING_JOB_STATE_WAITING_FOR_QUOTA"
+                    self._save(job_id)
+            time.sleep(QUOTA_WAIT_POLL_S)
+
     def _supervise(self, job_id: str) -> None:
         directory = self.job_dir(job_id)
+        if self.queue_over_quota:
+            self._wait_for_quota(job_id)
         try:
             with open(directory / "trainer.log", "a") as stderr, self._lock:
                 if job_id in self._cancel_requested or self._shutting_down:
@@ -447,6 +479,7 @@ class JobStore:
                 self._processes[job_id] = process
                 job = self._jobs[job_id]
                 job["state"] = "JOB_STATE_RUNNING"
+                job["tuningJobState"] = "TUNING_JOB_STATE_TUNING"
                 job["startTime"] = now_rfc3339()
                 job["localTuning"]["trainerPid"] = process.pid
                 self._save(job_id)
@@ -561,6 +594,7 @@ class JobStore:
                 local["cancelSignalledAtStep"] = event["signalledAtStep"]
             elif kind == "finished":
                 local["timings"].update(_timings(event, step_seconds, step_tokens))
+                job["tuningJobState"] = "TUNING_JOB_STATE_POST_PROCESSING"
             else:
                 return
             self._save(job_id)

@@ -40,6 +40,13 @@ def job_summary(job: Any, now: datetime | None = None) -> dict[str, Any]:
         "job_id": job.job_id,
         "dataset_id": job.dataset_id,
         "state": job.status,
+        "tuning_job_state": job.tuning_job_state,
+        "tuning_job_state_since": job.tuning_job_state_since.isoformat()
+        if job.tuning_job_state_since
+        else None,
+        "sub_states": [
+            {"sub_state": e.sub_state, "state": e.state, "at": e.at.isoformat()} for e in job.sub_states
+        ],
         "base_model": job.base_model,
         "tuning_job_name": job.tuning_job_name,
         "tuned_model": job.tuned_model,
@@ -49,6 +56,21 @@ def job_summary(job: Any, now: datetime | None = None) -> dict[str, Any]:
         "updated": job.updated.isoformat() if job.updated else None,
         "age_s": round((now - job.created).total_seconds(), 1) if job.created else None,
     }
+
+
+def state_text(row: dict[str, Any], now: datetime | None = None) -> str:
+    """The state as `sftpipe status` shows it: with the running sub-state, and for how long,
+    while the job is PENDING or RUNNING (why a job has been PENDING for an hour)."""
+    state = row["state"]
+    sub_state = row.get("tuning_job_state")
+    if not sub_state or state not in ("JOB_STATE_PENDING", "JOB_STATE_RUNNING"):
+        return state
+    text = sub_state.removeprefix("TUNING_JOB_STATE_")
+    since = row.get("tuning_job_state_since")
+    if since:
+        minutes = ((now or datetime.now(UTC)) - datetime.fromisoformat(since)).total_seconds() / 60
+        text += f" for {minutes:.0f} min"
+    return f"{state} ({text})"
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -72,7 +94,7 @@ def run_status(args: argparse.Namespace) -> int:
         age = f"{row['age_s'] / 60:.0f} min" if row["age_s"] is not None else ""
         table.add_row(
             row["job_id"],
-            row["state"],
+            state_text(row),
             row["base_model"],
             row["dataset_id"],
             age,

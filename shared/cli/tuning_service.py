@@ -35,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-concurrent-jobs", type=int, default=1, help="concurrent-job quota; over it: 429 (default 1)"
     )
+    parser.add_argument(
+        "--queue-over-quota",
+        action="store_true",
+        help="over the quota, accept a create and hold the job PENDING in TUNING_JOB_STATE_WAITING_FOR_QUOTA "
+        "until a slot frees, instead of answering 429",
+    )
     parser.add_argument("--project", default=None, help="serve only this project (default: any)")
     parser.add_argument("--location", default=None, help="serve only this location (default: any)")
 
@@ -53,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     transformers_logging.disable_progress_bar()
     models.configure_torch_threads(args.model)
     args.state_dir.mkdir(parents=True, exist_ok=True)
-    store = JobStore(args.state_dir, args.model, args.max_concurrent_jobs)
+    store = JobStore(args.state_dir, args.model, args.max_concurrent_jobs, args.queue_over_quota)
     app = create_app(store, Generator(args.model), args.project, args.location)
     server = make_server(args.host, args.port, app, threaded=True)
     if args.model == "smollm2":

@@ -71,7 +71,12 @@ def notify_stalled(job: JobRecord, event: JobEventV1, runtime: Runtime) -> dict[
     evaluation document, which must not exist before the job ends. The claim makes two copies
     delivered at once send one notice.
     """
-    if job.status in TERMINAL or (job.last_progress_at and job.last_progress_at > event.occurred_at):
+    moved_on = event.tuning_job_state is not None and job.tuning_job_state != event.tuning_job_state
+    if (
+        job.status in TERMINAL
+        or moved_on
+        or (job.last_progress_at and job.last_progress_at > event.occurred_at)
+    ):
         # Delivered late: the job has ended (its own notice says how) or moved again since.
         log.info("stale stall alert ignored", extra={"state": job.status})
         return None
@@ -89,6 +94,8 @@ def notify_stalled(job: JobRecord, event: JobEventV1, runtime: Runtime) -> dict[
             state=event.state,
             occurred_at=event.occurred_at,
             last_progress_at=job.last_progress_at,
+            waiting=event.tuning_job_state,
+            waiting_since=job.tuning_job_state_since if event.tuning_job_state else None,
             tuning_job_name=job.tuning_job_name or event.tuning_job_name,
             link=console_link(runtime, job),
         )

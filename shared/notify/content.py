@@ -83,6 +83,10 @@ class JobStalledOutcome(_JobOutcome):
     #: When the poller raised the alert: it tells one stall from the next.
     occurred_at: datetime
     last_progress_at: datetime | None = None
+    #: Set when the job waits for Vertex AI rather than stalls: the sub-state
+    #: (TUNING_JOB_STATE_WAITING_FOR_QUOTA / _CAPACITY) and since when.
+    waiting: str | None = None
+    waiting_since: datetime | None = None
 
     @property
     def event_key(self) -> str:
@@ -372,6 +376,8 @@ def _utc(moment: datetime) -> str:
 
 
 def job_stalled_notification(outcome: JobStalledOutcome) -> Notification:
+    if outcome.waiting:
+        return _job_waiting_notification(outcome)
     if outcome.last_progress_at is not None:
         stalled_for = format_duration((outcome.occurred_at - outcome.last_progress_at).total_seconds())
         since = f"for {stalled_for} (last progress {_utc(outcome.last_progress_at)})"
@@ -393,6 +399,49 @@ def job_stalled_notification(outcome: JobStalledOutcome) -> Notification:
         subject=f"[sftpipe] stalled: {outcome.job_id} ({outcome.base_model} on {outcome.dataset_id})",
         summary=(
             f"Tuning job {outcome.job_id} is still {outcome.short_state} but has made no progress {since}. "
+            f"Nothing is cancelled automatically: `sftpipe cancel {outcome.job_id}` stops it."
+        ),
+        facts=facts,
+        link=browser_url(outcome.link) if outcome.link else None,
+        link_label="Open the job",
+    )
+
+
+#: What a waiting sub-state means for the reader, and what they can do.
+_WAITING_FOR = {
+    "TUNING_JOB_STATE_WAITING_FOR_QUOTA": (
+        "quota",
+        "Vertex AI starts it when the project's tuning quota frees up (another job ends); raise the "
+        "quota in the Cloud Console to start it sooner.",
+    ),
+    "TUNING_JOB_STATE_WAITING_FOR_CAPACITY": (
+        "capacity",
+        "Vertex AI starts it when accelerators are free in the region; nothing is billed while it waits.",
+    ),
+}
+
+
+def _job_waiting_notification(outcome: JobStalledOutcome) -> Notification:
+    waiting = outcome.waiting or ""
+    what, advice = _WAITING_FOR.get(waiting, ("Vertex AI", "Vertex AI starts it when it can."))
+    since = outcome.waiting_since or outcome.occurred_at
+    waited = format_duration((outcome.occurred_at - since).total_seconds())
+    facts = [
+        ("Job", outcome.job_id),
+        ("Base model", outcome.base_model),
+        ("Dataset", outcome.dataset_id),
+        ("State", f"{outcome.state} ({waiting})"),
+        ("Waiting since", _utc(since)),
+        ("Alert raised", _utc(outcome.occurred_at)),
+    ]
+    if outcome.tuning_job_name:
+        facts.append(("Vertex AI job", outcome.tuning_job_name))
+    return Notification(
+        kind="job_stalled",
+        status="stalled",
+        subject=f"[sftpipe] waiting for {what}: {outcome.job_id} ({outcome.base_model} on {outcome.dataset_id})",
+        summary=(
+            f"Tuning job {outcome.job_id} has been waiting for {what} for {waited} ({waiting}). {advice} "
             f"Nothing is cancelled automatically: `sftpipe cancel {outcome.job_id}` stops it."
         ),
         facts=facts,

@@ -76,6 +76,20 @@ class HistoryEntry(BaseModel):
     detail: str | None = None
 
 
+class SubStateEntry(BaseModel):
+    """One running sub-state as the poller first saw it: the state it was in, and when."""
+
+    sub_state: str
+    state: str
+    at: datetime
+
+
+#: Sub-states in which a job waits for Vertex AI rather than works; a long wait raises one notice.
+WAITING_SUB_STATES = frozenset(
+    {"TUNING_JOB_STATE_WAITING_FOR_QUOTA", "TUNING_JOB_STATE_WAITING_FOR_CAPACITY"}
+)
+
+
 class JobRecord(BaseModel):
     """The fields of ``jobs/{job_id}`` that other parts read (the document may hold more)."""
 
@@ -99,6 +113,13 @@ class JobRecord(BaseModel):
     experiment: str | None = None
     #: Vertex AI's count of the training set, once it has counted (``shared.tuning.observe.data_stats``).
     tuning_data_stats: dict[str, Any] | None = None
+    #: The running sub-state Vertex reports (``TuningJob.tuning_job_state``: WAITING_FOR_QUOTA,
+    #: PROCESSING_DATASET, ...), since when, and each one seen, in order.
+    tuning_job_state: str | None = None
+    tuning_job_state_since: datetime | None = None
+    sub_states: list[SubStateEntry] = Field(default_factory=list)
+    #: When the poller raised the one "waiting" notice for the current wait.
+    waiting_alerted_at: datetime | None = None
     error: str | None = None
     #: Jobs of one lineage are compared, champion and challenger (:func:`lineage_of`).
     lineage: str | None = None

@@ -355,10 +355,13 @@ class JobStore:
         self.jobs.document(job_id).update({**fields, "updated": utcnow()})
 
     def add_alert(self, job_id: str, event: JobEventV1) -> None:
-        """Record a stall alert on the job and queue its event (not a transition: no sequence)."""
+        """Record a stall (or long-wait) alert on the job and queue its event (not a transition:
+        no sequence). A wait alert carries the waiting sub-state and has a marker of its own."""
+        waiting = event.tuning_job_state is not None
+        marker = "waiting_alerted_at" if waiting else "stalled_alerted_at"
         batch = self.db.batch()
-        batch.update(self.jobs.document(job_id), {"stalled_alerted_at": event.occurred_at})
-        alert_id = f"{job_id}-stalled-{int(event.occurred_at.timestamp())}"
+        batch.update(self.jobs.document(job_id), {marker: event.occurred_at})
+        alert_id = f"{job_id}-{'waiting' if waiting else 'stalled'}-{int(event.occurred_at.timestamp())}"
         batch.create(self.outbox.document(alert_id), _outbox_doc(event))
         batch.commit()
 

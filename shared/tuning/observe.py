@@ -31,6 +31,8 @@ def observed_fields(tuning_job: types.TuningJob) -> dict[str, Any]:
         fields["error"] = f"{tuning_job.error.code}: {tuning_job.error.message}"
     if tuning_job.experiment:
         fields["experiment"] = tuning_job.experiment
+    if tuning_job.tuning_job_state:
+        fields["tuning_job_state"] = tuning_job.tuning_job_state.value
     stats = (
         tuning_job.tuning_data_stats.supervised_tuning_data_stats if tuning_job.tuning_data_stats else None
     )

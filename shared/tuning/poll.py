@@ -34,7 +34,7 @@ from shared.logging import get_logger, log_context
 from shared.messages import JobEventV1
 from shared.reconcile import reconcile
 from shared.runtime import Runtime
-from shared.state.jobs import ACTIVE, SUBMITTING, JobRecord, is_forward
+from shared.state.jobs import ACTIVE, SUBMITTING, WAITING_SUB_STATES, JobRecord, SubStateEntry, is_forward
 from shared.state.store import JobStore
 from shared.tuning.observe import observed_fields, progress_marker
 from shared.tuning.submit import dispatch, publish_event
@@ -72,7 +72,12 @@ def poll_tick(runtime: Runtime, client: genai.Client) -> dict[str, Any]:
     polled = [job for job in jobs if job.status != SUBMITTING and job.tuning_job_name]
     with ThreadPoolExecutor(max_workers=settings.poll_concurrency) as pool:
         outcomes = list(
-            pool.map(lambda job: _refresh_isolated(job, store, client, settings.stall_after_s), polled)
+            pool.map(
+                lambda job: _refresh_isolated(
+                    job, store, client, settings.stall_after_s, settings.waiting_notice_after_s
+                ),
+                polled,
+            )
         )
     repairs = reconcile(runtime, client)
     published = store.publish_pending(lambda event: publish_event(runtime, event))
@@ -109,17 +114,21 @@ def _active_jobs(store: JobStore) -> tuple[list[JobRecord], int]:
     return jobs, len(snapshots) - len(jobs)
 
 
-def _refresh_isolated(job: JobRecord, store: JobStore, client: genai.Client, stall_after_s: int) -> Outcome:
+def _refresh_isolated(
+    job: JobRecord, store: JobStore, client: genai.Client, stall_after_s: int, wait_notice_after_s: int
+) -> Outcome:
     """Refresh one job; whatever goes wrong is logged with its job_id and stays with that job."""
     try:
-        event = _refresh(job, store, client, stall_after_s)
+        event = _refresh(job, store, client, stall_after_s, wait_notice_after_s)
     except Exception:  # one job's failed write must not cost the others their refresh
         log.exception("could not refresh the job", extra={"job_id": job.job_id, "dataset_id": job.dataset_id})
         return Outcome.FAILED
     return Outcome.UNCHANGED if event is None else Outcome.CHANGED
 
 
-def _refresh(job: JobRecord, store: JobStore, client: genai.Client, stall_after_s: int) -> JobEventV1 | None:
+def _refresh(
+    job: JobRecord, store: JobStore, client: genai.Client, stall_after_s: int, wait_notice_after_s: int
+) -> JobEventV1 | None:
     from google.genai import errors
 
     with log_context(job_id=job.job_id, dataset_id=job.dataset_id):
@@ -138,6 +147,7 @@ def _refresh(job: JobRecord, store: JobStore, client: genai.Client, stall_after_
             return None
         fields = observed_fields(tuning_job)
         state = tuning_job.state.value if tuning_job.state else job.status
+        waiting = _record_sub_state(job, store, fields.pop("tuning_job_state", None), state)
         # The document was read by this tick's query: only a forward change needs a transaction.
         event = (
             store.record_transition(job.job_id, state, fields=fields, detail="observed")
@@ -152,11 +162,59 @@ def _refresh(job: JobRecord, store: JobStore, client: genai.Client, stall_after_
             store.touch(
                 job.job_id, {**fields, "progress_marker": progress, "last_progress_at": datetime.now(UTC)}
             )
+        elif waiting:
+            # Waiting for quota or capacity is not a stall: one notice of its own says so.
+            _alert_waiting(store, job, wait_notice_after_s)
         elif job.last_progress_at and datetime.now(UTC) - job.last_progress_at > timedelta(
             seconds=stall_after_s
         ):
             _alert_stalled(store, job)
         return None
+
+
+def _record_sub_state(job: JobRecord, store: JobStore, sub_state: str | None, state: str) -> bool:
+    """Records a new running sub-state (``tuning_job_state``) with when it began, appended to the
+    job's ``sub_states``; returns whether the job now waits for quota or capacity."""
+    if sub_state is None:
+        return False
+    if sub_state != job.tuning_job_state:
+        now = datetime.now(UTC)
+        entry = SubStateEntry(sub_state=sub_state, state=state, at=now)
+        store.touch(
+            job.job_id,
+            {
+                "tuning_job_state": sub_state,
+                "tuning_job_state_since": now,
+                "sub_states": [*(e.model_dump() for e in job.sub_states), entry.model_dump()],
+            },
+        )
+        log.info("job sub-state changed", extra={"tuning_job_state": sub_state, "state": state})
+        # The wait has just begun: nothing to alert yet.
+        return False
+    return sub_state in WAITING_SUB_STATES
+
+
+def _alert_waiting(store: JobStore, job: JobRecord, wait_notice_after_s: int) -> None:
+    """One notice per wait, once the job has waited ``wait_notice_after_s`` in the same sub-state."""
+    since = job.tuning_job_state_since
+    if since is None or datetime.now(UTC) - since <= timedelta(seconds=wait_notice_after_s):
+        return
+    if job.waiting_alerted_at is not None and job.waiting_alerted_at >= since:
+        return
+    event = JobEventV1(
+        job_id=job.job_id,
+        dataset_id=job.dataset_id,
+        sequence=job.sequence,
+        state=job.status,
+        kind="stalled",
+        tuning_job_state=job.tuning_job_state,
+        tuning_job_name=job.tuning_job_name,
+        error=f"{job.tuning_job_state} since {since.isoformat()}",
+    )
+    log.warning(
+        "job waits for Vertex AI", extra={"tuning_job_state": job.tuning_job_state, "since": str(since)}
+    )
+    store.add_alert(job.job_id, event)
 
 
 def _alert_stalled(store: JobStore, job: JobRecord) -> None:
