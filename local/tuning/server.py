@@ -92,7 +92,17 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> Response:
-        return jsonify({"status": "ok", "model": store.local_model, "activeJobs": store.active_count()})
+        spec = models.LOCAL_MODELS[store.local_model]
+        return jsonify(
+            {
+                "status": "ok",
+                "model": store.local_model,
+                # What answers for every gemini-* name here: reports say so (shared.tuning.backend).
+                "modelDisplayName": spec.display_name,
+                "modelDescription": spec.description,
+                "activeJobs": store.active_count(),
+            }
+        )
 
     @app.post(f"{PREFIX}/tuningJobs")
     def create_job(version: str, project: str, location: str) -> Response:

@@ -64,6 +64,7 @@ from shared.pricing import inference_usd
 from shared.runtime import Runtime
 from shared.state.jobs import BASELINE, BASELINE_MET, QUEUED, TERMINAL, JobRecord
 from shared.state.store import JobStore
+from shared.tuning.backend import local_stand_in
 
 if TYPE_CHECKING:
     from google.cloud import firestore
@@ -441,6 +442,7 @@ def _notify_baseline(ref: Any, runtime: Runtime, job: JobRecord, baseline: dict[
         metrics=baseline.get("metrics") or {},
         gate_note=baseline.get("gate_note") or "",
         error=baseline.get("error") or "",
+        served_locally_by=local_stand_in(runtime.settings),
     )
     notify_once(ref, outcome, runtime.settings, notify_targets(job))
 

@@ -41,6 +41,7 @@ from shared.evaluation.runner import (
 from shared.logging import get_logger
 from shared.runtime import Runtime
 from shared.state.jobs import JobRecord
+from shared.tuning.backend import local_stand_in
 
 if TYPE_CHECKING:
     pass
@@ -133,6 +134,7 @@ def finalize(
             "best_checkpoint": doc.get("best_checkpoint"),
             "vertex_evaluation": _vertex_evaluation(runtime, job),
             "vertex_counts": vertex_counts(job.tuning_data_stats, cost),
+            "served_locally_by": local_stand_in(settings),
             "champion": champion,
         }
     )

@@ -43,6 +43,7 @@ from shared.evaluation.metrics import (
     confusion_matrix,
 )
 from shared.messages import Task
+from shared.tuning.backend import served_as
 
 Verdict = Literal["improved", "regressed", "not_distinguishable"]
 Interval = tuple[float, float]
@@ -340,6 +341,8 @@ class EvaluationSummary(BaseModel):
     cost: CostEstimate | None = None
     #: Vertex AI's own count of the training set (None: the job carried none).
     vertex_counts: VertexCounts | None = None
+    #: The local model that answered for every Gemini name (None: Vertex AI answered).
+    served_locally_by: str | None = None
     dataset_statistics: dict[str, str | int | float] = Field(default_factory=dict)
     loss_curves: dict[str, list[LossPoint]] = Field(default_factory=dict)
     loss_signals: list[str] = Field(default_factory=list)
@@ -1144,7 +1147,7 @@ def render_report_html(summary: EvaluationSummary, examples: Sequence[ExampleCom
     facts = [
         ("job", summary.job_id),
         ("dataset", summary.dataset_id),
-        ("base model", summary.base_model),
+        ("base model", served_as(summary.base_model, summary.served_locally_by)),
         ("tuned model", summary.tuned_model or "—"),
         ("tuned endpoint", summary.tuned_endpoint or "—"),
         ("task", f"{summary.task.value} ({summary.task_decided_by}: {summary.task_reason})"),
@@ -1199,7 +1202,7 @@ def render_report_html(summary: EvaluationSummary, examples: Sequence[ExampleCom
         # No script, no remote resource: the policy makes the browser enforce what the code promises.
         "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">"
         f"<title>Tuning report · {_e(summary.job_id)}</title><style>{_CSS}</style></head><body><main>"
-        f"<h1>Tuning report · {_e(summary.job_id)}</h1>"
+        f"<h1>Tuning report · {_e(summary.job_id)}</h1>{_stand_in_banner(summary)}"
         f"<p><span class='verdict' style='background:{verdict_colour}'>{_e(verdict_words(summary.verdict))}</span> "
         f"<span class='muted'>{_e(summary.verdict_reason)}</span></p>"
         f"<div class='card'>{_facts(facts)}</div>"
@@ -1248,3 +1251,18 @@ def _vertex_counts_html(counts: VertexCounts | None) -> str:
         if median is not None and p95 is not None:
             rows.append((label, f"median {median:,.0f}, p95 {p95:,.0f}"))
     return _facts(rows)
+
+
+def stand_in_text(summary: EvaluationSummary) -> str:
+    """Who answered, when the local tuning service stood in for Vertex AI ("" on Vertex)."""
+    if not summary.served_locally_by:
+        return ""
+    return (
+        f"Every model call here was answered by {summary.served_locally_by} on the local tuning "
+        f"service, standing in for {summary.base_model} and the tuned model: no figure is a Gemini result."
+    )
+
+
+def _stand_in_banner(summary: EvaluationSummary) -> str:
+    text = stand_in_text(summary)
+    return f"<p class='card'><strong>Local run.</strong> {_e(text)}</p>" if text else ""

@@ -27,6 +27,7 @@ from shared.evaluation.report import (
     verdict_words,
     vertex_counts_text,
 )
+from shared.tuning.backend import served_as
 
 #: Errors listed in a rejection notice; the report has all of them.
 TOP_ERRORS_SHOWN = 10
@@ -125,6 +126,8 @@ class BaselineOutcome(BaseModel):
     gate_note: str = ""
     #: Why no baseline could be taken (the job is queued all the same).
     error: str = ""
+    #: The local model that answered for the base model (None: Vertex AI answered).
+    served_locally_by: str | None = None
 
     @property
     def event_key(self) -> str:
@@ -275,7 +278,7 @@ def evaluated_notification(outcome: EvaluatedOutcome) -> Notification:
     counts = summary.counts
     facts = [
         ("Job", summary.job_id),
-        ("Base model", summary.base_model),
+        ("Base model", served_as(summary.base_model, summary.served_locally_by)),
         ("Dataset", summary.dataset_id),
         ("Task", f"{summary.task.value} ({summary.task_decided_by})"),
         ("Tuning duration", format_duration(summary.tuning_duration_s)),
@@ -482,7 +485,7 @@ def baseline_notification(outcome: BaselineOutcome) -> Notification:
             summary += f" ({outcome.gate_note}.)"
     facts = [
         ("Job", outcome.job_id),
-        ("Base model", outcome.base_model),
+        ("Base model", served_as(outcome.base_model, outcome.served_locally_by)),
         ("Dataset", outcome.dataset_id),
     ]
     facts += [(name, format_score(value)) for name, value in sorted(outcome.metrics.items())]

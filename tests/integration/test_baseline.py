@@ -180,6 +180,7 @@ def test_the_baseline_is_taken_before_the_job_is_submitted_and_reused_by_the_eva
     notice = [p.read_text() for p in posts if "tuning job queued" in p.read_text()]
     assert len(notice) == 1
     assert "macro_f1" in notice[0]
+    assert "served locally by a tiny GPT-2" in notice[0]
     assert "1-shot" in notice[0]
 
 

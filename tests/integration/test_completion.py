@@ -229,7 +229,11 @@ def _check_report(objects: dict[str, bytes], job: JobRecord, test_examples: int)
         assert sum(map(sum, confusion["matrix"])) + confusion["omitted_examples"] == test_examples
     # The local tuning service exposes the loss series, so the report has the training curve.
     assert summary["loss_curves"].get("training"), "\n".join(summary["notes"])
+    # The local service stood in for Gemini, and everything that shows a figure says so.
+    assert summary["served_locally_by"] == "a tiny GPT-2 (2 layers, 64 wide, trained here)"
     html = objects["report.html"].decode()
+    assert f"{BASE_MODEL}, served locally by a tiny GPT-2" in html
+    assert "no figure is a Gemini result" in html
     assert html.startswith("<!DOCTYPE html>")
     assert job.job_id in html
     assert "Loss curves" in html
