@@ -105,6 +105,23 @@ class Settings(BaseSettings):
     stall_after_s: int = Field(
         7200, ge=1, description="Seconds without progress before the poller raises a stalled alert event."
     )
+    tuning_description: str = Field(
+        "", max_length=1024, description="Description of every tuning job (an upload's description wins)."
+    )
+    tuning_output_uri: str = Field(
+        "",
+        pattern=r"^(gs://[a-z0-9][a-z0-9._-]{1,220}/.+)?$",
+        description="gs://BUCKET/PREFIX where Vertex AI writes each tuning job's artifacts (empty: Vertex's default).",
+    )
+    tuning_kms_key_name: str = Field(
+        "",
+        pattern=r"^(projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+)?$",
+        description="Customer-managed key (CMEK) for every tuning job and tuned model, in SFTPIPE_LOCATION (empty: Google-managed).",
+    )
+    tuning_service_account: str = Field(
+        "",
+        description="Service account every tuning job runs as (empty: Vertex AI's service agent); it must read the datasets.",
+    )
     waiting_notice_after_s: int = Field(
         1800,
         ge=1,

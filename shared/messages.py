@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Annotated, ClassVar, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from shared.errors import InvalidMessageError
 from shared.events import PubSubMessage
@@ -71,6 +71,47 @@ class Hyperparameters(BaseModel):
     adapter_size: Literal[1, 2, 4, 8, 16] | None = None
 
 
+#: Vertex AI's patterns for the job options (a located 400 at create is what they save).
+KMS_KEY_PATTERN = r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$"
+SERVICE_ACCOUNT_PATTERN = r"^[^@\s]+@[a-z0-9-]+(\.[a-z0-9-]+)*\.gserviceaccount\.com$"
+TUNED_MODEL_PATTERN = r"^projects/[^/]+/locations/[^/]+/models/[^/@]+(@[0-9]+)?$"
+MAX_DESCRIPTION_CHARS = 1024
+
+
+class JobOptions(BaseModel):
+    """Options of the Vertex AI tuning job beside its hyperparameters; None: Vertex's default
+    (or the deployment's, ``SFTPIPE_TUNING_*``). Each goes to ``CreateTuningJobConfig`` (the
+    service account in the create's body, which the SDK's config does not carry)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The job's description in the Cloud Console.
+    description: str | None = Field(None, max_length=MAX_DESCRIPTION_CHARS)
+    #: Where Vertex writes the job's artifacts (``gs://BUCKET/PREFIX``).
+    output_uri: GcsUri | None = None
+    #: Customer-managed encryption key (CMEK) of the job and its tuned model, in the job's region.
+    kms_key_name: str | None = Field(None, pattern=KMS_KEY_PATTERN)
+    #: The service account the tuning job runs as (it must be able to read the datasets).
+    service_account: str | None = Field(None, pattern=SERVICE_ACCOUNT_PATTERN)
+    #: Continue from this tuned model (``projects/P/locations/L/models/M[@VERSION]``) instead of
+    #: the base model; ``base_model`` must be the one it was tuned from.
+    pre_tuned_model: str | None = Field(None, pattern=TUNED_MODEL_PATTERN)
+    #: Which checkpoint of ``pre_tuned_model`` to continue from (default: its final one).
+    pre_tuned_model_checkpoint_id: str | None = Field(None, pattern=r"^[0-9]{1,20}$")
+
+    @model_validator(mode="after")
+    def _checkpoint_needs_a_model(self) -> JobOptions:
+        if self.pre_tuned_model_checkpoint_id and not self.pre_tuned_model:
+            raise ValueError(
+                "pre_tuned_model_checkpoint_id needs pre_tuned_model (the tuned model it belongs to)"
+            )
+        return self
+
+    @property
+    def kms_location(self) -> str | None:
+        return self.kms_key_name.split("/")[3] if self.kms_key_name else None
+
+
 class NotifyTargets(BaseModel):
     """Where the result goes, on top of the deployment's defaults."""
 
@@ -122,6 +163,8 @@ class TuningRequestV1(Message):
     vertex_evaluation_metrics: list[VertexEvaluationMetric] | None = Field(None, min_length=1, max_length=6)
     #: ``METRIC>=VALUE`` (shared.evaluation.gate): when the baseline meets it, no job is created.
     baseline_gate: str | None = Field(None, max_length=100)
+    #: Description, output URI, CMEK key, service account, continuing from a tuned model.
+    job_options: JobOptions = Field(default_factory=JobOptions)
     display_name: str | None = Field(None, max_length=128)
     notify: NotifyTargets = Field(default_factory=NotifyTargets)
     labels: dict[str, str] = Field(default_factory=dict)

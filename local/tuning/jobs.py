@@ -21,6 +21,7 @@ epoch, so a crash never leaves half a record.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -331,8 +332,58 @@ class JobStore:
 
     # --- commands -----------------------------------------------------------------------------
 
+    def _continued_from(self, pre_tuned: Any) -> tuple[dict[str, Any], Path, Path | None]:
+        """(the earlier job, its adapter directory, its tiny base or None) of ``preTunedModel``:
+        a model this service tuned, at the checkpoint named (default: the final one)."""
+        if not isinstance(pre_tuned, dict) or not isinstance(pre_tuned.get("tunedModelName"), str):
+            raise ApiError.invalid_argument("preTunedModel.tunedModelName is required")
+        name = pre_tuned["tunedModelName"]
+        with self._lock:
+            found = [
+                (job_id, job)
+                for job_id, job in self._jobs.items()
+                if job["state"] == "JOB_STATE_SUCCEEDED"
+                and name in (job["tunedModel"]["model"], job["tunedModel"]["model"].split("@")[0])
+            ]
+        if not found:
+            raise ApiError.invalid_argument(
+                f"preTunedModel {name} is not a model this local tuning service tuned (only those can be continued)"
+            )
+        job_id, job = found[0]
+        checkpoint = pre_tuned.get("checkpointId")
+        epoch = job["localTuning"]["finalCheckpointEpoch"]
+        if checkpoint:
+            epochs = {c["checkpointId"]: int(c["epoch"]) for c in job["tunedModel"].get("checkpoints", [])}
+            if str(checkpoint) not in epochs:
+                raise ApiError.invalid_argument(
+                    f"preTunedModel.checkpointId {checkpoint} is not a checkpoint of {name} "
+                    f"(it has {', '.join(sorted(epochs)) or 'none'})"
+                )
+            epoch = epochs[str(checkpoint)]
+        base = self.job_dir(job_id) / "base" if self.local_model == "tiny" else None
+        return job, self.job_dir(job_id) / "checkpoints" / str(epoch), base
+
     def create(self, parent: str, body: dict[str, Any]) -> dict[str, Any]:
+        for option, why in (
+            ("encryptionSpec", "it has no Cloud KMS: customer-managed keys work on Vertex AI only"),
+            ("serviceAccount", "it has no IAM: the job runs as the service itself"),
+        ):
+            if body.get(option):
+                raise ApiError.invalid_argument(
+                    f"{option} is not supported by the local tuning service: {why}"
+                )
+        continued = None
+        if body.get("preTunedModel"):
+            continued = self._continued_from(body["preTunedModel"])
+            # As on Vertex: the base model is the one the continued model was tuned from.
+            body = {**body, "baseModel": body.get("baseModel") or continued[0]["baseModel"]}
         spec, supervised = resolve_request(body, self.local_model)
+        if continued is not None:
+            spec = dataclasses.replace(
+                spec,
+                start_adapter=str(continued[1]),
+                start_base=str(continued[2]) if continued[2] is not None else None,
+            )
         labels = _validated_labels(body.get("labels"))
         self._check_quota()
         try:
@@ -378,7 +429,7 @@ class JobStore:
                     "checkpointEndpointIds": {},
                 },
             }
-            for optional in ("description", "outputUri"):
+            for optional in ("description", "outputUri", "preTunedModel"):
                 if body.get(optional):
                     job[optional] = body[optional]
             self._jobs[job_id] = job

@@ -61,6 +61,10 @@ class TrainingSpec:
     batch_size: int
     seed: int
     has_validation: bool
+    #: Continuing from a model this service tuned: its adapter (a checkpoint directory), and for
+    #: tiny its base (weights and the tokenizer trained on its data); None: a new adapter.
+    start_adapter: str | None = None
+    start_base: str | None = None
 
     @property
     def lora_alpha(self) -> int:
@@ -105,7 +109,12 @@ def prepare(
     validation = (
         data.examples_from_jsonl((job_dir / "validation.jsonl").read_text()) if spec.has_validation else []
     )
-    if spec.local_model == "tiny":
+    if spec.local_model == "tiny" and spec.start_base:
+        # The earlier job's tokenizer and base: its adapter was trained on exactly these.
+        base, tokenizer = models.load_base("tiny", Path(spec.start_base))
+        base.save_pretrained(job_dir / "base")
+        tokenizer.save_pretrained(job_dir / "base")
+    elif spec.local_model == "tiny":
         tokenizer = models.train_tiny_tokenizer(
             message["content"] for example in training for message in example.messages
         )
@@ -124,7 +133,10 @@ def prepare(
             f"(first: {training_set.dropped[0].reason})"
         )
     torch.manual_seed(spec.seed)
-    model = lora_model(base, spec).to(device)
+    if spec.start_adapter:
+        model = PeftModel.from_pretrained(base, spec.start_adapter, is_trainable=True).to(device)
+    else:
+        model = lora_model(base, spec).to(device)
     return model, tokenizer, training_set, validation_set
 
 

@@ -32,7 +32,17 @@ from pydantic_core import PydanticCustomError
 
 from shared.config import Settings
 from shared.errors import PermanentError
-from shared.messages import Hyperparameters, Task, VertexEvaluationMetric
+from shared.messages import (
+    KMS_KEY_PATTERN,
+    MAX_DESCRIPTION_CHARS,
+    SERVICE_ACCOUNT_PATTERN,
+    TUNED_MODEL_PATTERN,
+    GcsUri,
+    Hyperparameters,
+    JobOptions,
+    Task,
+    VertexEvaluationMetric,
+)
 
 SplitName = Literal["train", "validation", "test"]
 TokenCounting = Literal["auto", "exact", "estimate"]
@@ -116,6 +126,24 @@ class UploadSettings(BaseModel):
     export_last_checkpoint_only: bool | None = None
     #: ``METRIC>=VALUE``: no tuning job when the base model already meets it on the test split.
     baseline_gate: str | None = None
+    #: The tuning job's own options (shared.messages.JobOptions: the same checks, each located).
+    description: str | None = Field(None, max_length=MAX_DESCRIPTION_CHARS)
+    output_uri: GcsUri | None = None
+    kms_key_name: str | None = Field(None, pattern=KMS_KEY_PATTERN)
+    service_account: str | None = Field(None, pattern=SERVICE_ACCOUNT_PATTERN)
+    pre_tuned_model: str | None = Field(None, pattern=TUNED_MODEL_PATTERN)
+    pre_tuned_model_checkpoint_id: str | None = Field(None, pattern=r"^[0-9]{1,20}$")
+
+    @field_validator("pre_tuned_model_checkpoint_id")
+    @classmethod
+    def _checkpoint_needs_a_model(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value and not info.data.get("pre_tuned_model"):
+            raise ValueError("needs pre_tuned_model (the tuned model the checkpoint belongs to)")
+        return value
+
+    @property
+    def job_options(self) -> JobOptions:
+        return JobOptions(**{name: getattr(self, name) for name in JobOptions.model_fields})
 
     @field_validator("baseline_gate")
     @classmethod
@@ -337,6 +365,14 @@ class PrepareOptions(BaseModel):
             )
             fix = "" if given else "; give adapter_size in the upload, or change SFTPIPE_ADAPTER_SIZE"
             raise UploadSettingsError(f"{where}: {problem}{fix}", field="adapter_size")
+        kms_key = upload.kms_key_name or settings.tuning_kms_key_name
+        if kms_key and kms_key.split("/")[3] != settings.location:
+            where = "upload setting 'kms_key_name'" if upload.kms_key_name else "SFTPIPE_TUNING_KMS_KEY_NAME"
+            raise UploadSettingsError(
+                f"{where}: the key {kms_key} is in {kms_key.split('/')[3]}, but tuning jobs run in "
+                f"{settings.location} (SFTPIPE_LOCATION); Vertex AI needs a key in the job's region",
+                field="kms_key_name",
+            )
         hyper = Hyperparameters(
             epochs=upload.epochs if upload.epochs is not None else settings.epochs,
             learning_rate_multiplier=(

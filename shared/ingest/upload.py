@@ -52,7 +52,7 @@ from shared.idempotency import IdempotencyStore
 from shared.ingest.manifest import ManifestReport, ReadPolicy, prepare_manifest, render_manifest_report
 from shared.ingest.media_lookup import object_facts_lookup, upload_folder
 from shared.logging import bind, get_logger
-from shared.messages import LINEAGE_LABEL, Hyperparameters, NotifyTargets, Task, TuningRequestV1
+from shared.messages import LINEAGE_LABEL, Hyperparameters, JobOptions, NotifyTargets, Task, TuningRequestV1
 from shared.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -239,6 +239,7 @@ def _tuning_request(
         baseline_gate=outcome.baseline_gate,
         export_last_checkpoint_only=outcome.export_last_checkpoint_only,
         vertex_evaluation_metrics=outcome.vertex_evaluation_metrics,  # type: ignore[arg-type]
+        job_options=outcome.job_options or JobOptions(),
         display_name=obj.name.rsplit("/", 1)[-1][:128],
         notify=notify,
         labels={LINEAGE_LABEL: outcome.lineage} if outcome.lineage else {},
@@ -317,6 +318,7 @@ class _Outcome:
     lineage: str | None = None
     export_last_checkpoint_only: bool | None = None
     vertex_evaluation_metrics: list[str] | None = None
+    job_options: JobOptions | None = None
 
 
 def _prepare_file(obj: StorageObject, runtime: Runtime, sink: Sink) -> _Outcome:
@@ -384,6 +386,7 @@ def _file_outcome(
         baseline_gate=upload.baseline_gate if upload else None,
         export_last_checkpoint_only=upload.export_last_checkpoint_only if upload else None,
         vertex_evaluation_metrics=upload.vertex_evaluation_metrics if upload else None,
+        job_options=upload.job_options if upload else None,
         **_task_fields(result.task, "set by the upload (custom metadata 'task')"),
     )
 
@@ -420,6 +423,7 @@ def _prepare_manifest(obj: StorageObject, runtime: Runtime, sink: Sink) -> _Outc
         baseline_gate=manifest.baseline_gate if manifest else None,
         export_last_checkpoint_only=manifest.export_last_checkpoint_only if manifest else None,
         vertex_evaluation_metrics=manifest.vertex_evaluation_metrics if manifest else None,
+        job_options=manifest.job_options if manifest else None,
         **_task_fields(report.task, "set by the manifest ('task')"),
     )
 

@@ -46,7 +46,7 @@ from shared.config import Settings
 from shared.errors import TransientError, is_transient
 from shared.leases import Heartbeat
 from shared.logging import bind, get_logger, log_context
-from shared.messages import JobEventV1, TuningRequestV1
+from shared.messages import JobEventV1, JobOptions, TuningRequestV1
 from shared.runtime import Runtime
 from shared.state.jobs import QUEUED, SUBMITTING, JobRecord
 from shared.state.store import JobStore, utcnow
@@ -211,7 +211,8 @@ def _submit(job: JobRecord, client: genai.Client, store: JobStore) -> bool:
     attempted_at = utcnow()
     try:
         tuning_job = client.tunings.tune(
-            base_model=request.base_model,
+            # Continuing from a tuned model: the SDK sends it as preTunedModel (with the checkpoint).
+            base_model=request.job_options.pre_tuned_model or request.base_model,
             training_dataset=_dataset(request.training_uri),
             config=_config(job, request, store.settings),
         )
@@ -409,16 +410,39 @@ def vertex_evaluation_config(
     )
 
 
+def job_options(request: TuningRequestV1, settings: Settings) -> JobOptions:
+    """The request's job options, each missing one from the deployment's settings."""
+    given = request.job_options
+    return given.model_copy(
+        update={
+            "description": given.description or settings.tuning_description or None,
+            "output_uri": given.output_uri or settings.tuning_output_uri or None,
+            "kms_key_name": given.kms_key_name or settings.tuning_kms_key_name or None,
+            "service_account": given.service_account or settings.tuning_service_account or None,
+        }
+    )
+
+
 def _config(job: JobRecord, request: TuningRequestV1, settings: Settings) -> types.CreateTuningJobConfig:
     from google.genai import types
 
     hyper = request.hyperparameters
+    options = job_options(request, settings)
     return types.CreateTuningJobConfig(
         # Never retried by the SDK, however the client was built: a create whose answer is lost
         # may have made the job, and only a lookup by label can tell (``_after_unclear_create``).
         http_options=types.HttpOptions(
-            timeout=int(CREATE_TIMEOUT_S * 1000), retry_options=types.HttpRetryOptions(attempts=1)
+            timeout=int(CREATE_TIMEOUT_S * 1000),
+            retry_options=types.HttpRetryOptions(attempts=1),
+            # CreateTuningJobConfig has no service account; the API's TuningJob does.
+            extra_body={"serviceAccount": options.service_account} if options.service_account else None,
         ),
+        description=options.description,
+        output_uri=options.output_uri,
+        encryption_spec=types.EncryptionSpec(kms_key_name=options.kms_key_name)
+        if options.kms_key_name
+        else None,
+        pre_tuned_model_checkpoint_id=options.pre_tuned_model_checkpoint_id,
         validation_dataset=types.TuningValidationDataset(gcs_uri=request.validation_uri)
         if request.validation_uri
         else None,

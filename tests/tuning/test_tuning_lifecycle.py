@@ -528,3 +528,69 @@ def test_long_prompts_train_on_their_answers_and_answers_too_long_are_dropped(
     assert all(math.isfinite(v) for v in values)
     assert [p["epoch"] for p in series["/eval_total_loss"]] == [1, 2]
     assert len(series["/train_total_loss"]) == 4
+
+
+@pytest.mark.slow(10)
+def test_a_job_continues_from_a_model_the_service_tuned_at_the_checkpoint_named(
+    tiny_service: TuningService, finished_job: types.TuningJob, datasets: dict[str, str]
+) -> None:
+    assert finished_job.tuned_model is not None
+    tuned = finished_job.tuned_model.model
+    assert tuned is not None
+    job = tune(
+        tiny_service,
+        datasets["training"],
+        base_model=tuned,  # google-genai sends a projects/... base model as preTunedModel
+        epoch_count=1,
+        pre_tuned_model_checkpoint_id="2",
+        description="continued from epoch 2",
+    )
+    ended = wait_for_end(tiny_service.client(), job.name or "", JOB_TIMEOUT_S)
+
+    assert ended.state == types.JobState.JOB_STATE_SUCCEEDED, ended.error
+    assert ended.base_model == "gemini-2.5-flash"  # the continued model's own base
+    assert ended.description == "continued from epoch 2"
+    stored = local_record(tiny_service, ended)
+    assert stored["preTunedModel"] == {"tunedModelName": tuned, "checkpointId": "2"}
+    # It starts where epoch 2 ended, not from a new adapter: its first loss is far below the
+    # first loss of the job it continues.
+    first = metric_series(tiny_service, finished_job)["/train_total_loss"]
+    again = metric_series(tiny_service, ended)["/train_total_loss"]
+    assert again[0]["value"] < 0.9 * first[0]["value"]
+    assert again[0]["value"] <= first[11]["value"] * 1.2  # near the loss at the end of epoch 2
+
+
+@pytest.mark.parametrize(
+    ("config", "option"),
+    [
+        (
+            {
+                "encryption_spec": types.EncryptionSpec(
+                    kms_key_name="projects/p/locations/l/keyRings/r/cryptoKeys/k"
+                )
+            },
+            "encryptionSpec",
+        ),
+        (
+            {"http_options": types.HttpOptions(extra_body={"serviceAccount": "t@p.iam.gserviceaccount.com"})},
+            "serviceAccount",
+        ),
+        ({"pre_tuned_model_checkpoint_id": "9"}, "checkpointId 9 is not a checkpoint"),
+    ],
+)
+def test_options_the_local_service_cannot_honour_are_a_clear_400(
+    tiny_service: TuningService,
+    finished_job: types.TuningJob,
+    datasets: dict[str, str],
+    config: dict[str, Any],
+    option: str,
+) -> None:
+    base_model = (
+        finished_job.tuned_model.model or ""  # type: ignore[union-attr]
+        if "pre_tuned_model_checkpoint_id" in config
+        else "gemini-2.5-flash"
+    )
+    with pytest.raises(errors.ClientError) as refused:
+        tune(tiny_service, datasets["training"], base_model=base_model, **config)
+    assert refused.value.code == 400
+    assert option in str(refused.value.message)
