@@ -62,7 +62,27 @@ locals {
   dataset_readers = merge(
     { vertex-ai-service-agent = "serviceAccount:${google_project_service_identity.aiplatform.email}" },
     { for index, member in var.vertex_dataset_readers : "extra-${index}" => member },
+    # A job that runs as its own service account reads its datasets as that account.
+    var.tuning_service_account == "" ? {} : { tuning-service-account = "serviceAccount:${var.tuning_service_account}" },
   )
+}
+
+# A job created with a service account: the tuner must be allowed to act as it.
+resource "google_service_account_iam_member" "tuner_acts_as_tuning_account" {
+  count = var.tuning_service_account == "" ? 0 : 1
+
+  service_account_id = "projects/${var.project_id}/serviceAccounts/${var.tuning_service_account}"
+  role               = "roles/iam.serviceAccountUser"
+  member             = "serviceAccount:${google_service_account.function["tuner"].email}"
+}
+
+# CMEK: Vertex AI's service agent encrypts the job and its tuned model with the key.
+resource "google_kms_crypto_key_iam_member" "vertex_agent_uses_key" {
+  count = var.tuning_kms_key_name == "" ? 0 : 1
+
+  crypto_key_id = var.tuning_kms_key_name
+  role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+  member        = "serviceAccount:${google_project_service_identity.aiplatform.email}"
 }
 
 # --- Function identities ------------------------------------------------------------------------

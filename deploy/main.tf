@@ -77,6 +77,10 @@ locals {
     SFTPIPE_MAIL_FROM              = var.mail_from
     SFTPIPE_MAIL_TO                = join(",", var.mail_to)
     SFTPIPE_LOG_LEVEL              = var.log_level
+    SFTPIPE_TUNING_SERVICE_ACCOUNT = var.tuning_service_account
+    SFTPIPE_TUNING_KMS_KEY_NAME    = var.tuning_kms_key_name
+    SFTPIPE_TUNING_OUTPUT_URI      = var.tuning_output_uri
+    SFTPIPE_TUNING_DESCRIPTION     = var.tuning_description
   }
   environment = merge(local.settings_environment, var.extra_environment)
 }

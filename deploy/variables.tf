@@ -350,3 +350,32 @@ variable "vertex_dataset_readers" {
   type        = list(string)
   default     = []
 }
+
+variable "tuning_service_account" {
+  description = "Service account every tuning job runs as (SFTPIPE_TUNING_SERVICE_ACCOUNT); empty: Vertex AI's service agent. The tuner may act as it, and it may read prepared datasets."
+  type        = string
+  default     = ""
+}
+
+variable "tuning_kms_key_name" {
+  description = "Customer-managed key for every tuning job and tuned model (SFTPIPE_TUNING_KMS_KEY_NAME), in var.location; empty: Google-managed. Vertex AI's service agent may use it."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.tuning_kms_key_name == "" || can(regex("^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$", var.tuning_kms_key_name))
+    error_message = "tuning_kms_key_name must be projects/P/locations/L/keyRings/R/cryptoKeys/K."
+  }
+}
+
+variable "tuning_output_uri" {
+  description = "gs://BUCKET/PREFIX where Vertex AI writes each tuning job's artifacts (SFTPIPE_TUNING_OUTPUT_URI); empty: Vertex's default."
+  type        = string
+  default     = ""
+}
+
+variable "tuning_description" {
+  description = "Description of every tuning job (SFTPIPE_TUNING_DESCRIPTION); an upload's description wins."
+  type        = string
+  default     = ""
+}
