@@ -58,8 +58,12 @@ def metric_table(summary: dict[str, Any]) -> Table:
 
     verdict = str(summary["verdict"]).replace("_", " ")
     title = f"{summary['task']}: base {summary['base_model']} vs tuned ({verdict})"
+    caption = summary.get("verdict_reason") or ""
+    if summary.get("served_locally_by"):
+        # No local figure may pass for a Gemini one.
+        caption = f"{caption}\nserved locally by {summary['served_locally_by']}, not Gemini".strip()
     # The title on one line, not wrapped; the reason (intervals, examples needed) below the table.
-    table = Table(title=title, caption=summary.get("verdict_reason"), min_width=len(title) + 4)
+    table = Table(title=title, caption=caption or None, min_width=len(title) + 4)
     for column in ("metric", "base", "tuned", "delta", "delta 95% CI"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for metric in summary["metrics"]:

@@ -36,6 +36,9 @@ def test_the_table_shows_the_verdict_the_intervals_and_the_reason() -> None:
     assert format_interval(summary.primary.delta_ci, signed=True) in printed
     assert "✱" not in printed
     assert "not distinguishable from the base model: f1 0.500 -> 0.520" in printed
+    assert "served locally" not in printed
+    local = _printed({**document, "served_locally_by": "SmolLM2-135M-Instruct"})
+    assert "served locally by SmolLM2-135M-Instruct, not Gemini" in local
 
 
 def test_a_summary_without_intervals_still_prints() -> None:
