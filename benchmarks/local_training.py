@@ -90,8 +90,9 @@ def service_run(model: str, examples: int, workdir: Path) -> tuple[dict[str, Any
         wall = time.perf_counter() - submitted
         if job.state != types.JobState.JOB_STATE_SUCCEEDED:
             raise RuntimeError(f"benchmark job ended {job.state}: {job.error}")
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/{job.name}/metrics", timeout=10) as response:
-            timings = json.loads(response.read())["timings"]
+        # The raw job carries the service's timings in its localTuning extension.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/{job.name}", timeout=10) as response:
+            timings = json.loads(response.read())["localTuning"]["timings"]
         timings["submitToEndSeconds"] = wall
         return timings, state_dir / "jobs" / job.name.rsplit("/", 1)[-1]
     finally:
