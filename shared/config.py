@@ -120,6 +120,7 @@ class Settings(BaseSettings):
     )
     tuning_service_account: str = Field(
         "",
+        pattern=r"^([^@\s]+@[a-z0-9-]+(\.[a-z0-9-]+)*\.gserviceaccount\.com)?$",
         description="Service account every tuning job runs as (empty: Vertex AI's service agent); it must read the datasets.",
     )
     waiting_notice_after_s: int = Field(

@@ -42,6 +42,16 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def _canonical(value: Any) -> Any:
+    """A declaration as data, whoever serialised it: keys sorted (by the dump), nulls left out.
+    The training file and google-genai's re-serialised request order fields differently."""
+    if isinstance(value, dict):
+        return {key: _canonical(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_canonical(item) for item in value]
+    return value
+
+
 def part_text(part: dict[str, Any]) -> str:
     """One part as the model reads it: text as is, a call or a result as its tagged JSON."""
     if "text" in part:
@@ -94,7 +104,8 @@ def tools_text(tools: Any) -> str | None:
     declared = declarations(tools)
     if not declared:
         return None
-    return f"{TOOLS_INSTRUCTION}\n{TOOLS_OPEN}{_json(declared)}{TOOLS_CLOSE}"
+    text = json.dumps(_canonical(declared), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return f"{TOOLS_INSTRUCTION}\n{TOOLS_OPEN}{text}{TOOLS_CLOSE}"
 
 
 def with_tools(system: str | None, tools: Any) -> str | None:

@@ -68,7 +68,9 @@ def _text(parts: Any) -> str:
     try:
         return calls.parts_text(parts)
     except calls.PartError as exc:
-        raise ApiError.invalid_argument(f"the local tuning service cannot serve this part: {exc}") from None
+        raise ApiError.invalid_argument(
+            f"{exc.code}: the local tuning service cannot serve this part: {exc}"
+        ) from None
 
 
 class Generator:

@@ -350,6 +350,11 @@ class JobStore:
                 f"preTunedModel {name} is not a model this local tuning service tuned (only those can be continued)"
             )
         job_id, job = found[0]
+        if job["localTuning"]["localModel"] != self.local_model:
+            raise ApiError.invalid_argument(
+                f"preTunedModel {name} was tuned on the local model {job['localTuning']['localModel']!r}; "
+                f"this service runs {self.local_model!r}, on which its adapter cannot continue"
+            )
         checkpoint = pre_tuned.get("checkpointId")
         epoch = job["localTuning"]["finalCheckpointEpoch"]
         if checkpoint:
@@ -379,10 +384,22 @@ class JobStore:
             body = {**body, "baseModel": body.get("baseModel") or continued[0]["baseModel"]}
         spec, supervised = resolve_request(body, self.local_model)
         if continued is not None:
+            # The continued adapter keeps its rank: a different adapter size cannot be honoured.
+            rank = continued[0]["localTuning"]["training"]["loraRank"]
+            asked = ((body.get("supervisedTuningSpec") or {}).get("hyperParameters") or {}).get("adapterSize")
+            if asked not in (None, "ADAPTER_SIZE_UNSPECIFIED") and spec.lora_rank != rank:
+                raise ApiError.invalid_argument(
+                    f"adapterSize {asked} differs from the continued model's adapter (rank {rank}): "
+                    "continuing keeps its adapter size; leave adapterSize unset"
+                )
             spec = dataclasses.replace(
                 spec,
+                lora_rank=rank,
                 start_adapter=str(continued[1]),
                 start_base=str(continued[2]) if continued[2] is not None else None,
+            )
+            supervised["hyperParameters"]["adapterSize"] = next(
+                size_name for size_name, size in models.ADAPTER_SIZE_NAMES.items() if size == rank
             )
         labels = _validated_labels(body.get("labels"))
         self._check_quota()
@@ -493,47 +510,58 @@ class JobStore:
 
     # --- the supervisor -----------------------------------------------------------------------
 
-    def _wait_for_quota(self, job_id: str) -> None:
-        """Holds a queued job (``queue_over_quota``) until fewer than the quota's jobs train."""
+    def _first_in_line(self, job_id: str) -> bool:
+        """Whether ``job_id`` is the oldest job not yet started: queued jobs start in the order
+        they were created (called under the lock)."""
+        waiting = [
+            (job["createTime"], name)
+            for name, job in self._jobs.items()
+            if job["state"] == "JOB_STATE_PENDING"
+            and name not in self._processes
+            and name not in self._cancel_requested
+        ]
+        return min(waiting, default=(None, job_id))[1] == job_id
+
+    def _start_when_free(self, job_id: str, stderr: Any) -> subprocess.Popen[str] | None:
+        """Starts the job's trainer; with ``queue_over_quota``, first holds the job PENDING in
+        WAITING_FOR_QUOTA until a slot is free and it is first in line. The check and the start
+        are one lock hold, so two waiting jobs never take one slot. None: cancelled or stopping."""
         waiting = False
         while True:
             with self._lock:
                 if job_id in self._cancel_requested or self._shutting_down:
-                    return
-                if len(self._processes) < self.max_concurrent_jobs:
-                    if waiting:
-                        self._jobs[job_id]["tuningJobState"] = "TUNING_JOB_STATE_PROCESSING_DATASET"
-                        self._jobs[job_id]["updateTime"] = now_rfc3339()
-                        self._save(job_id)
-                    return
+                    return None
+                job = self._jobs[job_id]
+                free = len(self._processes) < self.max_concurrent_jobs and self._first_in_line(job_id)
+                if not self.queue_over_quota or free:
+                    process = subprocess.Popen(
+                        [sys.executable, "-m", "local.tuning.trainer", str(self.job_dir(job_id))],
+                        stdout=subprocess.PIPE,
+                        stderr=stderr,
+                        text=True,
+                        cwd=Path(__file__).resolve().parents[2],
+                    )
+                    self._processes[job_id] = process
+                    job["state"] = "JOB_STATE_RUNNING"
+                    job["tuningJobState"] = "TUNING_JOB_STATE_TUNING"
+                    job["startTime"] = now_rfc3339()
+                    job["localTuning"]["trainerPid"] = process.pid
+                    self._save(job_id)
+                    return process
                 if not waiting:
                     waiting = True
-                    self._jobs[job_id]["tuningJobState"] = "TUNING_JOB_STATE_WAITING_FOR_QUOTA"
+                    job["tuningJobState"] = "TUNING_JOB_STATE_WAITING_FOR_QUOTA"
+                    job["updateTime"] = now_rfc3339()
                     self._save(job_id)
             time.sleep(QUOTA_WAIT_POLL_S)
 
     def _supervise(self, job_id: str) -> None:
         directory = self.job_dir(job_id)
-        if self.queue_over_quota:
-            self._wait_for_quota(job_id)
         try:
-            with open(directory / "trainer.log", "a") as stderr, self._lock:
-                if job_id in self._cancel_requested or self._shutting_down:
-                    return
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "local.tuning.trainer", str(directory)],
-                    stdout=subprocess.PIPE,
-                    stderr=stderr,
-                    text=True,
-                    cwd=Path(__file__).resolve().parents[2],
-                )
-                self._processes[job_id] = process
-                job = self._jobs[job_id]
-                job["state"] = "JOB_STATE_RUNNING"
-                job["tuningJobState"] = "TUNING_JOB_STATE_TUNING"
-                job["startTime"] = now_rfc3339()
-                job["localTuning"]["trainerPid"] = process.pid
-                self._save(job_id)
+            with open(directory / "trainer.log", "a") as stderr:
+                process = self._start_when_free(job_id, stderr)
+            if process is None:
+                return
             outcome = self._follow(job_id, process)
             process.wait()
         except Exception as exc:

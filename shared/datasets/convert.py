@@ -614,8 +614,10 @@ def _media_resolution_config(record: dict[str, Any]) -> tuple[dict[str, Any] | N
     value for the dataset). Any other key is dropped, and named."""
     for name in _GENERATION_CONFIG_KEYS:
         config = record.get(name)
-        if type(config) is not dict:
+        if config is None:
             continue
+        if type(config) is not dict:
+            return None, ((UNKNOWN_KEYS, name),)  # not an object: nothing in it can be kept
         notes = _dropped(config, _MEDIA_RESOLUTION_KEYS, f"{name}.")
         value = config.get("mediaResolution", config.get("media_resolution"))
         if value is None:

@@ -45,7 +45,7 @@ def observed_fields(tuning_job: types.TuningJob) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-#: Truncated example indices kept on the job document (Vertex's own list may be long).
+#: Truncated example indices and dropped-example reasons kept on the job document.
 MAX_RECORDED_INDICES = 100
 
 
@@ -54,8 +54,10 @@ def data_stats(stats: types.SupervisedTuningDataStats) -> dict[str, Any]:
     billable tokens, examples, truncated and dropped examples with reasons, the token and message
     distributions; JSON-ready, without the sample examples Vertex echoes back."""
     recorded = stats.model_dump(mode="json", exclude_none=True, exclude={"user_dataset_examples"})
-    if "truncated_example_indices" in recorded:
-        recorded["truncated_example_indices"] = recorded["truncated_example_indices"][:MAX_RECORDED_INDICES]
+    # Vertex's lists can be long; the document must stay well under Firestore's 1 MiB.
+    for key in ("truncated_example_indices", "dropped_example_reasons"):
+        if key in recorded:
+            recorded[key] = recorded[key][:MAX_RECORDED_INDICES]
     return recorded
 
 

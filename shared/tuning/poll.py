@@ -147,7 +147,9 @@ def _refresh(
             return None
         fields = observed_fields(tuning_job)
         state = tuning_job.state.value if tuning_job.state else job.status
-        waiting = _record_sub_state(job, store, fields.pop("tuning_job_state", None), state)
+        sub_state = fields.pop("tuning_job_state", None)
+        changed = _record_sub_state(job, store, sub_state, state)
+        waiting = sub_state in WAITING_SUB_STATES
         # The document was read by this tick's query: only a forward change needs a transaction.
         event = (
             store.record_transition(job.job_id, state, fields=fields, detail="observed")
@@ -158,15 +160,20 @@ def _refresh(
             log.info("job state changed", extra={"state": state, "previous_state": event.previous_state})
             return event
         progress = progress_marker(tuning_job)
-        if progress != job.progress_marker:
+        moved = progress != job.progress_marker
+        if moved:
             store.touch(
                 job.job_id, {**fields, "progress_marker": progress, "last_progress_at": datetime.now(UTC)}
             )
+        if changed:
+            pass  # a new sub-state is progress: the next tick judges the wait or the stall
         elif waiting:
             # Waiting for quota or capacity is not a stall: one notice of its own says so.
             _alert_waiting(store, job, wait_notice_after_s)
-        elif job.last_progress_at and datetime.now(UTC) - job.last_progress_at > timedelta(
-            seconds=stall_after_s
+        elif (
+            not moved
+            and job.last_progress_at
+            and datetime.now(UTC) - job.last_progress_at > timedelta(seconds=stall_after_s)
         ):
             _alert_stalled(store, job)
         return None
@@ -174,7 +181,8 @@ def _refresh(
 
 def _record_sub_state(job: JobRecord, store: JobStore, sub_state: str | None, state: str) -> bool:
     """Records a new running sub-state (``tuning_job_state``) with when it began, appended to the
-    job's ``sub_states``; returns whether the job now waits for quota or capacity."""
+    job's ``sub_states``; returns whether it changed (then this tick raises no alert: the record
+    it read is from before the change)."""
     if sub_state is None:
         return False
     if sub_state != job.tuning_job_state:
@@ -186,12 +194,14 @@ def _record_sub_state(job: JobRecord, store: JobStore, sub_state: str | None, st
                 "tuning_job_state": sub_state,
                 "tuning_job_state_since": now,
                 "sub_states": [*(e.model_dump() for e in job.sub_states), entry.model_dump()],
+                # A new sub-state is progress: a job that starts tuning after a long wait for
+                # quota has not stalled.
+                "last_progress_at": now,
             },
         )
         log.info("job sub-state changed", extra={"tuning_job_state": sub_state, "state": state})
-        # The wait has just begun: nothing to alert yet.
-        return False
-    return sub_state in WAITING_SUB_STATES
+        return True
+    return False
 
 
 def _alert_waiting(store: JobStore, job: JobRecord, wait_notice_after_s: int) -> None:

@@ -227,8 +227,20 @@ def _submit(job: JobRecord, client: genai.Client, store: JobStore) -> bool:
             raise
         return _after_unclear_create(job, client, store, exc, attempted_at)
     log.info("tuning job submitted", extra={"tuning_job": tuning_job.name})
+    _warn_on_other_base_model(request, tuning_job)
     record_submitted(store, job, tuning_job, client)
     return True
+
+
+def _warn_on_other_base_model(request: TuningRequestV1, tuning_job: types.TuningJob) -> None:
+    """A job continued from a tuned model runs on that model's own base, which Vertex reports;
+    the baseline, limits and prices used the request's ``base_model``: say so when they differ."""
+    reported = (tuning_job.base_model or "").rsplit("/", 1)[-1]
+    if request.job_options.pre_tuned_model and reported and reported != request.base_model.rsplit("/", 1)[-1]:
+        log.warning(
+            "the continued model's base differs from the request's base_model",
+            extra={"reported_base_model": reported, "base_model": request.base_model},
+        )
 
 
 def _after_unclear_create(
@@ -413,8 +425,9 @@ def vertex_evaluation_config(
 def job_options(request: TuningRequestV1, settings: Settings) -> JobOptions:
     """The request's job options, each missing one from the deployment's settings."""
     given = request.job_options
-    return given.model_copy(
-        update={
+    return JobOptions.model_validate(
+        {
+            **given.model_dump(),
             "description": given.description or settings.tuning_description or None,
             "output_uri": given.output_uri or settings.tuning_output_uri or None,
             "kms_key_name": given.kms_key_name or settings.tuning_kms_key_name or None,

@@ -576,6 +576,10 @@ def test_a_job_continues_from_a_model_the_service_tuned_at_the_checkpoint_named(
             "serviceAccount",
         ),
         ({"pre_tuned_model_checkpoint_id": "9"}, "checkpointId 9 is not a checkpoint"),
+        (
+            {"pre_tuned_model_checkpoint_id": "1", "adapter_size": types.AdapterSize.ADAPTER_SIZE_EIGHT},
+            "continuing keeps its adapter size",
+        ),
     ],
 )
 def test_options_the_local_service_cannot_honour_are_a_clear_400(

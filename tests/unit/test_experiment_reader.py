@@ -36,6 +36,18 @@ def test_an_unreachable_service_names_the_call_that_failed() -> None:
         read_series(settings, EXPERIMENT, ["/train_total_loss"])
 
 
+def test_missing_credentials_on_vertex_are_a_note_not_a_failed_evaluation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NO_GCE_CHECK", "True")  # no metadata server here: fail at once
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", "/nonexistent")
+    curves, note = fetch_loss_curves(Settings(tuning_api_url=""), EXPERIMENT)
+    assert curves == {}
+    assert note is not None
+    assert "failed" in note
+
+
 def test_the_report_gets_a_note_instead_of_curves_when_the_read_fails() -> None:
     settings = Settings(tuning_api_url=f"http://127.0.0.1:{free_port()}/")
     curves, note = fetch_loss_curves(settings, EXPERIMENT)

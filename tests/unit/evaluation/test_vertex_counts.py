@@ -22,7 +22,8 @@ def _stats(**extra: object) -> types.SupervisedTuningDataStats:
         tuning_dataset_example_count=1200,
         total_truncated_example_count=3,
         truncated_example_indices=list(range(150)),
-        dropped_example_reasons=["example 7: the answer alone has 300 tokens"],
+        dropped_example_reasons=["example 7: the answer alone has 300 tokens"]
+        + [f"example {i}: long" for i in range(200)],
         user_input_token_distribution=types.SupervisedTuningDatasetDistribution(median=120, p95=410),
         user_output_token_distribution=types.SupervisedTuningDatasetDistribution(median=4, p95=9),
         user_dataset_examples=[types.Content(role="user", parts=[types.Part(text="a private example")])],
@@ -36,7 +37,8 @@ def test_the_poller_records_vertexs_count_without_the_sample_examples() -> None:
     recorded = observed_fields(job)["tuning_data_stats"]
 
     assert recorded["total_billable_token_count"] == 1_000_000
-    assert recorded["dropped_example_reasons"] == ["example 7: the answer alone has 300 tokens"]
+    assert recorded["dropped_example_reasons"][0] == "example 7: the answer alone has 300 tokens"
+    assert len(recorded["dropped_example_reasons"]) == MAX_RECORDED_INDICES
     assert recorded["truncated_example_indices"] == list(range(MAX_RECORDED_INDICES))
     assert "user_dataset_examples" not in recorded
     assert recorded["user_input_token_distribution"]["p95"] == 410

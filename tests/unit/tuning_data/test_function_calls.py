@@ -168,9 +168,23 @@ def test_a_request_renders_like_the_training_data_it_was_tuned_on() -> None:
     assert chat_messages(body) == list(trained[:-1])
 
 
+def test_declarations_render_the_same_however_the_client_serialised_them() -> None:
+    # google-genai re-serialises the example's tools in its own field order, with nulls dropped:
+    # the tuned model must see at serving time the text it was trained on.
+    from google.genai import types
+
+    resent = [
+        types.Tool.model_validate(tool).model_dump(mode="json", by_alias=True, exclude_none=True)
+        for tool in TOOLS
+    ]
+    assert list(resent[0]["functionDeclarations"][0]) != list(TOOLS[0]["functionDeclarations"][0])
+    assert calls.tools_text(resent) == calls.tools_text(TOOLS)
+
+
 def test_a_request_with_a_file_part_is_answered_with_a_400() -> None:
     body = {"contents": [{"role": "user", "parts": [{"fileData": {"fileUri": "gs://b/x.png"}}]}]}
     with pytest.raises(ApiError) as raised:
         chat_messages(body)
     assert raised.value.http_code == 400
     assert "text models only" in str(raised.value)
+    assert "multimodal_not_supported" in str(raised.value)
