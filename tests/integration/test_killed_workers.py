@@ -73,12 +73,14 @@ def test_an_ingest_worker_killed_mid_file_still_ends_the_dataset_with_one_notice
 ) -> None:
     name = "incoming/killed-mid-ingest.jsonl"
     runtime.storage.bucket(runtime.settings.bucket).blob(name).upload_from_string(
-        _slow_rejected_upload(150_000)
+        # Long enough to be mid-file a moment after VALIDATING is seen (ingest reads such lines
+        # at tens of MB/s: 150,000 were read within the second on a fast machine).
+        _slow_rejected_upload(400_000)
     )
     dataset = wait_for(
         lambda: (d := _dataset(runtime, name)) and d["status"] == "VALIDATING" and d, what="ingest to start"
     )
-    time.sleep(1.0)  # well inside the validation pass of a file this long
+    time.sleep(0.3)  # well inside the validation pass of a file this long
     assert _dataset(runtime, name)["status"] == "VALIDATING", "the file was read too fast to kill mid-way"
     workers = worker_pids(stack, "ingest")
     assert workers
