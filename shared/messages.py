@@ -13,7 +13,15 @@ from enum import StrEnum
 from typing import Annotated, ClassVar, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from shared.errors import InvalidMessageError
 from shared.events import PubSubMessage
@@ -78,12 +86,9 @@ TUNED_MODEL_PATTERN = r"^projects/[^/]+/locations/[^/]+/models/[^/@]+(@[0-9]+)?$
 MAX_DESCRIPTION_CHARS = 1024
 
 
-class JobOptions(BaseModel):
-    """Options of the Vertex AI tuning job beside its hyperparameters; None: Vertex's default
-    (or the deployment's, ``SFTPIPE_TUNING_*``). Each goes to ``CreateTuningJobConfig`` (the
-    service account in the create's body, which the SDK's config does not carry)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class JobOptionFields(BaseModel):
+    """The tuning job's options beside its hyperparameters, as fields of whatever carries them
+    (:class:`JobOptions`, and the upload settings, so that a bad value is named by its key)."""
 
     #: The job's description in the Cloud Console.
     description: str | None = Field(None, max_length=MAX_DESCRIPTION_CHARS)
@@ -99,17 +104,24 @@ class JobOptions(BaseModel):
     #: Which checkpoint of ``pre_tuned_model`` to continue from (default: its final one).
     pre_tuned_model_checkpoint_id: str | None = Field(None, pattern=r"^[0-9]{1,20}$")
 
-    @model_validator(mode="after")
-    def _checkpoint_needs_a_model(self) -> JobOptions:
-        if self.pre_tuned_model_checkpoint_id and not self.pre_tuned_model:
-            raise ValueError(
-                "pre_tuned_model_checkpoint_id needs pre_tuned_model (the tuned model it belongs to)"
-            )
-        return self
+    @field_validator("pre_tuned_model_checkpoint_id")
+    @classmethod
+    def _checkpoint_needs_a_model(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value and not info.data.get("pre_tuned_model"):
+            raise ValueError("needs pre_tuned_model (the tuned model the checkpoint belongs to)")
+        return value
 
-    @property
-    def kms_location(self) -> str | None:
-        return self.kms_key_name.split("/")[3] if self.kms_key_name else None
+
+class JobOptions(JobOptionFields):
+    """Options of the Vertex AI tuning job; None: Vertex's default (or the deployment's,
+    ``SFTPIPE_TUNING_*``). Each goes to ``CreateTuningJobConfig`` (the service account in the
+    create's body, which the SDK's config does not carry)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def of(cls, fields: JobOptionFields) -> JobOptions:
+        return cls(**{name: getattr(fields, name) for name in JobOptionFields.model_fields})
 
 
 class NotifyTargets(BaseModel):

@@ -33,12 +33,8 @@ from pydantic_core import PydanticCustomError
 from shared.config import Settings
 from shared.errors import PermanentError
 from shared.messages import (
-    KMS_KEY_PATTERN,
-    MAX_DESCRIPTION_CHARS,
-    SERVICE_ACCOUNT_PATTERN,
-    TUNED_MODEL_PATTERN,
-    GcsUri,
     Hyperparameters,
+    JobOptionFields,
     JobOptions,
     Task,
     VertexEvaluationMetric,
@@ -100,8 +96,9 @@ class ColumnMapping(BaseModel):
         return cls.model_validate(pairs)
 
 
-class UploadSettings(BaseModel):
-    """What an uploader may choose per upload; None means the deployment's default."""
+class UploadSettings(JobOptionFields):
+    """What an uploader may choose per upload; None means the deployment's default (the tuning
+    job's own options, description to pre_tuned_model_checkpoint_id, come from JobOptionFields)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -126,24 +123,10 @@ class UploadSettings(BaseModel):
     export_last_checkpoint_only: bool | None = None
     #: ``METRIC>=VALUE``: no tuning job when the base model already meets it on the test split.
     baseline_gate: str | None = None
-    #: The tuning job's own options (shared.messages.JobOptions: the same checks, each located).
-    description: str | None = Field(None, max_length=MAX_DESCRIPTION_CHARS)
-    output_uri: GcsUri | None = None
-    kms_key_name: str | None = Field(None, pattern=KMS_KEY_PATTERN)
-    service_account: str | None = Field(None, pattern=SERVICE_ACCOUNT_PATTERN)
-    pre_tuned_model: str | None = Field(None, pattern=TUNED_MODEL_PATTERN)
-    pre_tuned_model_checkpoint_id: str | None = Field(None, pattern=r"^[0-9]{1,20}$")
-
-    @field_validator("pre_tuned_model_checkpoint_id")
-    @classmethod
-    def _checkpoint_needs_a_model(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value and not info.data.get("pre_tuned_model"):
-            raise ValueError("needs pre_tuned_model (the tuned model the checkpoint belongs to)")
-        return value
 
     @property
     def job_options(self) -> JobOptions:
-        return JobOptions(**{name: getattr(self, name) for name in JobOptions.model_fields})
+        return JobOptions.of(self)
 
     @field_validator("baseline_gate")
     @classmethod

@@ -386,12 +386,27 @@ def job_stalled_notification(outcome: JobStalledOutcome) -> Notification:
         since = f"for {stalled_for} (last progress {_utc(outcome.last_progress_at)})"
     else:
         since = "since it was submitted"
+    return _job_alert(
+        outcome,
+        headline="stalled",
+        state=outcome.state,
+        timeline=[
+            ("Last progress", _utc(outcome.last_progress_at) if outcome.last_progress_at else "none seen")
+        ],
+        summary=f"Tuning job {outcome.job_id} is still {outcome.short_state} but has made no progress {since}.",
+    )
+
+
+def _job_alert(
+    outcome: JobStalledOutcome, *, headline: str, state: str, timeline: list[tuple[str, str]], summary: str
+) -> Notification:
+    """A notice about a running job that needs a look (stalled, or waiting for Vertex AI)."""
     facts = [
         ("Job", outcome.job_id),
         ("Base model", outcome.base_model),
         ("Dataset", outcome.dataset_id),
-        ("State", outcome.state),
-        ("Last progress", _utc(outcome.last_progress_at) if outcome.last_progress_at else "none seen"),
+        ("State", state),
+        *timeline,
         ("Alert raised", _utc(outcome.occurred_at)),
     ]
     if outcome.tuning_job_name:
@@ -399,11 +414,8 @@ def job_stalled_notification(outcome: JobStalledOutcome) -> Notification:
     return Notification(
         kind="job_stalled",
         status="stalled",
-        subject=f"[sftpipe] stalled: {outcome.job_id} ({outcome.base_model} on {outcome.dataset_id})",
-        summary=(
-            f"Tuning job {outcome.job_id} is still {outcome.short_state} but has made no progress {since}. "
-            f"Nothing is cancelled automatically: `sftpipe cancel {outcome.job_id}` stops it."
-        ),
+        subject=f"[sftpipe] {headline}: {outcome.job_id} ({outcome.base_model} on {outcome.dataset_id})",
+        summary=f"{summary} Nothing is cancelled automatically: `sftpipe cancel {outcome.job_id}` stops it.",
         facts=facts,
         link=browser_url(outcome.link) if outcome.link else None,
         link_label="Open the job",
@@ -429,27 +441,12 @@ def _job_waiting_notification(outcome: JobStalledOutcome) -> Notification:
     what, advice = _WAITING_FOR.get(waiting, ("Vertex AI", "Vertex AI starts it when it can."))
     since = outcome.waiting_since or outcome.occurred_at
     waited = format_duration((outcome.occurred_at - since).total_seconds())
-    facts = [
-        ("Job", outcome.job_id),
-        ("Base model", outcome.base_model),
-        ("Dataset", outcome.dataset_id),
-        ("State", f"{outcome.state} ({waiting})"),
-        ("Waiting since", _utc(since)),
-        ("Alert raised", _utc(outcome.occurred_at)),
-    ]
-    if outcome.tuning_job_name:
-        facts.append(("Vertex AI job", outcome.tuning_job_name))
-    return Notification(
-        kind="job_stalled",
-        status="stalled",
-        subject=f"[sftpipe] waiting for {what}: {outcome.job_id} ({outcome.base_model} on {outcome.dataset_id})",
-        summary=(
-            f"Tuning job {outcome.job_id} has been waiting for {what} for {waited} ({waiting}). {advice} "
-            f"Nothing is cancelled automatically: `sftpipe cancel {outcome.job_id}` stops it."
-        ),
-        facts=facts,
-        link=browser_url(outcome.link) if outcome.link else None,
-        link_label="Open the job",
+    return _job_alert(
+        outcome,
+        headline=f"waiting for {what}",
+        state=f"{outcome.state} ({waiting})",
+        timeline=[("Waiting since", _utc(since))],
+        summary=f"Tuning job {outcome.job_id} has been waiting for {what} for {waited} ({waiting}). {advice}",
     )
 
 

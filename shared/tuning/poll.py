@@ -211,15 +211,8 @@ def _alert_waiting(store: JobStore, job: JobRecord, wait_notice_after_s: int) ->
         return
     if job.waiting_alerted_at is not None and job.waiting_alerted_at >= since:
         return
-    event = JobEventV1(
-        job_id=job.job_id,
-        dataset_id=job.dataset_id,
-        sequence=job.sequence,
-        state=job.status,
-        kind="stalled",
-        tuning_job_state=job.tuning_job_state,
-        tuning_job_name=job.tuning_job_name,
-        error=f"{job.tuning_job_state} since {since.isoformat()}",
+    event = _alert_event(
+        job, tuning_job_state=job.tuning_job_state, error=f"{job.tuning_job_state} since {since.isoformat()}"
     )
     log.warning(
         "job waits for Vertex AI", extra={"tuning_job_state": job.tuning_job_state, "since": str(since)}
@@ -231,14 +224,23 @@ def _alert_stalled(store: JobStore, job: JobRecord) -> None:
     """One ``stalled`` event per stall (a new stall after progress gets a new one)."""
     if job.stalled_alerted_at and job.last_progress_at and job.stalled_alerted_at >= job.last_progress_at:
         return
-    event = JobEventV1(
+    event = _alert_event(
+        job,
+        error=f"no progress since {job.last_progress_at.isoformat() if job.last_progress_at else 'submission'}",
+    )
+    log.warning("job stalled", extra={"last_progress_at": str(job.last_progress_at)})
+    store.add_alert(job.job_id, event)
+
+
+def _alert_event(job: JobRecord, *, error: str, tuning_job_state: str | None = None) -> JobEventV1:
+    """The ``stalled`` job-event of an alert about ``job`` (a wait carries its sub-state)."""
+    return JobEventV1(
         job_id=job.job_id,
         dataset_id=job.dataset_id,
         sequence=job.sequence,
         state=job.status,
         kind="stalled",
+        tuning_job_state=tuning_job_state,
         tuning_job_name=job.tuning_job_name,
-        error=f"no progress since {job.last_progress_at.isoformat() if job.last_progress_at else 'submission'}",
+        error=error,
     )
-    log.warning("job stalled", extra={"last_progress_at": str(job.last_progress_at)})
-    store.add_alert(job.job_id, event)
