@@ -251,10 +251,11 @@ class _Follower:
         train = series.get("/train_total_loss") or []
         if not train:
             return ""
-        text = f"step {train[-1].step}, training loss {train[-1].value:.3f}"
+        # Three significant digits: a tuned model's loss goes well below 0.001.
+        text = f"step {train[-1].step}, training loss {train[-1].value:.3g}"
         evals = series.get("/eval_total_loss") or []
         if evals:
-            text += f", validation loss {evals[-1].value:.3f}"
+            text += f", validation loss {evals[-1].value:.3g}"
         return text
 
     def _baseline_progress(self) -> str:
