@@ -27,9 +27,10 @@ from local.tuning import sample
 from shared.evaluation.notices import notify_stalled
 from shared.messages import JobEventV1, TuningRequestV1
 from shared.runtime import Runtime
-from shared.state.jobs import JobRecord
+from shared.state.jobs import JobRecord, SubStateEntry
 from shared.state.store import JobStore
 from shared.tuning.client import make_client
+from shared.tuning.observe import progress_marker
 from shared.tuning.poll import _refresh
 from tests.integration.conftest import wait_for
 
@@ -110,22 +111,40 @@ def test_a_job_waiting_for_quota_is_recorded_shown_and_notified_once(
             tuning_job_name=waiting.name,
             created=datetime.now(UTC),
             submitted_at=datetime.now(UTC),
-            last_progress_at=datetime.now(UTC),
+            # As the poller left it three hours ago, before the job began to wait: nothing has
+            # changed at Vertex since but the sub-state.
+            last_progress_at=datetime.now(UTC) - timedelta(hours=3),
+            progress_marker=progress_marker(client.tunings.get(name=waiting.name)),
+            tuning_job_state="TUNING_JOB_STATE_PROCESSING_DATASET",
+            sub_states=[
+                SubStateEntry(
+                    sub_state="TUNING_JOB_STATE_PROCESSING_DATASET",
+                    state="JOB_STATE_PENDING",
+                    at=datetime.now(UTC) - timedelta(hours=3),
+                )
+            ],
         )
         local.firestore.collection(settings.jobs_collection).document(job_id).set(record.model_dump())
 
         def refresh(wait_notice_after_s: int) -> JobRecord:
             job = store.get(job_id)
             assert job is not None
-            _refresh(job, store, client, stall_after_s=7200, wait_notice_after_s=wait_notice_after_s)
+            # A stall threshold the 3 h without progress would pass: a new sub-state is progress,
+            # and a wait is not a stall, so no stall alert may come of it.
+            _refresh(job, store, client, stall_after_s=3600, wait_notice_after_s=wait_notice_after_s)
             refreshed = store.get(job_id)
             assert refreshed is not None
             return refreshed
 
         first = refresh(wait_notice_after_s=3600)
         assert first.tuning_job_state == "TUNING_JOB_STATE_WAITING_FOR_QUOTA"
-        assert [e.sub_state for e in first.sub_states] == ["TUNING_JOB_STATE_WAITING_FOR_QUOTA"]
+        assert [e.sub_state.removeprefix("TUNING_JOB_STATE_") for e in first.sub_states] == [
+            "PROCESSING_DATASET",
+            "WAITING_FOR_QUOTA",
+        ]
         assert first.waiting_alerted_at is None  # the wait has just begun
+        assert first.last_progress_at is not None
+        assert datetime.now(UTC) - first.last_progress_at < timedelta(minutes=1)
         # Waited long enough: three ticks, one alert.
         local.firestore.collection(settings.jobs_collection).document(job_id).update(
             {"tuning_job_state_since": datetime.now(UTC) - timedelta(hours=2)}
@@ -136,6 +155,11 @@ def test_a_job_waiting_for_quota_is_recorded_shown_and_notified_once(
         alerts = [doc.to_dict() for doc in store.outbox.stream() if doc.id.startswith(f"{job_id}-")]
         assert [a["event"]["tuning_job_state"] for a in alerts] == ["TUNING_JOB_STATE_WAITING_FOR_QUOTA"]
         assert store.get(job_id).stalled_alerted_at is None  # type: ignore[union-attr] # not a stall
+        assert [
+            name
+            for name in (doc.id for doc in store.outbox.stream())
+            if name.startswith(f"{job_id}-stalled-")
+        ] == []
 
         # The notice, delivered twice (at least once), reaches each channel once.
         event = JobEventV1.model_validate(alerts[0]["event"])
@@ -153,7 +177,7 @@ def test_a_job_waiting_for_quota_is_recorded_shown_and_notified_once(
         wait_for(lambda: client.tunings.get(name=waiting.name).has_ended, timeout=120, what="the job to end")
         final = refresh(wait_notice_after_s=1800)
         seen = [e.sub_state.removeprefix("TUNING_JOB_STATE_") for e in final.sub_states]
-        assert seen[0] == "WAITING_FOR_QUOTA"
+        assert seen[:2] == ["PROCESSING_DATASET", "WAITING_FOR_QUOTA"]
         assert seen[-1] == "POST_PROCESSING"
         assert final.status == "JOB_STATE_SUCCEEDED"
     finally:
