@@ -429,6 +429,9 @@ class Stack:
         ]
         self._spawn(state, "ticker", ticker_argv, process_env)
 
+        # The functions' extra settings too: a CLI or a test in the stack's environment acts with
+        # the same settings (a lease, a quota) as the functions it talks to.
+        env.update(options.function_env)
         env.update(
             {
                 "SFTPIPE_RUN_DIR": str(self.run_dir),

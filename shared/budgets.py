@@ -44,8 +44,15 @@ FIRESTORE_SLACK_S = 15.0
 # --- Claims ---------------------------------------------------------------------------------------
 #: Seconds a claim holds without a heartbeat: how long a crashed attempt's work waits.
 CLAIM_LEASE_S = 60
-#: Seconds between two renewals of a live claim: three renewals fit in one lease.
+#: Seconds between two renewals of a live claim: four renewals fit in one lease.
 HEARTBEAT_INTERVAL_S = 15.0
+#: Renewals of a live claim within one lease, whatever lease a deployment sets
+#: (``SFTPIPE_IDEMPOTENCY_LEASE_S``): one failed renewal still leaves three.
+BEATS_PER_LEASE = 4
+
+#: Seconds a claim's first read or write may take, its retries included: an invocation that
+#: cannot reach Firestore fails (and is redelivered) after this, not after the client's minute.
+CLAIM_CALL_TIMEOUT_S = 20.0
 
 # --- Functions (deploy/variables.tf ``function_resources``) ---------------------------------------
 #: Timeouts of the deployed functions; the test of deploy/ holds the Terraform defaults to these.
@@ -65,6 +72,13 @@ JUDGE_MIN_TIME_S = 240.0
 # --- Delivery (the subscriptions' retry policy) ---------------------------------------------------
 #: Deliveries before a message is dead-lettered (deploy/variables.tf ``max_delivery_attempts``).
 MAX_DELIVERY_ATTEMPTS = 5
+
+
+def heartbeat_interval_s(lease_s: float) -> float:
+    """Seconds between two renewals of a claim whose lease is ``lease_s``: at most
+    :data:`HEARTBEAT_INTERVAL_S`, and short enough that :data:`BEATS_PER_LEASE` fit in the lease
+    (a 15 s beat would lose a 10 s claim to any other delivery)."""
+    return min(HEARTBEAT_INTERVAL_S, lease_s / BEATS_PER_LEASE)
 
 
 def read_call_worst_case_s() -> float:

@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     idempotency_lease_s: int = Field(
         60,
         ge=1,
-        description="Seconds a claim (ingest, completion, evaluation) holds without its heartbeat before another attempt may take it over.",
+        description="Seconds a claim (ingest, completion, evaluation, baseline, a job's submission) holds without its heartbeat before another attempt may take it over; the heartbeat renews it every 15 s, or every quarter of a shorter lease.",
     )
 
     function_timeout_s: int = Field(

@@ -21,7 +21,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from google.api_core import exceptions as gexc
+from google.api_core import retry as gretry
 
+from shared.budgets import CLAIM_CALL_TIMEOUT_S, heartbeat_interval_s
 from shared.errors import AlreadyInProgressError, PermanentError
 from shared.leases import Heartbeat
 from shared.logging import get_logger
@@ -38,6 +40,13 @@ FAILED = "FAILED"
 RECORD_RETENTION = timedelta(days=30)
 
 log = get_logger("sftpipe.idempotency")
+
+#: The claim's reads and writes, the first Firestore calls of a delivery, retry transient errors
+#: for CLAIM_CALL_TIMEOUT_S in all (the client's default is a minute): a delivery that cannot
+#: reach Firestore fails soon, and the platform redelivers it later with its own backoff.
+_CLAIM_RETRY = gretry.Retry(
+    predicate=gretry.if_transient_error, initial=0.2, maximum=4.0, timeout=CLAIM_CALL_TIMEOUT_S
+)
 
 
 class IdempotencyStore:
@@ -69,7 +78,10 @@ class IdempotencyStore:
         if stored is not None:
             return stored
         heartbeat = Heartbeat(
-            lambda: self._renew(ref, owner), max_hold_s=self._max_hold_s, what=f"claim {key}"
+            lambda: self._renew(ref, owner),
+            max_hold_s=self._max_hold_s,
+            interval_s=heartbeat_interval_s(self._lease.total_seconds()),
+            what=f"claim {key}",
         )
         try:
             with heartbeat:
@@ -98,11 +110,11 @@ class IdempotencyStore:
             "expire_at": now + RECORD_RETENTION,
         }
         try:
-            ref.create(record)
+            ref.create(record, retry=_CLAIM_RETRY)
             return None
         except gexc.AlreadyExists:
             pass
-        snapshot = ref.get()
+        snapshot = ref.get(retry=_CLAIM_RETRY)
         if not snapshot.exists:  # deleted by a failed attempt between our create and get
             return self._claim(ref, key, owner)
         existing = snapshot.to_dict()

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from google.api_core import exceptions as gexc
 
+from shared.budgets import heartbeat_interval_s
 from shared.errors import PermanentError
 from shared.evaluation.chunks import ChunkStage, merged_predictions, publish_continuation, run_chunks
 from shared.evaluation.finalize import decide_task, task_prompt
@@ -113,6 +114,7 @@ def handle_baseline(
     heartbeat = Heartbeat(
         lambda: renew_lease(ref, runtime, owner),
         max_hold_s=runtime.settings.function_timeout_s,
+        interval_s=heartbeat_interval_s(runtime.settings.idempotency_lease_s),
         what=f"baseline lease of {job.job_id}",
     )
     try:

@@ -33,7 +33,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.budgets import EVALUATION_RECORD_MARGIN_S, JUDGE_MIN_TIME_S
+from shared.budgets import EVALUATION_RECORD_MARGIN_S, JUDGE_MIN_TIME_S, heartbeat_interval_s
 from shared.config import Settings
 from shared.errors import PermanentError
 from shared.evaluation.baseline import gate_met_reason, handle_baseline, reusable_answers
@@ -160,6 +160,7 @@ def _evaluate_with_lease(
     heartbeat = Heartbeat(
         lambda: renew_lease(ref, runtime, owner),
         max_hold_s=settings.function_timeout_s,
+        interval_s=heartbeat_interval_s(settings.idempotency_lease_s),
         what=f"evaluation lease of {job.job_id}",
     )
     try:

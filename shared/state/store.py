@@ -21,7 +21,6 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from pydantic import ValidationError
 
-from shared.budgets import CLAIM_LEASE_S
 from shared.config import Settings
 from shared.logging import get_logger
 from shared.messages import JobEventV1
@@ -39,9 +38,6 @@ from shared.state.jobs import (
 
 log = get_logger("sftpipe.state")
 
-#: Seconds a SUBMITTING claim holds without its heartbeat before another tuner or poller may
-#: repair the submission (the holder renews it while it works: ``renew_submission``).
-SUBMIT_LEASE_S = CLAIM_LEASE_S
 #: Seconds an outbox claim holds before another publisher may take it over.
 PUBLISH_LEASE_S = 60
 OUTBOX_COLLECTION = "job_events"
@@ -181,7 +177,7 @@ class JobStore:
         next claim, so that every claim's lease starts with its own submission.
         """
         now = utcnow()
-        lease = now + timedelta(seconds=SUBMIT_LEASE_S)
+        lease = now + timedelta(seconds=self.settings.idempotency_lease_s)
 
         @firestore.transactional
         def claim(transaction: firestore.Transaction) -> list[JobRecord]:
@@ -236,7 +232,9 @@ class JobStore:
             current = snapshot.to_dict()
             if current.get("status") != SUBMITTING or current.get("submit_owner") != owner:
                 return False
-            transaction.update(ref, {"submit_lease": utcnow() + timedelta(seconds=SUBMIT_LEASE_S)})
+            transaction.update(
+                ref, {"submit_lease": utcnow() + timedelta(seconds=self.settings.idempotency_lease_s)}
+            )
             return True
 
         return renew(self.db.transaction())

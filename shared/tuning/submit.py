@@ -39,6 +39,7 @@ from shared.budgets import (
     CREATE_SETTLE_S,
     CREATE_TIMEOUT_S,
     LOOKUP_PAUSE_S,
+    heartbeat_interval_s,
     submission_time_left,
     submission_worst_case_s,
 )
@@ -183,6 +184,7 @@ def submit(job: JobRecord, runtime: Runtime, client: genai.Client, store: JobSto
         heartbeat = Heartbeat(
             lambda: store.renew_submission(job.job_id, job.submit_owner),
             max_hold_s=submission_worst_case_s(),
+            interval_s=heartbeat_interval_s(store.settings.idempotency_lease_s),
             what=f"submission claim of {job.job_id}",
         )
         with heartbeat:

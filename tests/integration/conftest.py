@@ -28,6 +28,10 @@ T = TypeVar("T")
 #: Seconds a test waits for the pipeline to react to an upload or a message (a few seconds here;
 #: generous because a shared CI machine can be several times slower).
 PIPELINE_TIMEOUT_S = 60.0
+#: The claims' lease in the test stack (production: 60 s). The tests that kill a worker wait for
+#: its claim to lapse; a quarter of the lease keeps them short, and the heartbeat (a quarter of
+#: the lease, shared.budgets.heartbeat_interval_s) keeps every live claim as it does with 60 s.
+TEST_LEASE_S = 15
 
 
 def wait_for(probe: Callable[[], T], timeout: float = PIPELINE_TIMEOUT_S, what: str = "condition") -> T:
@@ -46,7 +50,9 @@ def wait_for(probe: Callable[[], T], timeout: float = PIPELINE_TIMEOUT_S, what: 
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     run_dir = tmp_path_factory.mktemp("stack")
     local_stack = Stack(run_dir)
-    env = local_stack.up(StackOptions(tick_interval_s=2.0))
+    env = local_stack.up(
+        StackOptions(tick_interval_s=2.0, function_env={"SFTPIPE_IDEMPOTENCY_LEASE_S": str(TEST_LEASE_S)})
+    )
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     get_settings.cache_clear()

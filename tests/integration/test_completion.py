@@ -603,13 +603,15 @@ def test_no_evaluation_call_starts_that_could_outlive_the_invocation(
     assert sorted(evaluation["chunks"]) == ["0000000-0000001", "0000001-0000002"]
 
 
-@pytest.mark.slow(160)
+@pytest.mark.slow(60)
 def test_a_completion_worker_killed_mid_evaluation_still_ends_it_with_one_notice(
     runtime: Runtime, stack: dict[str, str], tuned_model: TunedModel
 ) -> None:
     from tests.integration.test_killed_workers import RECOVERY_S, worker_pids
 
-    examples = 400  # 800 calls: seconds of work for the service, long enough to kill it mid-way
+    # 300 calls, two chunks: at the stack's 600 calls a minute, half a minute of work, long enough
+    # to kill it mid-way through the first chunk.
+    examples = 150
     job = _write_job(runtime, tuned_model, status="JOB_STATE_SUCCEEDED", test_examples=examples)
     event = _terminal_event(job)
     runtime.publish(runtime.settings.job_events_topic, event.to_json(), **event.attributes())

@@ -67,7 +67,7 @@ def _dataset(runtime: Runtime, name: str) -> dict[str, Any] | None:
     return None
 
 
-@pytest.mark.slow(80)
+@pytest.mark.slow(30)
 def test_an_ingest_worker_killed_mid_file_still_ends_the_dataset_with_one_notice(
     runtime: Runtime, stack: dict[str, str]
 ) -> None:

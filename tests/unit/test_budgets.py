@@ -30,6 +30,13 @@ def test_a_live_claim_survives_two_failed_renewals_in_a_row() -> None:
     assert budgets.CLAIM_LEASE_S >= 3 * budgets.HEARTBEAT_INTERVAL_S
 
 
+def test_a_shorter_lease_beats_faster_so_a_live_claim_still_survives_two_failed_renewals() -> None:
+    assert budgets.heartbeat_interval_s(budgets.CLAIM_LEASE_S) == budgets.HEARTBEAT_INTERVAL_S
+    for lease_s in (1, 10, 15, 59, 60, 600):
+        assert lease_s >= 3 * budgets.heartbeat_interval_s(lease_s), lease_s
+        assert budgets.heartbeat_interval_s(lease_s) <= budgets.HEARTBEAT_INTERVAL_S
+
+
 def test_no_second_create_before_a_late_request_could_have_reached_vertex() -> None:
     assert budgets.CREATE_SETTLE_S >= 2 * budgets.CREATE_TIMEOUT_S
     assert budgets.CREATE_TIMEOUT_S > budgets.TUNING_CALL_TIMEOUT_S
