@@ -565,7 +565,9 @@ class GeminiConverter:
                     True,
                     system_keys,
                 )
-                return key, prompt_key, answer_key, joined_bytes, 2, answer_text, prefix
+                body = _PLAIN_ENCODE(contents)
+                line_bytes = len(prefix) + len(body) + _PLAIN_SUFFIX_BYTES
+                return key, prompt_key, answer_key, joined_bytes, 2, answer_text, line_bytes, prefix, body
         pieces: list[str] = []
         previous = "model"
         answer_at = 0
@@ -590,11 +592,13 @@ class GeminiConverter:
             len(pieces) - answer_at == 2,
             system_keys,
         )
-        return key, prompt_key, answer_key, joined_bytes, len(contents), pieces[-1], prefix
+        body = _PLAIN_ENCODE(contents)
+        line_bytes = len(prefix) + len(body) + _PLAIN_SUFFIX_BYTES
+        return key, prompt_key, answer_key, joined_bytes, len(contents), pieces[-1], line_bytes, prefix, body
 
-    def plain_line(self, prefix: bytes, record: PlainRecord, line: bytes) -> bytes:
+    def plain_line(self, prefix: bytes, body: bytes, record: PlainRecord, line: bytes) -> bytes:
         """The written line of a plain record (``orjson.dumps(Example.record)`` + newline) read
-        from ``line``; ``prefix`` is the one :meth:`plain` gave.
+        from ``line``; ``prefix`` and ``body`` are the ones :meth:`plain` gave.
 
         The structs encode each turn as {"role", "parts"}, and the general path keeps the line's
         own order; the two agree when every object of the line that has a "role" key starts with
@@ -602,13 +606,13 @@ class GeminiConverter:
         '{"' cannot occur inside one (nor can a string that ends in '{' be followed by 'role"'),
         and the decoder allows "role" in turns and the system instruction only. A line in another
         order (or spacing) is written as the general path writes it. The length does not depend
-        on the order (:func:`plain_line_bytes`).
+        on the order, so :meth:`plain` gives it whatever the order.
         """
         system = record.system
         roles = len(record.contents) + (system is not None and system.role is not msgspec.UNSET)
         if line.count(b'{"role":') != roles:
             return orjson.dumps(self(orjson.loads(line)).record, option=orjson.OPT_APPEND_NEWLINE)
-        return b"".join((prefix, _PLAIN_ENCODE(record.contents), _PLAIN_SUFFIX))
+        return b"".join((prefix, body, _PLAIN_SUFFIX))
 
 
 def _text_keys(
@@ -699,15 +703,12 @@ PLAIN_DECODER = msgspec.json.Decoder(PlainRecord)
 _PLAIN_ENCODE = msgspec.json.Encoder().encode
 _PLAIN_PREFIX = b'{"contents":'
 _PLAIN_SUFFIX = b"}\n"
+_PLAIN_SUFFIX_BYTES = len(_PLAIN_SUFFIX)
 
 #: ``GeminiConverter.plain``'s result: the Example fields the pass reads (key, prompt_key,
-#: answer_key, text_bytes, turns, answer) and the written line's beginning (for plain_line).
-PlainExample = tuple[bytes, bytes, bytes, int, int, str, bytes]
-
-
-def plain_line_bytes(prefix: bytes, record: PlainRecord) -> int:
-    """The length of ``GeminiConverter.plain_line``, whatever the line's key order."""
-    return len(prefix) + len(_PLAIN_ENCODE(record.contents)) + len(_PLAIN_SUFFIX)
+#: answer_key, text_bytes, turns, answer), the bytes of the written line, and its beginning and
+#: its turns encoded (for ``GeminiConverter.plain_line``).
+PlainExample = tuple[bytes, bytes, bytes, int, int, str, int, bytes, bytes]
 
 
 def plain_prompt_text(record: PlainRecord) -> str:
@@ -1858,13 +1859,6 @@ class FileConverter:
                 raise _pair_not_supported(shape)
             return PAIR_CONVERTERS[shape](value)
         return CONVERTERS[shape](value)
-
-    def plain(self, record: PlainRecord) -> PlainExample | None:
-        """``convert`` of a line PLAIN_DECODER read, once the file is known to be Gemini (else,
-        or when the record needs it, None: convert the line's JSON values instead)."""
-        if self.shape != GEMINI:
-            return None
-        return self.gemini.plain(record)
 
     def _with_images(self, value: dict[str, Any], line: int) -> Example:
         """A LLaVA-style record: ``<image>`` placeholders in the text and an ``images`` list of paths

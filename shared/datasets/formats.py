@@ -33,7 +33,7 @@ UTF8_BOM = b"\xef\xbb\xbf"
 Record = tuple[int, Any, Issue | None]
 #: A JSONL line a typed decoder read: what it decoded, and the line's bytes.
 Typed = tuple[Any, bytes]
-#: Lines in a row a typed decoder may fail on, beyond those it read, before it is no longer tried.
+#: Failed typed decodes, less the lines decoded (never below 0), after which read_jsonl stops trying.
 TYPED_MISSES = 16
 
 
@@ -214,8 +214,10 @@ def read_jsonl(buffered: io.BufferedReader, typed: msgspec.json.Decoder | None =
 
     With ``typed``, each line is first given to ``typed.decode``; a line it reads is yielded as
     :data:`Typed` (the decoded value and the line), any other as without it, so a line's number,
-    and whether and how it is an error, do not depend on ``typed``. Once it has failed on
-    :data:`TYPED_MISSES` more lines than it read (a file of another shape) it is no longer tried.
+    and whether and how it is an error, do not depend on ``typed`` (a typed decoder reads a subset
+    of what orjson reads: strict JSON, one value per line). A failed decode costs about a parse,
+    so once the failures outnumber the lines it read by :data:`TYPED_MISSES` (a file of another
+    shape) it is no longer tried.
     """
     read1 = buffered.read1
     loads = orjson.loads
@@ -264,7 +266,8 @@ def read_jsonl(buffered: io.BufferedReader, typed: msgspec.json.Decoder | None =
                     if misses > TYPED_MISSES:
                         typed_decode = None
                 else:
-                    misses -= misses > 0
+                    if misses:
+                        misses -= 1
                     yield line_no, (decoded, raw), None
                     continue
             try:

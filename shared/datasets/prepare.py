@@ -305,11 +305,10 @@ def prepare(
             # plain one plain() declines, takes the general path below with orjson's values. The
             # estimate is the only count that needs nothing but the texts' lengths.
             typed = cv.PLAIN_DECODER if type(counter) is EstimateCounter else None
-            plain = converter.plain
+            plain = converter.gemini.plain
             count_text = EstimateCounter.count_text
             observe_plain = inferrer.observe_plain
             plain_line = converter.gemini.plain_line
-            plain_line_bytes = cv.plain_line_bytes
             loads = orjson.loads
             for line, read, issue in source.records(typed):
                 records_in += 1
@@ -320,11 +319,12 @@ def prepare(
                 value = read
                 if type(read) is tuple:  # formats.Typed: (a PlainRecord, the line)
                     plain_record, raw = read
-                    fast = plain(plain_record)
+                    # converter.convert's shortcut: once the first record has made the file Gemini.
+                    fast = plain(plain_record) if converter.shape == cv.GEMINI else None
                     if fast is None:
                         value = loads(raw)
                 if fast is not None:
-                    key, prompt_key, answer_key, text_bytes, turns, answer, prefix = fast
+                    key, prompt_key, answer_key, text_bytes, turns, answer, plain_bytes, prefix, body = fast
                     tokens = count_text(text_bytes, turns)
                     if tokens > max_tokens:
                         run.error(_too_many_tokens(line, tokens, counter.method, limits))
@@ -423,7 +423,7 @@ def prepare(
                     if fast is None:
                         prepared_line = dumps(example.record, option=newline)
                     else:
-                        prepared_line = plain_line(prefix, plain_record, raw)
+                        prepared_line = plain_line(prefix, body, plain_record, raw)
                 line_bytes = 0
                 if split_name is None or split_name == "train":
                     if prepared_line is not None:
@@ -431,7 +431,7 @@ def prepare(
                     elif fast is None:
                         line_bytes = len(dumps(example.record, option=newline))
                     else:
-                        line_bytes = plain_line_bytes(prefix, plain_record)
+                        line_bytes = plain_bytes
                 add(prompt, new_prompt, tokens, line_bytes)
                 if fast is None:
                     observe(example)

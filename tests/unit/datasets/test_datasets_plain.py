@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from shared.datasets import PrepareOptions, PrepareResult, prepare
 from shared.datasets import convert as cv
+from shared.datasets.formats import TYPED_MISSES, read_jsonl
 
 SETTINGS = settings(
     max_examples=int(os.environ.get("DATASETS_HYPOTHESIS_EXAMPLES", "150")),
@@ -387,3 +388,31 @@ def test_a_text_of_whitespace_is_the_general_paths_error(blank: str, monkeypatch
     records = [_plain("q", "a"), _plain(blank, "a"), _plain("q", blank), _plain("q", "a", blank), multi]
     result = _assert_same(_file(records), monkeypatch, skip_invalid=True)
     assert result.error_counts == {"missing_text": 4}
+
+
+@SETTINGS
+@given(data=files())
+def test_typed_reading_gives_the_same_lines_numbers_and_errors(data: bytes) -> None:
+    def lines(typed: msgspec.json.Decoder | None) -> list[tuple[int, Any, Any]]:
+        out = []
+        for line, value, issue in read_jsonl(io.BufferedReader(io.BytesIO(data)), typed):  # type: ignore[arg-type]
+            if type(value) is tuple:
+                decoded, raw = value
+                assert type(decoded) is cv.PlainRecord
+                out.append((line, orjson.loads(raw), issue))  # what the general path gets
+            else:
+                out.append((line, value, issue))
+        return out
+
+    assert lines(cv.PLAIN_DECODER) == lines(None)
+
+
+def test_a_file_of_another_shape_stops_the_typed_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    chat = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    data = _file([chat] * (TYPED_MISSES + 5) + [_plain("q", "a")] * 3)
+    decoded = [
+        type(v) is tuple for _, v, _ in read_jsonl(io.BufferedReader(io.BytesIO(data)), cv.PLAIN_DECODER)
+    ]  # type: ignore[arg-type]
+    assert decoded == [False] * (TYPED_MISSES + 5) + [False] * 3
+    result = _assert_same(data, monkeypatch, skip_invalid=True)
+    assert result.error_counts == {"mixed_shapes": 3}
