@@ -49,7 +49,10 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
+import orjson
 
 from shared.datasets.issues import RecordIssueError
 from shared.datasets.limits import ALLOWED_FILE_MIME_TYPES
@@ -458,6 +461,9 @@ class GeminiConverter:
 
     def __init__(self) -> None:
         self._system: _SystemKeys | None = None
+        # The written line's beginning for the remembered system instruction (plain records).
+        self._plain_prefix: bytes | None = None
+        self._plain_prefix_of: _SystemKeys | None = None
 
     def __call__(self, record: dict[str, Any]) -> Example:
         contents = record.get("contents")
@@ -495,41 +501,221 @@ class GeminiConverter:
                 pieces.append(text)
         if previous != "model":
             return _convert_gemini_general(record)
-        # As _keys, with the system instruction's share taken from the memory. The first turn is
-        # the user's and the last the model's, so there is a prompt: answer_at > 0.
-        prompt = _SEPARATOR.join(pieces[:answer_at]).encode()
-        answer = _SEPARATOR.join(pieces[answer_at:]).encode()
-        prompt_bare = prompt.translate(None, ASCII_WHITESPACE)
-        answer_bare = answer.translate(None, ASCII_WHITESPACE)
-        # near_normalise, for the common case inline: one text after its role, whose separator
-        # follows the role name (never punctuation), so only the end has punctuation to strip.
-        if answer_at == 2 and prompt_bare.isascii():
-            prompt_key = prompt_bare.lower().rstrip(_ASCII_TRAILING_PUNCTUATION)
-        else:
-            prompt_key = near_normalise(prompt_bare)
-        if len(pieces) - answer_at == 2 and answer_bare.isascii():
-            answer_key = answer_bare.lower().rstrip(_ASCII_TRAILING_PUNCTUATION)
-        else:
-            answer_key = near_normalise(answer_bare)
-        joined_bytes = len(prompt) + 1 + len(answer)
+        key, prompt_key, answer_key, joined_bytes = _text_keys(
+            _SEPARATOR.join(pieces[:answer_at]).encode(),
+            _SEPARATOR.join(pieces[answer_at:]).encode(),
+            answer_at == 2,
+            len(pieces) - answer_at == 2,
+            system_keys,
+        )
         if system_keys is None:
-            key = b"".join((prompt_bare, _SEPARATOR_BYTE, answer_bare))
             if len(record) > 1:
                 record = {"contents": contents}
         else:
-            _, system_parts, system_bare, system_near, system_bytes = system_keys
-            key = b"".join((system_bare, prompt_bare, _SEPARATOR_BYTE, answer_bare))
-            prompt_key = system_near + prompt_key
-            joined_bytes += system_bytes + 1
-            record = {"systemInstruction": {"role": "system", "parts": system_parts}, "contents": contents}
+            record = {"systemInstruction": {"role": "system", "parts": system_keys[1]}, "contents": contents}
         return Example(record, key, prompt_key, answer_key, joined_bytes, len(contents), 0, pieces[-1])
 
+    def plain(self, record: PlainRecord) -> PlainExample | None:
+        """What ``self(...)`` gives for ``record`` (a line ``PLAIN_DECODER`` read), as a
+        :data:`PlainExample`; None when the roles are out of order (the general path names the error).
 
-def _system_keys(system: Any) -> _SystemKeys:
-    parts = _system_instruction(system)
+        The decoder already checked every type, that there is no other key, that each role is
+        "user" or "model" and that no list or text is empty, so what is left to check is that no
+        text is only whitespace and that the turns alternate, from the user's to the model's.
+        """
+        contents = record.contents
+        system = record.system
+        if system is None:
+            system_keys = None
+            prefix = _PLAIN_PREFIX
+        else:
+            system_keys = self._system
+            if system_keys is None or system_keys[0] != system:
+                if any(part.text.isspace() for part in system.parts):
+                    return None
+                system_keys = self._system = _system_keys(system, msgspec.to_builtins(system))
+            prefix = self._plain_prefix
+            if prefix is None or self._plain_prefix_of is not system_keys:
+                prefix = self._plain_prefix = b"".join(
+                    (
+                        b'{"systemInstruction":{"role":"system","parts":',
+                        _PLAIN_ENCODE(system.parts),
+                        b'},"contents":',
+                    )
+                )
+                self._plain_prefix_of = system_keys
+        if len(contents) == 2:  # the common case, one question and its answer, without lists
+            user, model = contents
+            user_parts = user.parts
+            model_parts = model.parts
+            if (
+                user.role == "user"
+                and model.role == "model"
+                and len(user_parts) == 1
+                and len(model_parts) == 1
+            ):
+                prompt_text = user_parts[0].text
+                answer_text = model_parts[0].text
+                if prompt_text.isspace() or answer_text.isspace():
+                    return None
+                key, prompt_key, answer_key, joined_bytes = _text_keys(
+                    ("user" + _SEPARATOR + prompt_text).encode(),
+                    ("model" + _SEPARATOR + answer_text).encode(),
+                    True,
+                    True,
+                    system_keys,
+                )
+                body = _PLAIN_ENCODE(contents)
+                line_bytes = len(prefix) + len(body) + _PLAIN_SUFFIX_BYTES
+                return key, prompt_key, answer_key, joined_bytes, 2, answer_text, line_bytes, prefix, body
+        pieces: list[str] = []
+        previous = "model"
+        answer_at = 0
+        for turn in contents:
+            role = turn.role
+            if role == previous:
+                return None
+            previous = role
+            answer_at = len(pieces)
+            pieces.append(role)
+            for part in turn.parts:
+                text = part.text
+                if text.isspace():
+                    return None
+                pieces.append(text)
+        if previous != "model":
+            return None
+        key, prompt_key, answer_key, joined_bytes = _text_keys(
+            _SEPARATOR.join(pieces[:answer_at]).encode(),
+            _SEPARATOR.join(pieces[answer_at:]).encode(),
+            answer_at == 2,
+            len(pieces) - answer_at == 2,
+            system_keys,
+        )
+        body = _PLAIN_ENCODE(contents)
+        line_bytes = len(prefix) + len(body) + _PLAIN_SUFFIX_BYTES
+        return key, prompt_key, answer_key, joined_bytes, len(contents), pieces[-1], line_bytes, prefix, body
+
+    def plain_line(self, prefix: bytes, body: bytes, record: PlainRecord, line: bytes) -> bytes:
+        """The written line of a plain record (``orjson.dumps(Example.record)`` + newline) read
+        from ``line``; ``prefix`` and ``body`` are the ones :meth:`plain` gave.
+
+        The structs encode each turn as {"role", "parts"}, and the general path keeps the line's
+        own order; the two agree when every object of the line that has a "role" key starts with
+        it. Counting '{"role":' finds exactly those objects: in a JSON string a '"' is escaped, so
+        '{"' cannot occur inside one (nor can a string that ends in '{' be followed by 'role"'),
+        and the decoder allows "role" in turns and the system instruction only. A line in another
+        order (or spacing) is written as the general path writes it. The length does not depend
+        on the order, so :meth:`plain` gives it whatever the order.
+        """
+        system = record.system
+        roles = len(record.contents) + (system is not None and system.role is not msgspec.UNSET)
+        if line.count(b'{"role":') != roles:
+            return orjson.dumps(self(orjson.loads(line)).record, option=orjson.OPT_APPEND_NEWLINE)
+        return b"".join((prefix, body, _PLAIN_SUFFIX))
+
+
+def _text_keys(
+    prompt: bytes,
+    answer: bytes,
+    one_prompt_text: bool,
+    one_answer_text: bool,
+    system_keys: _SystemKeys | None,
+) -> tuple[bytes, bytes, bytes, int]:
+    """As :func:`_keys` for plain turns: ``prompt`` and ``answer`` are the UTF-8 pieces joined, the
+    system instruction's share is taken from :class:`GeminiConverter`'s memory; ``one_*_text``:
+    that side is one turn of one text. The first turn is the user's and the last the model's, so
+    there is a prompt."""
+    prompt_bare = prompt.translate(None, ASCII_WHITESPACE)
+    answer_bare = answer.translate(None, ASCII_WHITESPACE)
+    # near_normalise, for the common case inline: one text after its role, whose separator
+    # follows the role name (never punctuation), so only the end has punctuation to strip.
+    if one_prompt_text and prompt_bare.isascii():
+        prompt_key = prompt_bare.lower().rstrip(_ASCII_TRAILING_PUNCTUATION)
+    else:
+        prompt_key = near_normalise(prompt_bare)
+    if one_answer_text and answer_bare.isascii():
+        answer_key = answer_bare.lower().rstrip(_ASCII_TRAILING_PUNCTUATION)
+    else:
+        answer_key = near_normalise(answer_bare)
+    joined_bytes = len(prompt) + 1 + len(answer)
+    if system_keys is None:
+        return b"".join((prompt_bare, _SEPARATOR_BYTE, answer_bare)), prompt_key, answer_key, joined_bytes
+    _, _, system_bare, system_near, system_bytes = system_keys
+    return (
+        b"".join((system_bare, prompt_bare, _SEPARATOR_BYTE, answer_bare)),
+        system_near + prompt_key,
+        answer_key,
+        joined_bytes + system_bytes + 1,
+    )
+
+
+def _system_keys(system: Any, value: Any = None) -> _SystemKeys:
+    """The memory of one system instruction: ``system`` as read, then what ``value`` (the same
+    instruction as JSON values, when ``system`` is decoded otherwise) converts to."""
+    parts = _system_instruction(system if value is None else value)
     joined = _SEPARATOR.join(["system", *(part["text"] for part in parts)]).encode()
     bare = joined.translate(None, ASCII_WHITESPACE) + _SEPARATOR_BYTE
     return system, parts, bare, near_normalise(bare), len(joined)
+
+
+# --- the plain Gemini line, decoded by type ----------------------------------------------------
+#
+# Most lines of a Gemini file are text turns and at most a system instruction of text parts. The
+# decoder below reads exactly that shape into structs in one C pass (types, keys, roles, blank
+# texts checked as it parses), faster than orjson builds the dicts the general path then checks
+# in Python. A line it cannot read (any other key, type or value, or invalid JSON) raises
+# msgspec.DecodeError and takes the general path, orjson and GeminiConverter.__call__, which
+# also finds the precise error; so does a record ``GeminiConverter.plain`` declines. Both paths
+# give the same keys, counts and written bytes (tests/unit/datasets/test_datasets_plain.py).
+
+#: Not empty: checked as it parses. Whether a text is only whitespace is checked by
+#: GeminiConverter.plain (a regex here costs more than the whole conversion).
+_PlainText = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class PlainPart(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    text: _PlainText
+
+
+class PlainTurn(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    # Field order is the written order: {"role": ..., "parts": [...]}.
+    role: Literal["user", "model"]
+    parts: Annotated[list[PlainPart], msgspec.Meta(min_length=1)]
+
+
+class PlainSystem(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    parts: Annotated[list[PlainPart], msgspec.Meta(min_length=1)]
+    #: Ignored, as the general path ignores it ("role": "system" in Vertex's own examples); a
+    #: string only, so that '{"role":' counts stay exact (GeminiConverter.plain).
+    role: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class PlainRecord(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    contents: Annotated[list[PlainTurn], msgspec.Meta(min_length=1)]
+    system: PlainSystem | None = msgspec.field(default=None, name="systemInstruction")
+
+
+#: Decodes one line into a PlainRecord (``Decoder.decode``), or raises msgspec.DecodeError.
+PLAIN_DECODER = msgspec.json.Decoder(PlainRecord)
+#: msgspec escapes strings as orjson does (checked over every code point), so a line written
+#: from the structs has the bytes orjson.dumps gives for the record's dicts.
+_PLAIN_ENCODE = msgspec.json.Encoder().encode
+_PLAIN_PREFIX = b'{"contents":'
+_PLAIN_SUFFIX = b"}\n"
+_PLAIN_SUFFIX_BYTES = len(_PLAIN_SUFFIX)
+
+#: ``GeminiConverter.plain``'s result: the Example fields the pass reads (key, prompt_key,
+#: answer_key, text_bytes, turns, answer), the bytes of the written line, and its beginning and
+#: its turns encoded (for ``GeminiConverter.plain_line``).
+PlainExample = tuple[bytes, bytes, bytes, int, int, str, int, bytes, bytes]
+
+
+def plain_prompt_text(record: PlainRecord) -> str:
+    """``shared.datasets.task.prompt_text`` of a plain record's Example.record."""
+    pieces = [] if record.system is None else ["".join(p.text for p in record.system.parts)]
+    pieces.extend("".join(p.text for p in turn.parts) for turn in record.contents[:-1])
+    return "\n\n".join(piece for piece in pieces if piece)
 
 
 def _convert_gemini_general(record: dict[str, Any]) -> Example:
@@ -1625,7 +1811,7 @@ class FileConverter:
         self.drop_undesirable = self.preferred_only or skip_invalid
         #: CSV/TSV: every row has the header's columns, so the first row decides for all of them.
         self.delimited = delimited
-        self._gemini = GeminiConverter()
+        self.gemini = GeminiConverter()
         self.shape: str | None = None
         self.shape_line = 0
         #: The task that the column names suggest (label -> classification ...), if any.
@@ -1639,7 +1825,7 @@ class FileConverter:
         if "images" in value and ("conversations" in value or "messages" in value):
             return self._with_images(value, line)
         if self.shape == GEMINI and "contents" in value:
-            return self._gemini(value)  # the hot path skips shape detection
+            return self.gemini(value)  # the hot path skips shape detection
         try:
             shape = COLUMNS if self.mapping is not None else detect_shape(value)
         except RecordIssueError as bad:
@@ -1665,7 +1851,7 @@ class FileConverter:
             assert self.mapping is not None
             return convert_columns(value, self.mapping)
         if shape == GEMINI:
-            return self._gemini(value)
+            return self.gemini(value)
         if shape in KTO_SHAPES:
             return self._kto(value, shape)
         if shape in PAIR_SHAPES:

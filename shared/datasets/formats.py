@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from enum import StrEnum
 from typing import Any, BinaryIO
 
+import msgspec
 import orjson
 
 from shared.datasets.issues import Issue
@@ -30,6 +31,10 @@ _BUFFER_BYTES = 1 * MIB
 UTF8_BOM = b"\xef\xbb\xbf"
 
 Record = tuple[int, Any, Issue | None]
+#: A JSONL line a typed decoder read: what it decoded, and the line's bytes.
+Typed = tuple[Any, bytes]
+#: Failed typed decodes, less the lines decoded (never below 0), after which read_jsonl stops trying.
+TYPED_MISSES = 16
 
 
 class SourceFormat(StrEnum):
@@ -190,24 +195,35 @@ class Source:
     def bytes_read(self) -> int:
         return self._raw.bytes_read
 
-    def records(self) -> Iterator[Record]:
+    def records(self, typed: msgspec.json.Decoder | None = None) -> Iterator[Record]:
+        """``typed``: see :func:`read_jsonl` (JSONL only)."""
         if self.format is SourceFormat.JSONL:
-            return read_jsonl(self._buffered)
+            return read_jsonl(self._buffered, typed)
         if self.format in (SourceFormat.JSON_ARRAY, SourceFormat.JSON):
             return read_json_values(self._buffered, array=self.format is SourceFormat.JSON_ARRAY)
         return read_delimited(self._buffered, "\t" if self.format is SourceFormat.TSV else ",")
 
 
-def read_jsonl(buffered: io.BufferedReader) -> Iterator[Record]:
+def read_jsonl(buffered: io.BufferedReader, typed: msgspec.json.Decoder | None = None) -> Iterator[Record]:
     """The lines of a JSONL source, parsed.
 
     Reads one block (one raw read, at most ``_BUFFER_BYTES``) at a time and splits it, rather than
     calling ``readline`` per line: the raw reads, and so where a ``file_too_large`` stops the pass,
     are the same as line by line. A line is at most ``MAX_LINE_BYTES`` without its ``\\n``; a
     longer one is an error, and its bytes are dropped as they arrive rather than held.
+
+    With ``typed``, each line is first given to ``typed.decode``; a line it reads is yielded as
+    :data:`Typed` (the decoded value and the line), any other as without it, so a line's number,
+    and whether and how it is an error, do not depend on ``typed`` (a typed decoder reads a subset
+    of what orjson reads: strict JSON, one value per line). A failed decode costs about a parse,
+    so once the failures outnumber the lines it read by :data:`TYPED_MISSES` (a file of another
+    shape) it is no longer tried.
     """
     read1 = buffered.read1
     loads = orjson.loads
+    typed_decode = None if typed is None else typed.decode
+    typed_error = msgspec.DecodeError  # ValidationError is one too
+    misses = 0  # failed typed decodes, less those that succeeded
     decode_error = orjson.JSONDecodeError
     line_no = 0
     start: list[bytes] = []  # the beginning of a line that goes on in the next block
@@ -242,6 +258,18 @@ def read_jsonl(buffered: io.BufferedReader) -> Iterator[Record]:
             if checked and len(raw) >= MAX_LINE_BYTES:
                 yield line_no, None, _too_long(line_no)
                 continue
+            if typed_decode is not None:
+                try:
+                    decoded = typed_decode(raw)
+                except typed_error:
+                    misses += 1
+                    if misses > TYPED_MISSES:
+                        typed_decode = None
+                else:
+                    if misses:
+                        misses -= 1
+                    yield line_no, (decoded, raw), None
+                    continue
             try:
                 value = loads(raw)
             except decode_error:

@@ -52,7 +52,7 @@ from shared.datasets.split import (
     SplitTotals,
 )
 from shared.datasets.task import TaskInferrer
-from shared.datasets.tokens import CounterChoice, TokenizerFactory, choose_token_counter
+from shared.datasets.tokens import CounterChoice, EstimateCounter, TokenizerFactory, choose_token_counter
 from shared.messages import Task
 from shared.pricing import inference_usd
 
@@ -193,6 +193,15 @@ def _describe(item: WarningItem, unit: str) -> str:
     return f"{name} ({item.count:,} {unit}s, e.g. {where})" if where else f"{name} ({item.count:,} times)"
 
 
+def _too_many_tokens(line: int, tokens: int, method: str, limits: ModelLimits) -> Issue:
+    return Issue(
+        line=line,
+        field="",
+        code="too_many_tokens",
+        message=f"the example has {tokens:,} tokens ({method}); {limits.name} accepts {limits.max_tokens_per_example:,}",
+    )
+
+
 def prepare(
     stream: BinaryIO,
     *,
@@ -291,62 +300,81 @@ def prepare(
             add = allocator.histogram.add
             observe = inferrer.observe
             strict = not options.skip_invalid
-            for line, value, issue in source.records():
+            # Plain Gemini text lines (most lines of most files) are decoded by type and converted
+            # without dicts (convert.PLAIN_DECODER, GeminiConverter.plain); any other line, and a
+            # plain one plain() declines, takes the general path below with orjson's values. The
+            # estimate is the only count that needs nothing but the texts' lengths.
+            typed = cv.PLAIN_DECODER if type(counter) is EstimateCounter else None
+            plain = converter.gemini.plain
+            count_text = EstimateCounter.count_text
+            observe_plain = inferrer.observe_plain
+            plain_line = converter.gemini.plain_line
+            loads = orjson.loads
+            for line, read, issue in source.records(typed):
                 records_in += 1
                 if issue is not None:
                     run.error(issue)
                     continue
-                try:
-                    example = convert(value, line)
-                except RecordIssueError as bad:
-                    run.error(Issue(line=line, field=bad.field, code=bad.code, message=bad.message))
-                    continue
-                except cv.UndesirableExampleError:
-                    run.warn("undesirable_examples_dropped", line)
-                    continue
-                except ColumnsError as columns:
-                    header_line = 1 if converter.delimited else line
-                    run.file_error(columns.code, str(columns), line=header_line)
-                    break
-                tokens = count(example)
-                if tokens > max_tokens:
-                    run.error(
-                        Issue(
-                            line=line,
-                            field="",
-                            code="too_many_tokens",
-                            message=f"the example has {tokens:,} tokens ({counter.method}); {limits.name} accepts {max_tokens:,}",
-                        )
-                    )
-                    continue
-                if example.files > max_files:
-                    run.error(
-                        Issue(
-                            line=line,
-                            field="",
-                            code="too_many_files",
-                            message=f"the example has {example.files} file parts; at most {max_files} are accepted",
-                        )
-                    )
-                    continue
-                if example.files or (type(value) is dict and "generationConfig" in value):
-                    media_issues = media.check(example.record, value, line)
-                    if media_issues:
-                        for media_issue in media_issues[:-1]:
-                            run.error(media_issue, record=False)
-                        run.error(media_issues[-1])
+                fast: cv.PlainExample | None = None
+                value = read
+                if type(read) is tuple:  # formats.Typed: (a PlainRecord, the line)
+                    plain_record, raw = read
+                    # converter.convert's shortcut: once the first record has made the file Gemini.
+                    fast = plain(plain_record) if converter.shape == cv.GEMINI else None
+                    if fast is None:
+                        value = loads(raw)
+                if fast is not None:
+                    key, prompt_key, answer_key, text_bytes, turns, answer, plain_bytes, prefix, body = fast
+                    tokens = count_text(text_bytes, turns)
+                    if tokens > max_tokens:
+                        run.error(_too_many_tokens(line, tokens, counter.method, limits))
                         continue
-                if example.notes:
-                    run.dropped(example.notes, line)
-                if example.rejected_answers:
-                    rejected_answers += example.rejected_answers
-                    run.warn("rejected_answers_dropped", line)
-                digest = hash64(example.key, seed) & tracked_mask
-                prompt = hash64(example.prompt_key, seed)
+                else:
+                    try:
+                        example = convert(value, line)
+                    except RecordIssueError as bad:
+                        run.error(Issue(line=line, field=bad.field, code=bad.code, message=bad.message))
+                        continue
+                    except cv.UndesirableExampleError:
+                        run.warn("undesirable_examples_dropped", line)
+                        continue
+                    except ColumnsError as columns:
+                        header_line = 1 if converter.delimited else line
+                        run.file_error(columns.code, str(columns), line=header_line)
+                        break
+                    tokens = count(example)
+                    if tokens > max_tokens:
+                        run.error(_too_many_tokens(line, tokens, counter.method, limits))
+                        continue
+                    if example.files > max_files:
+                        run.error(
+                            Issue(
+                                line=line,
+                                field="",
+                                code="too_many_files",
+                                message=f"the example has {example.files} file parts; at most {max_files} are accepted",
+                            )
+                        )
+                        continue
+                    if example.files or (type(value) is dict and "generationConfig" in value):
+                        media_issues = media.check(example.record, value, line)
+                        if media_issues:
+                            for media_issue in media_issues[:-1]:
+                                run.error(media_issue, record=False)
+                            run.error(media_issues[-1])
+                            continue
+                    if example.notes:
+                        run.dropped(example.notes, line)
+                    if example.rejected_answers:
+                        rejected_answers += example.rejected_answers
+                        run.warn("rejected_answers_dropped", line)
+                    key, prompt_key, answer_key = example.key, example.prompt_key, example.answer_key
+                digest = hash64(key, seed) & tracked_mask
+                prompt = hash64(prompt_key, seed)
                 if near:
                     # The answer's hash seeded with the prompt's: the near key's hash, without
                     # joining the two keys or hashing the prompt twice.
-                    near_digest = hash64(example.answer_key, prompt) & tracked_mask
+                    near_digest = hash64(answer_key, prompt) & tracked_mask
                     first = first_of.get(near_digest)
                     if first is not None:
                         if first == digest:
@@ -389,15 +417,28 @@ def prepare(
                     if len(prompt_duplicate_lines) < _WARNING_LINES:
                         prompt_duplicate_lines.append(line)
                 token_counts.append(tokens)
+                # Bytes of the prepared line: written, or counted (train only: see above).
                 prepared_line: bytes | None = None
-                if split_name is None or split_name == "train":
-                    prepared_line = dumps(example.record, option=newline)
-                add(prompt, new_prompt, tokens, 0 if prepared_line is None else len(prepared_line))
-                observe(example)
                 if sink is not None and split_name is not None and (not strict or not run.error_counts):
-                    if prepared_line is None:
+                    if fast is None:
                         prepared_line = dumps(example.record, option=newline)
-                    sink(split_name, prepared_line)
+                    else:
+                        prepared_line = plain_line(prefix, body, plain_record, raw)
+                line_bytes = 0
+                if split_name is None or split_name == "train":
+                    if prepared_line is not None:
+                        line_bytes = len(prepared_line)
+                    elif fast is None:
+                        line_bytes = len(dumps(example.record, option=newline))
+                    else:
+                        line_bytes = plain_bytes
+                add(prompt, new_prompt, tokens, line_bytes)
+                if fast is None:
+                    observe(example)
+                else:
+                    observe_plain(answer, plain_record)
+                if prepared_line is not None:
+                    sink(split_name, prepared_line)  # type: ignore[arg-type]  # set when writing
             bytes_read = source.bytes_read
         except SourceUnreadableError as unreadable:
             run.fatal = True

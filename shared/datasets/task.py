@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.datasets.convert import Example
+from shared.datasets.convert import Example, PlainRecord, plain_prompt_text
 from shared.evaluation.task_rule import TaskChoice, TaskSample
 
 
@@ -34,6 +34,10 @@ class TaskInferrer:
 
     def observe(self, example: Example) -> None:
         self.sample.observe(example.answer, lambda: prompt_text(example.record))
+
+    def observe_plain(self, answer: str, record: PlainRecord) -> None:
+        """``observe`` of the Example that ``record`` converts to, whose answer is ``answer``."""
+        self.sample.observe(answer, lambda: plain_prompt_text(record))
 
     def infer(self, hint: str | None = None) -> TaskChoice:
         """The inferred decision; ``hint`` is the task the column names suggest, if any."""

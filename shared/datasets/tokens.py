@@ -48,6 +48,11 @@ class EstimateCounter:
             + (media_tokens(example.record) if example.files else 0)
         )
 
+    @staticmethod
+    def count_text(text_bytes: int, turns: int) -> int:
+        """``count`` of an example without file parts."""
+        return (text_bytes + 3) // 4 + TOKENS_PER_TURN * turns
+
 
 class ExactCounter:
     """Counts text exactly with a LocalTokenizer; file parts are added at the per-file estimate."""
