@@ -50,10 +50,6 @@ HEARTBEAT_INTERVAL_S = 15.0
 #: (``SFTPIPE_IDEMPOTENCY_LEASE_S``): one failed renewal still leaves three.
 BEATS_PER_LEASE = 4
 
-#: Seconds a claim's first read or write may take, its retries included: an invocation that
-#: cannot reach Firestore fails (and is redelivered) after this, not after the client's minute.
-CLAIM_CALL_TIMEOUT_S = 20.0
-
 # --- Functions (deploy/variables.tf ``function_resources``) ---------------------------------------
 #: Timeouts of the deployed functions; the test of deploy/ holds the Terraform defaults to these.
 FUNCTION_TIMEOUT_S = {"ingest": 540, "tuner": 540, "poller": 540, "completion": 540}
@@ -79,6 +75,22 @@ def heartbeat_interval_s(lease_s: float) -> float:
     :data:`HEARTBEAT_INTERVAL_S`, and short enough that :data:`BEATS_PER_LEASE` fit in the lease
     (a 15 s beat would lose a 10 s claim to any other delivery)."""
     return min(HEARTBEAT_INTERVAL_S, lease_s / BEATS_PER_LEASE)
+
+
+def claim_call_timeout_s(lease_s: float) -> float:
+    """Seconds a claim's read or write may retry, and one attempt of it may take: a quarter of the
+    lease. A delivery that cannot reach Firestore fails (and is redelivered) within half a lease,
+    not the client's default minute or more, and a claim written at the end of its calls still
+    holds for half a lease, past its first heartbeat."""
+    return lease_s / BEATS_PER_LEASE
+
+
+def submission_lease_s(lease_s: float) -> float:
+    """Seconds a job's SUBMITTING claim holds without its heartbeat: the deployment's lease, but
+    never less than :data:`CREATE_SETTLE_S`. A tuner killed while its create is in flight records
+    nothing; whoever takes its claim over looks the job up by label first, and a create Vertex
+    received late is listed only that long after it was sent."""
+    return max(lease_s, CREATE_SETTLE_S)
 
 
 def read_call_worst_case_s() -> float:

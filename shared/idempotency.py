@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from google.api_core import exceptions as gexc
 from google.api_core import retry as gretry
 
-from shared.budgets import CLAIM_CALL_TIMEOUT_S, heartbeat_interval_s
+from shared.budgets import claim_call_timeout_s, heartbeat_interval_s
 from shared.errors import AlreadyInProgressError, PermanentError
 from shared.leases import Heartbeat
 from shared.logging import get_logger
@@ -41,13 +41,6 @@ RECORD_RETENTION = timedelta(days=30)
 
 log = get_logger("sftpipe.idempotency")
 
-#: The claim's reads and writes, the first Firestore calls of a delivery, retry transient errors
-#: for CLAIM_CALL_TIMEOUT_S in all (the client's default is a minute): a delivery that cannot
-#: reach Firestore fails soon, and the platform redelivers it later with its own backoff.
-_CLAIM_RETRY = gretry.Retry(
-    predicate=gretry.if_transient_error, initial=0.2, maximum=4.0, timeout=CLAIM_CALL_TIMEOUT_S
-)
-
 
 class IdempotencyStore:
     def __init__(
@@ -59,6 +52,17 @@ class IdempotencyStore:
         self._collection = collection
         self._lease = timedelta(seconds=lease_s)
         self._max_hold_s = max_hold_s
+        # The claim's create and get, the first Firestore calls of a delivery, are bounded by
+        # shared.budgets.claim_call_timeout_s (the client's defaults: 60 s and 300 s per attempt,
+        # retried for a minute): a delivery that cannot reach Firestore fails soon, and the
+        # platform redelivers it later with its own backoff.
+        bound = claim_call_timeout_s(lease_s)
+        self._claim_call: dict[str, Any] = {
+            "retry": gretry.Retry(
+                predicate=gretry.if_transient_error, initial=0.2, maximum=4.0, timeout=bound
+            ),
+            "timeout": bound,
+        }
 
     @classmethod
     def from_settings(cls, db: firestore.Client, settings: Settings) -> IdempotencyStore:
@@ -110,11 +114,11 @@ class IdempotencyStore:
             "expire_at": now + RECORD_RETENTION,
         }
         try:
-            ref.create(record, retry=_CLAIM_RETRY)
+            ref.create(record, **self._claim_call)
             return None
         except gexc.AlreadyExists:
             pass
-        snapshot = ref.get(retry=_CLAIM_RETRY)
+        snapshot = ref.get(**self._claim_call)
         if not snapshot.exists:  # deleted by a failed attempt between our create and get
             return self._claim(ref, key, owner)
         existing = snapshot.to_dict()
@@ -130,6 +134,7 @@ class IdempotencyStore:
                 code=error.get("code"),
                 field=error.get("field"),
             )
+        now = datetime.now(UTC)  # after the calls: the lease taken over starts when it is taken
         if existing.get("lease_expires") and existing["lease_expires"] > now:
             raise AlreadyInProgressError(
                 f"{key} is being handled by another delivery until {existing['lease_expires'].isoformat()}"

@@ -35,6 +35,7 @@ import orjson
 from google.cloud.firestore_v1.base_query import FieldFilter
 from pydantic import ValidationError
 
+from shared.budgets import CLAIM_LEASE_S
 from shared.events import GCS_NOTIFICATION_FINALIZE, StorageObject
 from shared.logging import get_logger, log_context
 from shared.messages import BaselineContinuationV1, EvaluationContinuationV1, JobEventV1, TuningRequestV1
@@ -128,7 +129,7 @@ def _stranded_datasets(runtime: Runtime, client: genai.Client, now: datetime, co
             if _claim_is_live(runtime, f"ingest-{dataset_id}", now):
                 continue
             updated = dataset.get("updated") or dataset.get("created")
-            if updated and now - updated < timedelta(seconds=settings.idempotency_lease_s):
+            if updated and now - updated < timedelta(seconds=CLAIM_LEASE_S):
                 continue  # its event's claim may not even be written yet
             attempts = int(dataset.get("ingest_attempts") or 1)
             obj = _source_object(dataset)

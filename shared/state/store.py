@@ -21,6 +21,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from pydantic import ValidationError
 
+from shared.budgets import submission_lease_s
 from shared.config import Settings
 from shared.logging import get_logger
 from shared.messages import JobEventV1
@@ -177,7 +178,7 @@ class JobStore:
         next claim, so that every claim's lease starts with its own submission.
         """
         now = utcnow()
-        lease = now + timedelta(seconds=self.settings.idempotency_lease_s)
+        lease = now + timedelta(seconds=submission_lease_s(self.settings.idempotency_lease_s))
 
         @firestore.transactional
         def claim(transaction: firestore.Transaction) -> list[JobRecord]:
@@ -233,7 +234,11 @@ class JobStore:
             if current.get("status") != SUBMITTING or current.get("submit_owner") != owner:
                 return False
             transaction.update(
-                ref, {"submit_lease": utcnow() + timedelta(seconds=self.settings.idempotency_lease_s)}
+                ref,
+                {
+                    "submit_lease": utcnow()
+                    + timedelta(seconds=submission_lease_s(self.settings.idempotency_lease_s))
+                },
             )
             return True
 

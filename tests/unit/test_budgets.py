@@ -37,6 +37,19 @@ def test_a_shorter_lease_beats_faster_so_a_live_claim_still_survives_two_failed_
         assert budgets.heartbeat_interval_s(lease_s) <= budgets.HEARTBEAT_INTERVAL_S
 
 
+def test_a_claims_firestore_calls_end_before_its_lease_and_first_heartbeat() -> None:
+    for lease_s in (1, 15, 60, 600):
+        # Retries, then the attempt in flight: the claim written last still holds past a beat.
+        worst = 2 * budgets.claim_call_timeout_s(lease_s)
+        assert worst + budgets.heartbeat_interval_s(lease_s) < lease_s, lease_s
+
+
+def test_a_submission_claim_outlives_a_create_that_reaches_vertex_late_whatever_the_lease() -> None:
+    for lease_s in (1, 15, 60):
+        assert budgets.submission_lease_s(lease_s) >= budgets.CREATE_SETTLE_S, lease_s
+    assert budgets.submission_lease_s(600) == 600
+
+
 def test_no_second_create_before_a_late_request_could_have_reached_vertex() -> None:
     assert budgets.CREATE_SETTLE_S >= 2 * budgets.CREATE_TIMEOUT_S
     assert budgets.CREATE_TIMEOUT_S > budgets.TUNING_CALL_TIMEOUT_S
