@@ -604,13 +604,21 @@ class GeminiConverter:
         own order; the two agree when every object of the line that has a "role" key starts with
         it. Counting '{"role":' finds exactly those objects: in a JSON string a '"' is escaped, so
         '{"' cannot occur inside one (nor can a string that ends in '{' be followed by 'role"'),
-        and the decoder allows "role" in turns and the system instruction only. A line in another
-        order (or spacing) is written as the general path writes it. The length does not depend
-        on the order, so :meth:`plain` gives it whatever the order.
+        and the decoder allows "role" in turns and the system instruction only. A key given twice
+        keeps its last value, but the first one's roles still count, so a line that gives
+        "contents" or "systemInstruction" twice is written by the general path too (neither
+        '"contents":' nor '"systemInstruction":' can occur inside a string, where '"' is escaped,
+        and the decoder allows those keys at the top only). A line in another order (or spacing)
+        is written as the general path writes it. The length does not depend on the order, so
+        :meth:`plain` gives it whatever the order.
         """
         system = record.system
         roles = len(record.contents) + (system is not None and system.role is not msgspec.UNSET)
-        if line.count(b'{"role":') != roles:
+        if (
+            line.count(b'{"role":') != roles
+            or line.count(b'"contents":') != 1
+            or line.count(b'"systemInstruction":') > 1
+        ):
             return orjson.dumps(self(orjson.loads(line)).record, option=orjson.OPT_APPEND_NEWLINE)
         return b"".join((prefix, body, _PLAIN_SUFFIX))
 

@@ -324,6 +324,23 @@ def test_the_written_line_keeps_a_turn_written_parts_first(monkeypatch: pytest.M
     assert lines == [("train", orjson.dumps(record) + b"\n")]
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        # The first "contents" is dropped (the last value wins), but its role still counts.
+        b'{"contents":[{"role":"user","parts":[{"text":"x"}]}],'
+        b'"contents":[{"parts":[{"text":"q"}],"role":"user"},{"role":"model","parts":[{"text":"a"}]}]}',
+        b'{"systemInstruction":{"role":"system","parts":[{"text":"s"}]},"systemInstruction":null,'
+        b'"contents":[{"parts":[{"text":"q"}],"role":"user"},{"role":"model","parts":[{"text":"a"}]}]}',
+    ],
+)
+def test_a_key_given_twice_writes_what_the_general_path_writes(
+    line: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _file([_plain("first", "a", system=None)])
+    _assert_same(first + line + b"\n", monkeypatch, split="train")
+
+
 def test_too_many_tokens_is_the_same_error(monkeypatch: pytest.MonkeyPatch) -> None:
     long = "word " * 200_000
     result = _assert_same(_file([_plain(long, "a"), _plain("q", "a")]), monkeypatch, skip_invalid=True)
