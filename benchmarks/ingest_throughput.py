@@ -25,6 +25,10 @@ stages interleaved ``--repeat`` times (a burst of load elsewhere hits every stag
   counting is reported on its own; "not available (reason)" when the tokenizer cannot run (it
   needs the ``sentencepiece`` package and a model file downloaded on first use).
 
+Every stage runs with glibc's mmap threshold that the functions are deployed with
+(``MALLOC_MMAP_THRESHOLD_``, ``shared.datasets.limits.MALLOC_MMAP_THRESHOLD_BYTES``);
+``--glibc-default`` runs them with glibc's own, dynamic one.
+
 MB are 10^6 bytes (the upload limit is 10^9 bytes). Targets (issue 17): validate >= 150 MB/s and
 at most 1.5x the ``json`` pass, write >= 100 MB/s, peak RSS <= 256 MB for a 1 GB file.
 
@@ -41,6 +45,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import random
 import resource
 import subprocess
@@ -221,6 +226,11 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per stage; the best time counts")
     parser.add_argument("--exact-mb", type=float, default=20, help="MB the exact-token stage reads")
     parser.add_argument("--keep", metavar="DIR", help="generate the files here and keep them (reused)")
+    parser.add_argument(
+        "--glibc-default",
+        action="store_true",
+        help="run the stages with glibc's own mmap threshold instead of the deployed MALLOC_MMAP_THRESHOLD_",
+    )
     parser.add_argument("--measure", nargs=3, metavar=("STAGE", "PATH", "MB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -230,6 +240,16 @@ def main() -> int:
         print(json.dumps({**out, "peak_rss_mb": _peak_rss_mb(), "wall": time.perf_counter() - started}))
         return 0
     stages = [s for s in args.stages.split(",") if s]
+    # The stages run as the ingest function is deployed (deploy/functions.tf), unless asked not to.
+    environment = dict(os.environ)
+    if args.glibc_default:
+        environment.pop("MALLOC_MMAP_THRESHOLD_", None)
+    else:
+        sys.path.insert(0, str(ROOT))
+        from shared.datasets.limits import MALLOC_MMAP_THRESHOLD_BYTES
+
+        environment["MALLOC_MMAP_THRESHOLD_"] = str(MALLOC_MMAP_THRESHOLD_BYTES)
+    print(f"glibc mmap threshold: {environment.get('MALLOC_MMAP_THRESHOLD_', 'glibc default (dynamic)')}")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.keep or tmp)
         folder.mkdir(parents=True, exist_ok=True)
@@ -252,6 +272,7 @@ def main() -> int:
                         check=True,
                         capture_output=True,
                         text=True,
+                        env=environment,
                     ).stdout
                     runs.setdefault(stage, []).append(json.loads(out))
             baseline = min(r["seconds"] for r in runs["json"]) if "json" in runs else None

@@ -56,9 +56,12 @@ resource "google_cloudfunctions2_function" "this" {
     all_traffic_on_latest_revision = true
 
     # Each function knows its own timeout: submissions and evaluation calls are sized to end
-    # inside it (shared/budgets.py).
+    # inside it (shared/budgets.py). glibc maps every allocation over 4 MiB and unmaps it when
+    # freed (MALLOC_MMAP_THRESHOLD_, shared/datasets/limits.py): ingest's two passes over a
+    # large file then peak at the first pass's memory, not above it.
     environment_variables = merge(local.environment, {
       SFTPIPE_FUNCTION_TIMEOUT_S = tostring(var.function_resources[each.key].timeout_s)
+      MALLOC_MMAP_THRESHOLD_     = "4194304"
     })
 
     dynamic "secret_environment_variables" {

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from local import services
+from shared.datasets.limits import MALLOC_MMAP_THRESHOLD_BYTES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS = ("ingest", "tuner", "poller", "completion")
@@ -335,7 +336,11 @@ class Stack:
                 "--port",
                 str(ports[f"fn_{function}"]),
             ]
-            self._spawn(state, function, argv, {**process_env, "THREADS": "8"})
+            # The functions' allocator as deployed (deploy/functions.tf; MALLOC_MMAP_THRESHOLD_BYTES),
+            # not the tuning service's: its tensors are large and short-lived, and a fixed threshold
+            # would map and unmap each one.
+            allocator = {"MALLOC_MMAP_THRESHOLD_": str(MALLOC_MMAP_THRESHOLD_BYTES)}
+            self._spawn(state, function, argv, {**process_env, **allocator, "THREADS": "8"})
 
         self._spawn(
             state,

@@ -35,6 +35,13 @@ MAX_FILE_BYTES = MAX_TRAINING_FILE_BYTES
 #: One JSONL line (one example) is read whole; longer lines are rejected without being held.
 #: 131,072 tokens of text is at most a few MiB of JSON even with \\uXXXX escapes.
 MAX_LINE_BYTES = 16 * MIB
+#: glibc's mmap threshold where ingest runs (the ``MALLOC_MMAP_THRESHOLD_`` environment variable:
+#: deploy/functions.tf, the local stack, benchmarks/ingest_throughput.py). Left to itself, glibc
+#: raises the threshold when a large mapped block is freed, so after the validating pass the
+#: duplicate sets' tables of the writing pass land in a fragmented heap, which then grows past
+#: the first pass's peak (1 GB of short lines: 259-279 MB against 233 MB). A fixed threshold
+#: keeps such tables mapped and hands them back when freed (235 MB).
+MALLOC_MMAP_THRESHOLD_BYTES = 4 * MIB
 #: Below this many training examples the report warns (the older docs required 16).
 RECOMMENDED_MIN_EXAMPLES = 100
 #: Estimated tokens for one image fileData part; the estimate counts media by modality: see

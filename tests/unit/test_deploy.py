@@ -23,6 +23,7 @@ import pytest
 import main
 import shared.idempotency
 from shared.config import Settings
+from shared.datasets.limits import MALLOC_MMAP_THRESHOLD_BYTES
 from shared.dead_letter import dead_letter_topic
 from shared.events import PubSubMessage
 from shared.ingest.manifest import ReadPolicy
@@ -296,7 +297,8 @@ def test_required_settings_are_set_for_every_function(tf: Config) -> None:
     service = tf.resource("google_cloudfunctions2_function", "this")["service_config"][0]
     assert service["environment_variables"] == (
         "${merge(local.environment, {SFTPIPE_FUNCTION_TIMEOUT_S = "
-        "tostring(var.function_resources[each.key].timeout_s)})}"
+        "tostring(var.function_resources[each.key].timeout_s), "
+        f'MALLOC_MMAP_THRESHOLD_ = "{MALLOC_MMAP_THRESHOLD_BYTES}"}})}}'
     )
     assert expression(tf.locals["environment"]) == "merge(local.settings_environment, var.extra_environment)"
 
