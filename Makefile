@@ -8,15 +8,13 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# --no-compile: Python compiles a module when it is first imported, so only what runs is
-# compiled (byte-compiling every installed file took 30 of the 50 s of a first setup).
 $(STAMP): requirements.txt requirements-dev.txt requirements-tuning.txt requirements-tuning-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --no-compile -r requirements-dev.txt
-	$(PY) -m pip install --quiet --no-compile -r requirements-tuning.txt
-	$(PY) -m pip install --quiet --no-compile --no-deps -r requirements-tuning-nodeps.txt
-	$(PY) -m pip install --quiet --no-compile --no-deps -e .
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-tuning.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-tuning-nodeps.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 # Debian packages the tests need: Chromium renders report.html. Installed when running as root
