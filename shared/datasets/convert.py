@@ -501,13 +501,7 @@ class GeminiConverter:
                 pieces.append(text)
         if previous != "model":
             return _convert_gemini_general(record)
-        key, prompt_key, answer_key, joined_bytes = _text_keys(
-            _SEPARATOR.join(pieces[:answer_at]).encode(),
-            _SEPARATOR.join(pieces[answer_at:]).encode(),
-            answer_at == 2,
-            len(pieces) - answer_at == 2,
-            system_keys,
-        )
+        key, prompt_key, answer_key, joined_bytes = _turn_keys(pieces, answer_at, system_keys)
         if system_keys is None:
             if len(record) > 1:
                 record = {"contents": contents}
@@ -585,13 +579,7 @@ class GeminiConverter:
                 pieces.append(text)
         if previous != "model":
             return None
-        key, prompt_key, answer_key, joined_bytes = _text_keys(
-            _SEPARATOR.join(pieces[:answer_at]).encode(),
-            _SEPARATOR.join(pieces[answer_at:]).encode(),
-            answer_at == 2,
-            len(pieces) - answer_at == 2,
-            system_keys,
-        )
+        key, prompt_key, answer_key, joined_bytes = _turn_keys(pieces, answer_at, system_keys)
         body = _PLAIN_ENCODE(contents)
         line_bytes = len(prefix) + len(body) + _PLAIN_SUFFIX_BYTES
         return key, prompt_key, answer_key, joined_bytes, len(contents), pieces[-1], line_bytes, prefix, body
@@ -621,6 +609,19 @@ class GeminiConverter:
         ):
             return orjson.dumps(self(orjson.loads(line)).record, option=orjson.OPT_APPEND_NEWLINE)
         return b"".join((prefix, body, _PLAIN_SUFFIX))
+
+
+def _turn_keys(
+    pieces: list[str], answer_at: int, system_keys: _SystemKeys | None
+) -> tuple[bytes, bytes, bytes, int]:
+    """:func:`_text_keys` of text turns given as their roles and texts, the answer's from ``answer_at``."""
+    return _text_keys(
+        _SEPARATOR.join(pieces[:answer_at]).encode(),
+        _SEPARATOR.join(pieces[answer_at:]).encode(),
+        answer_at == 2,
+        len(pieces) - answer_at == 2,
+        system_keys,
+    )
 
 
 def _text_keys(
