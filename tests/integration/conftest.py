@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -70,16 +71,30 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         runtime_module.reset_runtime()
 
 
+#: Attempts at wiping Firestore: the emulator answers 409 while a transaction holds a document
+#: (the stack's poller ticks, a heartbeat of the previous test's work), which ends within moments.
+WIPE_ATTEMPTS = 20
+
+
+def _wipe_firestore(host: str, project: str) -> None:
+    request = urllib.request.Request(
+        f"http://{host}/emulator/v1/projects/{project}/databases/(default)/documents", method="DELETE"
+    )
+    for attempt in range(WIPE_ATTEMPTS):
+        try:
+            urllib.request.urlopen(request, timeout=10).close()
+            return
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409 or attempt == WIPE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.25)
+
+
 @pytest.fixture
 def runtime(stack: dict[str, str]) -> Runtime:
     """A clean slate: empty Firestore and an empty bucket, and fresh clients on the emulators."""
     settings = Settings()
-    request = urllib.request.Request(
-        f"http://{stack['FIRESTORE_EMULATOR_HOST']}/emulator/v1/projects/{settings.project}"
-        "/databases/(default)/documents",
-        method="DELETE",
-    )
-    urllib.request.urlopen(request, timeout=10).close()
+    _wipe_firestore(stack["FIRESTORE_EMULATOR_HOST"], settings.project)
     rt = Runtime(settings)
     for blob in rt.storage.list_blobs(settings.bucket):
         blob.delete()
