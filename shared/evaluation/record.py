@@ -185,13 +185,20 @@ def advance(
 
 
 def release(ref: Any, runtime: Runtime, owner: str) -> None:
-    """Give the lease back if this invocation still holds it (best effort: it expires anyway)."""
-    try:
-        snapshot = ref.get()
+    """Give the lease back if this invocation still holds it (best effort: it expires anyway).
+
+    In a transaction, which Firestore retries on contention: a heartbeat's renewal that lands
+    between the read and the write (one every few seconds with a short lease) must not leave
+    the lease held until it expires, delaying the continuation that follows."""
+    from google.cloud import firestore
+
+    @firestore.transactional
+    def give_back(transaction: firestore.Transaction) -> None:
+        snapshot = ref.get(transaction=transaction)
         if snapshot.exists and snapshot.to_dict().get("lease_owner") == owner:
-            ref.update(
-                {"lease_owner": None, "lease_expires": None},
-                option=runtime.firestore.write_option(last_update_time=snapshot.update_time),
-            )
-    except (gexc.FailedPrecondition, gexc.NotFound, gexc.GoogleAPICallError):
+            transaction.update(ref, {"lease_owner": None, "lease_expires": None})
+
+    try:
+        give_back(runtime.firestore.transaction())
+    except (gexc.FailedPrecondition, gexc.NotFound, gexc.GoogleAPICallError, ValueError):
         log.warning("could not release the evaluation lease; it will expire", exc_info=True)
