@@ -54,6 +54,8 @@ class JobStore:
     def __init__(self, db: firestore.Client, settings: Settings) -> None:
         self.db = db
         self.settings = settings
+        #: How long a SUBMITTING claim holds without its heartbeat (shared.budgets.submission_lease_s).
+        self.submit_lease = timedelta(seconds=submission_lease_s(settings.idempotency_lease_s))
         self.jobs = db.collection(settings.jobs_collection)
         self.outbox = db.collection(OUTBOX_COLLECTION)
         #: Documents read by this store (what Firestore bills); the poller reports it per tick.
@@ -178,7 +180,7 @@ class JobStore:
         next claim, so that every claim's lease starts with its own submission.
         """
         now = utcnow()
-        lease = now + timedelta(seconds=submission_lease_s(self.settings.idempotency_lease_s))
+        lease = now + self.submit_lease
 
         @firestore.transactional
         def claim(transaction: firestore.Transaction) -> list[JobRecord]:
@@ -233,13 +235,7 @@ class JobStore:
             current = snapshot.to_dict()
             if current.get("status") != SUBMITTING or current.get("submit_owner") != owner:
                 return False
-            transaction.update(
-                ref,
-                {
-                    "submit_lease": utcnow()
-                    + timedelta(seconds=submission_lease_s(self.settings.idempotency_lease_s))
-                },
-            )
+            transaction.update(ref, {"submit_lease": utcnow() + self.submit_lease})
             return True
 
         return renew(self.db.transaction())

@@ -184,7 +184,7 @@ def submit(job: JobRecord, runtime: Runtime, client: genai.Client, store: JobSto
         heartbeat = Heartbeat(
             lambda: store.renew_submission(job.job_id, job.submit_owner),
             max_hold_s=submission_worst_case_s(),
-            interval_s=heartbeat_interval_s(store.settings.idempotency_lease_s),
+            interval_s=heartbeat_interval_s(store.submit_lease.total_seconds()),
             what=f"submission claim of {job.job_id}",
         )
         with heartbeat:
