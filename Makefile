@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 # pip byte-compiles one file at a time; compileall -j 0 compiles the same files on every core
-# (a first setup: about 35 s instead of 50). Compiling on first import instead cost the test
+# (a first setup: about 43 s instead of 50). Compiling on first import instead cost the test
 # run more than it saved: every process of the stack compiled what it imported.
 $(STAMP): requirements.txt requirements-dev.txt requirements-tuning.txt requirements-tuning-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
