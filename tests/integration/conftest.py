@@ -141,6 +141,26 @@ def subscribe(runtime: Runtime) -> Iterator[Callable[[str], Callable[[], list[di
 
 
 @pytest.fixture
+def requests_seen(
+    subscribe: Callable[[str], Callable[[], list[dict[str, Any]]]], runtime: Runtime
+) -> Callable[[], list[dict[str, Any]]]:
+    """What ingest publishes to tuning-requests, from a pull subscription created before the
+    test's uploads, for the datasets this test creates. An earlier test's job hands its request
+    back to the tuner once its baseline is taken, possibly after this test has begun, and this
+    subscription sees it too; ``runtime`` emptied Firestore, so this test's datasets are the ones
+    there when the requests are read."""
+    datasets = runtime.firestore.collection(runtime.settings.datasets_collection)
+    pull = subscribe(runtime.settings.tuning_requests_topic)
+
+    def seen() -> list[dict[str, Any]]:
+        received = pull()
+        ours = {doc.id for doc in datasets.stream()}
+        return [r for r in received if r["body"].get("dataset_id") in ours]
+
+    return seen
+
+
+@pytest.fixture
 def function_log(stack: dict[str, str]) -> Callable[[str], list[dict[str, Any]]]:
     """Read the JSON log lines a function of the stack has written so far."""
     import json

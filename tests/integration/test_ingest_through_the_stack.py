@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from shared.events import GCS_NOTIFICATION_FINALIZE, StorageObject
 from shared.ingest import ingest_upload
@@ -30,18 +29,6 @@ def _datasets(runtime: Runtime) -> list[dict[str, Any]]:
 def _settled(runtime: Runtime, count: int = 1) -> list[dict[str, Any]]:
     docs = [d for d in _datasets(runtime) if d.get("status") in ("READY", "REJECTED")]
     return docs if len(docs) >= count else []
-
-
-@pytest.fixture
-def requests_seen(
-    subscribe: Callable[[str], Callable[[], list[dict[str, Any]]]], runtime: Runtime
-) -> Callable[[], list[dict[str, Any]]]:
-    """What ingest publishes to tuning-requests, from a pull subscription created before the upload,
-    for datasets this test creates (an earlier test's job hands its request back to the tuner once
-    its baseline is taken, which this subscription would see too)."""
-    earlier = {doc.id for doc in runtime.firestore.collection(runtime.settings.datasets_collection).stream()}
-    pull = subscribe(runtime.settings.tuning_requests_topic)
-    return lambda: [r for r in pull() if r["body"].get("dataset_id") not in earlier]
 
 
 def test_valid_upload_becomes_a_prepared_dataset_and_one_tuning_request(

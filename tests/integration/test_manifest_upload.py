@@ -43,17 +43,6 @@ def _exists(runtime: Runtime, name: str) -> bool:
     return runtime.storage.bucket(runtime.settings.bucket).blob(name).exists()
 
 
-@pytest.fixture
-def requests_seen(
-    subscribe: Callable[[str], Callable[[], list[dict[str, Any]]]], runtime: Runtime
-) -> Callable[[], list[dict[str, Any]]]:
-    """Tuning requests for datasets this test creates (an earlier test's job hands its request
-    back to the tuner once its baseline is taken, which this subscription would see too)."""
-    earlier = {doc.id for doc in runtime.firestore.collection(runtime.settings.datasets_collection).stream()}
-    pull = subscribe(runtime.settings.tuning_requests_topic)
-    return lambda: [r for r in pull() if r["body"].get("dataset_id") not in earlier]
-
-
 def test_manifest_with_train_and_test_files_becomes_one_dataset_and_one_request(
     runtime: Runtime, requests_seen: Callable[[], list[dict[str, Any]]]
 ) -> None:
