@@ -12,7 +12,9 @@ from tuning_helpers import TuningService, wait_for_end
 
 from local.tuning import sample
 
-TRAINING, VALIDATION, HELD_OUT = 64, 8, 20
+#: 32 examples suffice: held-out accuracy went from 0.00-0.25 to 1.00 on seeds 3, 7 and 11 (64
+#: took twice the training time for the same result).
+TRAINING, VALIDATION, HELD_OUT = 32, 4, 20
 SEED = 11
 
 
@@ -30,7 +32,7 @@ def accuracy(client: genai.Client, model: str, records: list[dict]) -> float:
     return correct / len(records)
 
 
-@pytest.mark.slow(300)
+@pytest.mark.slow(150)
 @pytest.mark.timeout(900)
 def test_tuning_smollm2_improves_held_out_accuracy(
     new_service: Callable[..., TuningService], upload: Callable[..., str]
