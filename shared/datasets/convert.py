@@ -464,6 +464,9 @@ class GeminiConverter:
         # The written line's beginning for the remembered system instruction (plain records).
         self._plain_prefix: bytes | None = None
         self._plain_prefix_of: _SystemKeys | None = None
+        # The same beginning as a compact line gives it (the system instruction's own role, if
+        # any, first): see plain_line.
+        self._source_prefix = b""
 
     def __call__(self, record: dict[str, Any]) -> Example:
         contents = record.get("contents")
@@ -530,12 +533,13 @@ class GeminiConverter:
                 system_keys = self._system = _system_keys(system, msgspec.to_builtins(system))
             prefix = self._plain_prefix
             if prefix is None or self._plain_prefix_of is not system_keys:
+                parts = _PLAIN_ENCODE(system.parts)
                 prefix = self._plain_prefix = b"".join(
-                    (
-                        b'{"systemInstruction":{"role":"system","parts":',
-                        _PLAIN_ENCODE(system.parts),
-                        b'},"contents":',
-                    )
+                    (b'{"systemInstruction":{"role":"system","parts":', parts, b'},"contents":')
+                )
+                role = b"" if system.role is msgspec.UNSET else b'"role":' + _PLAIN_ENCODE(system.role) + b","
+                self._source_prefix = b"".join(
+                    (b'{"systemInstruction":{', role, b'"parts":', parts, b'},"contents":')
                 )
                 self._plain_prefix_of = system_keys
         if len(contents) == 2:  # the common case, one question and its answer, without lists
@@ -599,7 +603,20 @@ class GeminiConverter:
         and the decoder allows those keys at the top only). A line in another order (or spacing)
         is written as the general path writes it. The length does not depend on the order, so
         :meth:`plain` gives it whatever the order.
+
+        A compact line in that order already (no space, the same escapes, any role of the system
+        instruction first) needs none of these counts: comparing it with what the structs encode
+        to is one pass where the counts are three, and it shows every key in its place, once.
         """
+        source = self._source_prefix if prefix is self._plain_prefix else prefix
+        start = len(source)
+        if (
+            len(line) == start + len(body) + 1
+            and line.startswith(source)
+            and line.startswith(body, start)
+            and line.endswith(b"}")
+        ):
+            return b"".join((prefix, body, _PLAIN_SUFFIX))
         system = record.system
         roles = len(record.contents) + (system is not None and system.role is not msgspec.UNSET)
         if (

@@ -341,6 +341,35 @@ def test_a_key_given_twice_writes_what_the_general_path_writes(
     _assert_same(first + line + b"\n", monkeypatch, split="train")
 
 
+@pytest.mark.parametrize(
+    "system",
+    [
+        {"parts": [{"text": "s"}]},
+        {"role": "system", "parts": [{"text": "s"}]},
+        {"role": "user", "parts": [{"text": "s"}]},
+        {"parts": [{"text": "s"}], "role": "system"},
+    ],
+)
+def test_a_compact_line_is_written_as_the_general_path_writes_it(
+    system: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compact lines the written form may be compared with (plain_line's shortcut), and one
+    (the role after the parts) it may not."""
+    record = {"systemInstruction": system, **_plain("q", "a", system=None)}
+    (fast, lines), _ = _prepare_both(
+        _file([record, _plain("q2", "a2", system=None)]), monkeypatch, split="train"
+    )
+    assert fast.ok
+    written = {
+        "systemInstruction": {"role": "system", "parts": system["parts"]},
+        **_plain("q", "a", system=None),
+    }
+    assert lines[0] == ("train", orjson.dumps(written) + b"\n")
+    _assert_same(
+        _file([record, record | {"contents": _plain("q3", "a3")["contents"]}]), monkeypatch, split="train"
+    )
+
+
 def test_too_many_tokens_is_the_same_error(monkeypatch: pytest.MonkeyPatch) -> None:
     long = "word " * 200_000
     result = _assert_same(_file([_plain(long, "a"), _plain("q", "a")]), monkeypatch, skip_invalid=True)
