@@ -32,10 +32,11 @@ system-deps:
 
 # TEST_WORKERS=N runs the suite on N pytest-xdist workers (each with its own local stack, on free
 # ports, one test module at a time, longest modules first: tests/conftest.py); 0 runs it in one
-# process. Two workers is the default: most of the suite's time is spent waiting (a lease to lapse,
-# a redelivery, a poller tick), and two overlap those waits on 2 cores (6.5 min against 13 in one
-# process); three measured slower (the training and the services want the CPU).
-TEST_WORKERS ?= 2
+# process. Three workers is the default: most of the suite's time is spent waiting (a lease to
+# lapse, a redelivery, a poller tick; the CPUs are busy a third of the time on two workers), and
+# a third overlaps more of those waits: on this 2-core machine, a lone clone's suite took 339 s on
+# three workers against 405 s on two (about 13 min in one process).
+TEST_WORKERS ?= 3
 
 test: setup system-deps
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
