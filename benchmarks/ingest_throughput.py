@@ -10,7 +10,7 @@ Generates three deterministic files of Gemini tuning records (``--keep DIR`` kee
   a one-word label), about 0.6 KB each: the per-record cost dominates;
 - ``summarization``: long lines (an article of 300-1,200 words, a summary of 30-100 of its
   words), about 5 KB each: the per-byte cost dominates;
-- ``qa``: the file issue 17 measured (records of 50-400 words each, about 1.1 KB): a question
+- ``qa``: the file issue 17 measured (records of 50-400 words each; about 1.4 KB here, 1.1 KB there): a question
   and its answer, between the two.
 
 One record in :data:`DUPLICATE_EVERY` repeats an earlier one, so duplicate detection has work.
