@@ -219,6 +219,8 @@ def _measure(stage: str, path: str, limit_mb: float) -> dict[str, Any]:
 
 #: The stand-in for the Gemma tokenizer model when it cannot be downloaded (no network).
 STAND_IN_VOCABULARY = 8_000
+#: Lines of the file whose texts train the stand-in.
+STAND_IN_TRAINING_LINES = 20_000
 STAND_IN_DESCRIPTION = (
     f"a SentencePiece BPE model of at most {STAND_IN_VOCABULARY:,} pieces trained here on the file's first "
     "texts, in google-genai's LocalTokenizer: the SDK's own counting path, whose token counts differ from "
@@ -243,7 +245,7 @@ def _stand_in_tokenizer(data: bytes) -> Any:
     from google.genai.local_tokenizer import LocalTokenizer
 
     texts = []
-    for line in data[: 20 * MB].splitlines()[:20_000]:
+    for line in itertools.islice(io.BytesIO(data), STAND_IN_TRAINING_LINES):
         record = orjson.loads(line)
         system = record.get("systemInstruction") or {"parts": []}
         for content in [system, *record["contents"]]:
